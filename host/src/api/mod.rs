@@ -1,0 +1,376 @@
+//! HTTP API: both KES generations on one port.
+//!
+//! [`serve`] takes one request through the same steps for every route:
+//! route → method → authenticate/authorize → read the body within its limit →
+//! handler under the route's timeout → metrics and audit. Handlers only see a
+//! [`Call`] and answer `Result<Reply, ApiError>`; every error becomes a JSON
+//! `{"message": …}` in one place ([`error`]).
+
+pub mod error;
+mod identity;
+mod key;
+mod policy;
+pub mod routes;
+mod system;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+
+use crate::state::State;
+use crate::tls::IdentityError;
+use error::ApiError;
+use routes::{AuthClass, Handler, Route};
+
+/// Response body: a full buffer or a stream (log following).
+pub type Body = BoxBody<Bytes, Infallible>;
+/// A finished response.
+pub type Reply = Response<Body>;
+
+/// What a connection knows about its client.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub ip: Option<String>,
+    pub identity: Result<String, IdentityError>,
+}
+
+/// How a listing argument selects names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    All,
+    Prefix(String),
+    Glob(String),
+}
+
+impl Selector {
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            Selector::All => true,
+            Selector::Prefix(p) => name.starts_with(p.as_str()),
+            Selector::Glob(g) => crate::auth::pattern::glob_match(g, name),
+        }
+    }
+
+    /// The prefix a store can narrow its listing by.
+    pub fn prefix(&self) -> &str {
+        match self {
+            Selector::Prefix(p) => p,
+            _ => "",
+        }
+    }
+}
+
+/// One authorized call, as a handler sees it.
+pub struct Call<'a> {
+    pub state: &'a State,
+    pub route: &'static Route,
+    /// The resource name after the route prefix (percent-decoded).
+    pub name: &'a str,
+    /// The caller's identity (absent only on routes that need none).
+    pub identity: Option<&'a str>,
+    /// Whether a listing should be JSON (`Accept: application/json`).
+    /// No Go client sends `Accept`; all of them read ndjson.
+    pub wants_json: bool,
+    pub query: Option<&'a str>,
+    pub body: Bytes,
+}
+
+impl Call<'_> {
+    /// The identity, for routes that require one.
+    pub fn caller(&self) -> &str {
+        self.identity.unwrap_or_default()
+    }
+
+    /// Parses the listing argument.
+    ///
+    /// JSON listings (new generation) take a prefix, optionally ending in `*`.
+    /// ndjson listings take `*`/empty for all, a glob if the pattern has glob
+    /// characters (old generation), and otherwise a prefix — what the newer Go
+    /// clients, which also read ndjson, mean by it.
+    pub fn selector(&self) -> Result<Selector, ApiError> {
+        let p = self.name;
+        if self.wants_json {
+            if !crate::auth::names::valid_pattern_new(p) {
+                return Err(ApiError::bad_request(crate::auth::names::invalid_listing_pattern(p)));
+            }
+            let prefix = p.strip_suffix('*').unwrap_or(p);
+            return Ok(if prefix.is_empty() { Selector::All } else { Selector::Prefix(prefix.to_string()) });
+        }
+        if p.is_empty() || p == "*" {
+            return Ok(Selector::All);
+        }
+        crate::auth::names::validate_pattern_old(p).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if p.contains(['*', '?', '[', '\\']) {
+            Ok(Selector::Glob(p.to_string()))
+        } else {
+            Ok(Selector::Prefix(p.to_string()))
+        }
+    }
+
+    /// Decodes the JSON body; any malformed body is the same 400.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.body).map_err(|_| ApiError::invalid_body())
+    }
+}
+
+fn full(status: StatusCode, content_type: Option<&'static str>, body: Vec<u8>) -> Reply {
+    let len = body.len();
+    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+    *r.status_mut() = status;
+    if let Some(ct) = content_type {
+        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
+
+/// 200 with a JSON body (ending in a newline, as Go's encoder writes).
+pub fn json_reply<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
+    let mut body = serde_json::to_vec(value).map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to encode response"))?;
+    body.push(b'\n');
+    Ok(full(StatusCode::OK, Some("application/json"), body))
+}
+
+/// 200 with no body.
+pub fn empty_reply() -> Result<Reply, ApiError> {
+    Ok(full(StatusCode::OK, None, Vec::new()))
+}
+
+/// 200 with newline-delimited JSON lines.
+pub fn ndjson_reply<T: Serialize>(items: impl IntoIterator<Item = T>) -> Result<Reply, ApiError> {
+    let mut body = Vec::new();
+    for item in items {
+        serde_json::to_writer(&mut body, &item).map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to encode response"))?;
+        body.push(b'\n');
+    }
+    Ok(full(StatusCode::OK, Some("application/x-ndjson"), body))
+}
+
+/// 200 with an arbitrary body and content type (metrics).
+pub fn raw_reply(content_type: &'static str, body: Vec<u8>) -> Result<Reply, ApiError> {
+    Ok(full(StatusCode::OK, Some(content_type), body))
+}
+
+/// A streaming ndjson body that forwards lines from a broadcast channel until
+/// the client goes away.
+pub fn stream_reply(rx: tokio::sync::broadcast::Receiver<Arc<str>>) -> Result<Reply, ApiError> {
+    use futures_util::stream;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use tokio::sync::broadcast::error::RecvError;
+    let lines = stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(line) => {
+                    let mut b = Vec::with_capacity(line.len() + 1);
+                    b.extend_from_slice(line.as_bytes());
+                    b.push(b'\n');
+                    return Some((Ok::<_, Infallible>(Frame::data(Bytes::from(b))), rx));
+                }
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(lines)));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    Ok(r)
+}
+
+fn error_reply(e: &ApiError) -> Reply {
+    let mut r = full(e.status, Some("application/json"), e.body());
+    if let Some(m) = e.allow {
+        r.headers_mut().insert(ACCEPT, HeaderValue::from_static(m));
+        r.headers_mut().insert(ALLOW, HeaderValue::from_static(m));
+    }
+    r
+}
+
+fn header_has(req: &Request<Incoming>, name: http::header::HeaderName, needle: &str) -> bool {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains(needle)))
+}
+
+/// Reads the body up to `limit` bytes; more is a 400, as in KES.
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(_) => Err(ApiError::invalid_body()),
+    }
+}
+
+/// Serves one request. Never fails: every error is a JSON answer.
+pub async fn serve(state: Arc<State>, peer: Arc<Peer>, req: Request<Incoming>) -> Result<Reply, Infallible> {
+    let start = Instant::now();
+    let received = time::OffsetDateTime::now_utc();
+    state.metrics.request_active.inc();
+    let raw_path = req.uri().path().to_string();
+    let path = match percent_encoding::percent_decode_str(&raw_path).decode_utf8() {
+        Ok(p) => p.into_owned(),
+        Err(_) => raw_path.clone(),
+    };
+    let span = tracing::debug_span!("request", method = %req.method(), path = %path);
+    let _enter = span.enter();
+
+    let (identity, result) = route(&state, &peer, &path, req).await;
+    let reply = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status.is_server_error() {
+                state.errors.error(&format!("{path}: {}", e.message));
+            }
+            error_reply(&e)
+        }
+    };
+    let status = reply.status().as_u16();
+    let elapsed = start.elapsed();
+    state.metrics.request_active.dec();
+    state.metrics.observe(status, elapsed.as_secs_f64());
+    if state.audit.wanted() {
+        let time = received
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        state
+            .audit
+            .record(crate::audit::event(time, peer.ip.clone(), &path, identity.as_deref(), status, elapsed));
+    }
+    tracing::debug!(status, micros = elapsed.as_micros() as u64, "served");
+    Ok(reply)
+}
+
+/// Routes, authenticates and runs a request; returns the identity used (for
+/// the audit event) and the outcome.
+async fn route(state: &State, peer: &Peer, path: &str, req: Request<Incoming>) -> (Option<String>, Result<Reply, ApiError>) {
+    let identity = peer.identity.as_ref().ok().cloned();
+    let Some((route, name)) = routes::find(path) else {
+        return (identity, Err(ApiError::no_route()));
+    };
+    if !route.methods.allows(req.method()) {
+        return (identity, Err(ApiError::method_not_allowed(req.method().as_str(), route.methods.primary())));
+    }
+    let overrides = state.overrides.load();
+    let setting = overrides.get(route);
+    let auth = match setting {
+        Some(s) if s.skip_auth => AuthClass::None,
+        _ => route.auth,
+    };
+    let timeout = setting.and_then(|s| s.timeout).unwrap_or(route.timeout);
+    if let Err(e) = authenticate(state, peer, path, auth) {
+        return (identity, Err(e));
+    }
+
+    let wants_json = header_has(&req, ACCEPT, "application/json") && !header_has(&req, ACCEPT, "application/x-ndjson");
+    let query = req.uri().query().map(str::to_string);
+
+    let body_future = async {
+        let body = if route.max_body > 0 {
+            read_body(req.into_body(), route.max_body).await?
+        } else {
+            Bytes::new()
+        };
+        let call = Call {
+            state,
+            route,
+            name,
+            identity: identity.as_deref(),
+            wants_json,
+            query: query.as_deref(),
+            body,
+        };
+        dispatch(call).await
+    };
+    let result = if timeout.is_zero() {
+        body_future.await
+    } else {
+        match tokio::time::timeout(timeout, body_future).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::timeout()),
+        }
+    };
+    (identity, result)
+}
+
+/// Checks the caller against the route's auth class.
+fn authenticate(state: &State, peer: &Peer, path: &str, auth: AuthClass) -> Result<(), ApiError> {
+    match auth {
+        AuthClass::None => Ok(()),
+        AuthClass::Identify => peer.identity.as_ref().map(|_| ()).map_err(|e| (*e).into()),
+        AuthClass::Policy => {
+            let id = peer.identity.as_ref().map_err(|e| ApiError::from(*e))?;
+            state.authority.load().authorize(id, path).map_err(ApiError::from)
+        }
+    }
+}
+
+async fn dispatch(call: Call<'_>) -> Result<Reply, ApiError> {
+    match call.route.handler {
+        Handler::Version => system::version(&call),
+        Handler::Ready => system::ready(&call).await,
+        Handler::Status => system::status(&call).await,
+        Handler::Metrics => system::metrics(&call),
+        Handler::Api => system::api(&call),
+        Handler::LogError => stream_reply(call.state.errors.follow()),
+        Handler::LogAudit => stream_reply(call.state.audit.follow()),
+        Handler::EnclaveCreate => Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "creating encalves is not supported")),
+        Handler::EnclaveDelete => Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "deleting encalves is not supported")),
+        Handler::KeyCreate => key::create(&call).await,
+        Handler::KeyImport => key::import(&call).await,
+        Handler::KeyDescribe => key::describe(&call).await,
+        Handler::KeyDelete => key::delete(&call).await,
+        Handler::KeyList => key::list(&call).await,
+        Handler::KeyGenerate => key::generate(&call).await,
+        Handler::KeyEncrypt => key::encrypt(&call).await,
+        Handler::KeyDecrypt => key::decrypt(&call).await,
+        Handler::KeyBulkDecrypt => key::bulk_decrypt(&call).await,
+        Handler::KeyHmac => key::hmac(&call).await,
+        Handler::PolicyDescribe => policy::describe(&call),
+        Handler::PolicyRead => policy::read(&call),
+        Handler::PolicyWrite => policy::write(&call),
+        Handler::PolicyAssign => policy::assign(&call),
+        Handler::PolicyList => policy::list(&call),
+        Handler::PolicyDelete => policy::delete(&call),
+        Handler::IdentityDescribe => identity::describe(&call),
+        Handler::IdentitySelf => identity::describe_self(&call),
+        Handler::IdentityList => identity::list(&call),
+        Handler::IdentityDelete => identity::delete(&call),
+    }
+}
+
+/// Go's `time.Time` JSON form: RFC 3339 with nanoseconds, trailing zeros cut.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// Handles the `enclave` query: only the default enclave exists.
+pub fn check_enclave(call: &Call<'_>) -> Result<(), ApiError> {
+    let Some(q) = call.query else { return Ok(()) };
+    for (k, v) in form_pairs(q) {
+        if k == "enclave" && !(v.is_empty() || v == "default") {
+            return Err(ApiError::not_found("enclave does not exist"));
+        }
+    }
+    Ok(())
+}
+
+/// Splits a query string into decoded key/value pairs.
+pub fn form_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    q.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let dec = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        (dec(k), dec(v))
+    })
+}

@@ -1,0 +1,257 @@
+//! Audit and error logs.
+//!
+//! Every request produces one [`AuditEvent`]. It goes, off the request path, to
+//! each configured sink through its own bounded queue (a full queue drops the
+//! event and counts it: a slow sink never slows a response), and to any client
+//! following `/v1/log/audit`. Error messages go to the tracing log and to
+//! clients following `/v1/log/error`.
+
+pub mod sink;
+pub mod stdout;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::metrics::Metrics;
+use sink::{AuditEvent, AuditSink};
+
+/// Events a sink may have queued before new ones are dropped.
+pub const QUEUE_CAPACITY: usize = 8192;
+/// Largest batch handed to a sink in one call.
+pub const MAX_BATCH: usize = 512;
+
+#[derive(Serialize)]
+struct Line<'a> {
+    time: &'a str,
+    request: RequestPart<'a>,
+    response: ResponsePart,
+}
+
+#[derive(Serialize)]
+struct RequestPart<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<&'a str>,
+    path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ResponsePart {
+    code: u16,
+    /// Nanoseconds truncated to microseconds: every Go client decodes this
+    /// field as a `time.Duration` (the newest KES server's milliseconds are a bug).
+    time: u64,
+}
+
+/// Builds the KES-shaped audit event for one request.
+pub fn event(
+    time: String,
+    ip: Option<String>,
+    path: &str,
+    identity: Option<&str>,
+    status: u16,
+    duration: Duration,
+) -> AuditEvent {
+    let json = serde_json::to_string(&Line {
+        time: &time,
+        request: RequestPart {
+            ip: ip.as_deref(),
+            path,
+            identity,
+        },
+        response: ResponsePart {
+            code: status,
+            time: duration.as_micros() as u64 * 1000,
+        },
+    })
+    .unwrap_or_default();
+    AuditEvent {
+        time,
+        ip,
+        path: path.to_string(),
+        identity: identity.map(str::to_string),
+        status,
+        duration_us: duration.as_micros() as u64,
+        json,
+    }
+}
+
+/// A named sink with its queue.
+struct SinkQueue {
+    tx: mpsc::Sender<AuditEvent>,
+}
+
+/// Fans audit events out to sinks and followers.
+pub struct AuditLog {
+    sinks: ArcSwap<Vec<SinkQueue>>,
+    followers: broadcast::Sender<Arc<str>>,
+    metrics: Arc<Metrics>,
+}
+
+impl AuditLog {
+    pub fn new(metrics: Arc<Metrics>) -> AuditLog {
+        let (followers, _) = broadcast::channel(1024);
+        AuditLog {
+            sinks: ArcSwap::from_pointee(Vec::new()),
+            followers,
+            metrics,
+        }
+    }
+
+    /// Replaces the set of sinks (start-up and SIGHUP). Events already queued
+    /// for the old sinks are still delivered to them.
+    pub fn set_sinks(&self, sinks: Vec<(String, Arc<dyn AuditSink>)>) {
+        let queues = sinks
+            .into_iter()
+            .map(|(name, sink)| {
+                let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+                tokio::spawn(drain(name, sink, rx, self.metrics.clone()));
+                SinkQueue { tx }
+            })
+            .collect();
+        self.sinks.store(Arc::new(queues));
+    }
+
+    /// Whether anyone would see an event: lets the request path skip building one.
+    pub fn wanted(&self) -> bool {
+        !self.sinks.load().is_empty() || self.followers.receiver_count() > 0
+    }
+
+    /// Queues an event for every sink and follower; never waits.
+    pub fn record(&self, event: AuditEvent) {
+        self.metrics.log_audit_events.inc();
+        if self.followers.receiver_count() > 0 {
+            let _ = self.followers.send(Arc::from(event.json.as_str()));
+        }
+        let sinks = self.sinks.load();
+        let Some((last, rest)) = sinks.split_last() else {
+            return;
+        };
+        for s in rest {
+            if s.tx.try_send(event.clone()).is_err() {
+                self.metrics.audit_dropped.inc();
+            }
+        }
+        if last.tx.try_send(event).is_err() {
+            self.metrics.audit_dropped.inc();
+        }
+    }
+
+    /// A stream of audit lines for `/v1/log/audit`.
+    pub fn follow(&self) -> broadcast::Receiver<Arc<str>> {
+        self.followers.subscribe()
+    }
+}
+
+/// Feeds one sink: waits for an event, takes whatever else is queued (up to
+/// [`MAX_BATCH`]) and writes the batch.
+async fn drain(name: String, sink: Arc<dyn AuditSink>, mut rx: mpsc::Receiver<AuditEvent>, metrics: Arc<Metrics>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if let Err(e) = sink.write(&batch).await {
+            metrics.audit_dropped.inc_by(batch.len() as u64);
+            tracing::warn!(sink = %name, error = %e, events = batch.len(), "audit sink failed; events dropped");
+        }
+        batch.clear();
+    }
+}
+
+/// The error log: tracing output plus followers of `/v1/log/error`.
+pub struct ErrorLog {
+    followers: broadcast::Sender<Arc<str>>,
+    metrics: Arc<Metrics>,
+}
+
+impl ErrorLog {
+    pub fn new(metrics: Arc<Metrics>) -> ErrorLog {
+        let (followers, _) = broadcast::channel(1024);
+        ErrorLog { followers, metrics }
+    }
+
+    /// Records a server-side failure. The message must never contain secrets.
+    pub fn error(&self, message: &str) {
+        self.metrics.log_error_events.inc();
+        tracing::error!("{message}");
+        if self.followers.receiver_count() > 0 {
+            let line = serde_json::json!({ "message": message }).to_string();
+            let _ = self.followers.send(Arc::from(line));
+        }
+    }
+
+    /// A stream of error lines for `/v1/log/error`.
+    pub fn follow(&self) -> broadcast::Receiver<Arc<str>> {
+        self.followers.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::store::StoreError;
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+
+    #[test]
+    fn event_json_has_the_kes_shape() {
+        let e = event(
+            "2024-01-01T00:00:00Z".into(),
+            Some("127.0.0.1".into()),
+            "/v1/key/create/k",
+            Some("ab"),
+            200,
+            Duration::from_millis(3),
+        );
+        assert_eq!(
+            e.json,
+            r#"{"time":"2024-01-01T00:00:00Z","request":{"ip":"127.0.0.1","path":"/v1/key/create/k","identity":"ab"},"response":{"code":200,"time":3000000}}"#
+        );
+    }
+
+    struct Collect(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl AuditSink for Collect {
+        async fn write(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+            self.0.lock().unwrap().extend(events.iter().map(|e| e.path.clone()));
+            Ok(())
+        }
+    }
+
+    struct Stuck;
+
+    #[async_trait]
+    impl AuditSink for Stuck {
+        async fn write(&self, _: &[AuditEvent]) -> Result<(), StoreError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn every_event_reaches_a_sink_and_a_stuck_sink_drops_without_blocking() {
+        let metrics = Arc::new(Metrics::new());
+        let log = AuditLog::new(metrics.clone());
+        let collect = Arc::new(Collect(Mutex::new(Vec::new())));
+        log.set_sinks(vec![("c".into(), collect.clone()), ("stuck".into(), Arc::new(Stuck))]);
+        let n = 20_000;
+        for i in 0..n {
+            log.record(event(String::new(), None, &format!("/{i}"), None, 200, Duration::ZERO));
+            if i % 256 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        for _ in 0..200 {
+            if collect.0.lock().unwrap().len() == n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(collect.0.lock().unwrap().len(), n);
+        let dropped = metrics.audit_dropped.get() as usize;
+        assert!(dropped >= n - QUEUE_CAPACITY - MAX_BATCH, "dropped {dropped}");
+    }
+}

@@ -1,0 +1,693 @@
+//! Server configuration: the TOML file described in DESIGN.md.
+//!
+//! Loading happens in three steps so every error can name what is wrong:
+//! 1. `toml` parses the text into [`File`] (`deny_unknown_fields` everywhere, so an
+//!    unknown key is reported with its line and column);
+//! 2. `${VAR}` references in string values are replaced from the environment;
+//! 3. [`Settings::from_file`] checks values and converts them into typed settings.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration could not be loaded. Each message names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file '{path}': {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file '{path}': {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config: '{key}' references environment variable '{var}', which is not set")]
+    MissingEnv { key: String, var: String },
+    #[error("config: '{key}': {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The file as written, before `${VAR}` expansion and validation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub address: Option<String>,
+    pub admin: Option<AdminSection>,
+    pub tls: Option<TlsSection>,
+    #[serde(default)]
+    pub cache: CacheSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub api: BTreeMap<String, ApiSection>,
+    #[serde(default)]
+    pub policy: BTreeMap<String, PolicySection>,
+    #[serde(default)]
+    pub keys: Vec<KeySection>,
+    pub plugins: Option<PluginsSection>,
+    pub keystore: Option<KeystoreSection>,
+    #[serde(default)]
+    pub audit: Vec<AuditSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub identity: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub key: String,
+    pub cert: String,
+    pub password: Option<String>,
+    pub ca: Option<String>,
+    pub auth: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    #[serde(default)]
+    pub expiry: ExpirySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpirySection {
+    pub any: Option<String>,
+    pub unused: Option<String>,
+    pub offline: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub error: Option<String>,
+    pub audit: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    #[serde(default)]
+    pub skip_auth: bool,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    #[serde(default)]
+    pub identities: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySection {
+    pub name: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsSection {
+    pub manifest: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeystoreSection {
+    pub plugin: String,
+    pub config: Option<toml::Table>,
+    pub seal: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    pub plugin: String,
+    pub config: Option<toml::Table>,
+}
+
+/// Replaces every `${VAR}` in `value` from the environment.
+///
+/// KES only expands a scalar that is entirely `${VAR}`; we accept references
+/// anywhere in a string, which is a superset. `$` not followed by `{` is literal.
+pub fn expand_env(key: &str, value: &str) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(invalid(key, format!("unterminated '${{' in '{value}'")));
+        };
+        let var = &after[..end];
+        if var.is_empty() {
+            return Err(invalid(key, "empty '${}' reference"));
+        }
+        match std::env::var(var) {
+            Ok(v) => out.push_str(&v),
+            Err(_) => {
+                return Err(ConfigError::MissingEnv {
+                    key: key.to_string(),
+                    var: var.to_string(),
+                })
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn expand_in_place(key: &str, value: &mut String) -> Result<(), ConfigError> {
+    if value.contains("${") {
+        *value = expand_env(key, value)?;
+    }
+    Ok(())
+}
+
+fn expand_opt(key: &str, value: &mut Option<String>) -> Result<(), ConfigError> {
+    match value {
+        Some(v) => expand_in_place(key, v),
+        None => Ok(()),
+    }
+}
+
+fn expand_table(key: &str, table: &mut toml::Table) -> Result<(), ConfigError> {
+    for (k, v) in table.iter_mut() {
+        expand_value(&format!("{key}.{k}"), v)?;
+    }
+    Ok(())
+}
+
+fn expand_value(key: &str, value: &mut toml::Value) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::String(s) => expand_in_place(key, s),
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_value(&format!("{key}[{i}]"), item)?;
+            }
+            Ok(())
+        }
+        toml::Value::Table(t) => expand_table(key, t),
+        _ => Ok(()),
+    }
+}
+
+impl File {
+    /// Parses TOML text. Unknown keys and wrong types are errors naming line and key.
+    pub fn parse(path: &Path, text: &str) -> Result<File, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Reads and parses a config file, then expands `${VAR}` references.
+    pub fn load(path: &Path) -> Result<File, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut file = File::parse(path, &text)?;
+        file.expand_env()?;
+        Ok(file)
+    }
+
+    /// Replaces `${VAR}` in every string value.
+    pub fn expand_env(&mut self) -> Result<(), ConfigError> {
+        expand_opt("address", &mut self.address)?;
+        if let Some(admin) = &mut self.admin {
+            expand_in_place("admin.identity", &mut admin.identity)?;
+        }
+        if let Some(tls) = &mut self.tls {
+            expand_in_place("tls.key", &mut tls.key)?;
+            expand_in_place("tls.cert", &mut tls.cert)?;
+            expand_opt("tls.password", &mut tls.password)?;
+            expand_opt("tls.ca", &mut tls.ca)?;
+            expand_opt("tls.auth", &mut tls.auth)?;
+        }
+        let e = &mut self.cache.expiry;
+        expand_opt("cache.expiry.any", &mut e.any)?;
+        expand_opt("cache.expiry.unused", &mut e.unused)?;
+        expand_opt("cache.expiry.offline", &mut e.offline)?;
+        expand_opt("log.error", &mut self.log.error)?;
+        expand_opt("log.audit", &mut self.log.audit)?;
+        for (path, api) in &mut self.api {
+            expand_opt(&format!("api.\"{path}\".timeout"), &mut api.timeout)?;
+        }
+        for (name, p) in &mut self.policy {
+            for (list, field) in [
+                (&mut p.allow, "allow"),
+                (&mut p.deny, "deny"),
+                (&mut p.identities, "identities"),
+            ] {
+                for (i, v) in list.iter_mut().enumerate() {
+                    expand_in_place(&format!("policy.{name}.{field}[{i}]"), v)?;
+                }
+            }
+        }
+        for (i, k) in self.keys.iter_mut().enumerate() {
+            expand_in_place(&format!("keys[{i}].name"), &mut k.name)?;
+        }
+        if let Some(p) = &mut self.plugins {
+            expand_in_place("plugins.manifest", &mut p.manifest)?;
+        }
+        if let Some(ks) = &mut self.keystore {
+            expand_in_place("keystore.plugin", &mut ks.plugin)?;
+            expand_opt("keystore.seal", &mut ks.seal)?;
+            if let Some(c) = &mut ks.config {
+                expand_table("keystore.config", c)?;
+            }
+        }
+        for (i, a) in self.audit.iter_mut().enumerate() {
+            expand_in_place(&format!("audit[{i}].plugin"), &mut a.plugin)?;
+            if let Some(c) = &mut a.config {
+                expand_table(&format!("audit[{i}].config"), c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a duration such as `5m`, `30s`, `1h30m`, `250ms` or `0`.
+pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let v = value.trim();
+    if v == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(v)
+        .map_err(|e| invalid(key, format!("invalid duration '{value}': {e}")))
+}
+
+/// Whether the admin is an identity or disabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admin {
+    Identity(String),
+    Disabled,
+}
+
+/// TLS client-certificate verification mode (`tls.auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// A certificate is required but not verified against a CA (KES default).
+    Any,
+    /// A certificate chain is verified against `tls.ca`.
+    Verify,
+}
+
+/// Where server-generated log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSettings {
+    pub error: bool,
+    pub audit: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub key: PathBuf,
+    pub cert: PathBuf,
+    pub password: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub auth: ClientAuth,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    pub any: Duration,
+    pub unused: Duration,
+    pub offline: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            any: Duration::from_secs(300),
+            unused: Duration::from_secs(20),
+            offline: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiSettings {
+    pub skip_auth: bool,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySettings {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    pub identities: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeystoreSettings {
+    pub plugin: String,
+    /// The plugin's TOML table, as JSON text for its `init`.
+    pub config_json: String,
+    pub seal: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub plugin: String,
+    pub config_json: String,
+}
+
+/// Validated, typed server settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub address: SocketAddr,
+    pub admin: Admin,
+    pub tls: TlsSettings,
+    pub cache: CacheSettings,
+    pub log: LogSettings,
+    pub api: BTreeMap<String, ApiSettings>,
+    pub policies: BTreeMap<String, PolicySettings>,
+    pub keys: Vec<String>,
+    pub plugin_manifest: Option<PathBuf>,
+    pub keystore: Option<KeystoreSettings>,
+    pub audit: Vec<AuditSettings>,
+}
+
+fn is_hex_identity(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn parse_switch(key: &str, value: Option<&str>, default: bool) -> Result<bool, ConfigError> {
+    match value.map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) => match v.as_str() {
+            "on" | "" | "debug" | "info" | "warn" | "error" => Ok(true),
+            "off" => Ok(false),
+            _ => Err(invalid(key, format!("must be \"on\" or \"off\", not '{v}'"))),
+        },
+    }
+}
+
+fn table_json(key: &str, table: Option<&toml::Table>) -> Result<String, ConfigError> {
+    match table {
+        None => Ok("{}".to_string()),
+        Some(t) => serde_json::to_string(t)
+            .map_err(|e| invalid(key, format!("cannot be represented as JSON: {e}"))),
+    }
+}
+
+impl Settings {
+    /// Loads, expands and validates the config file at `path`.
+    ///
+    /// Relative paths in the file (TLS files, manifest) stay relative to the
+    /// working directory, as with KES.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        Settings::from_file(File::load(path)?)
+    }
+
+    /// Validates a parsed file.
+    pub fn from_file(file: File) -> Result<Settings, ConfigError> {
+        let address_text = file.address.as_deref().unwrap_or("0.0.0.0:7373");
+        let address: SocketAddr = address_text.trim().parse().map_err(|e| {
+            invalid("address", format!("invalid listen address '{address_text}': {e}"))
+        })?;
+
+        let admin_text = file
+            .admin
+            .as_ref()
+            .map(|a| a.identity.trim().to_string())
+            .unwrap_or_default();
+        let admin = if admin_text.is_empty() {
+            return Err(invalid("admin.identity", "no admin identity"));
+        } else if admin_text.eq_ignore_ascii_case("disabled") {
+            Admin::Disabled
+        } else if is_hex_identity(&admin_text) {
+            Admin::Identity(admin_text.to_ascii_lowercase())
+        } else {
+            // KES accepts any string: one that is not a hash can never match,
+            // which effectively disables the admin. We say so instead.
+            return Err(invalid(
+                "admin.identity",
+                format!("'{admin_text}' is neither a 64-digit hex identity nor \"disabled\""),
+            ));
+        };
+
+        let Some(tls) = file.tls else {
+            return Err(invalid("tls", "missing: a server key and certificate are required"));
+        };
+        if tls.key.trim().is_empty() {
+            return Err(invalid("tls.key", "no private key file"));
+        }
+        if tls.cert.trim().is_empty() {
+            return Err(invalid("tls.cert", "no certificate file"));
+        }
+        let auth = match tls.auth.as_deref().map(str::trim) {
+            None | Some("") | Some("off") => ClientAuth::Any,
+            Some("on") => ClientAuth::Verify,
+            Some(other) => {
+                return Err(invalid("tls.auth", format!("must be \"on\" or \"off\", not '{other}'")))
+            }
+        };
+        let ca = tls.ca.filter(|c| !c.trim().is_empty()).map(PathBuf::from);
+        if auth == ClientAuth::Verify && ca.is_none() {
+            return Err(invalid("tls.ca", "tls.auth = \"on\" needs a CA file to verify client certificates against"));
+        }
+        let tls = TlsSettings {
+            key: PathBuf::from(tls.key.trim()),
+            cert: PathBuf::from(tls.cert.trim()),
+            password: tls.password.filter(|p| !p.is_empty()),
+            ca,
+            auth,
+        };
+
+        let defaults = CacheSettings::default();
+        let e = &file.cache.expiry;
+        let dur = |key: &str, v: &Option<String>, d: Duration| match v {
+            None => Ok(d),
+            Some(v) => parse_duration(key, v),
+        };
+        let cache = CacheSettings {
+            any: dur("cache.expiry.any", &e.any, defaults.any)?,
+            unused: dur("cache.expiry.unused", &e.unused, defaults.unused)?,
+            offline: dur("cache.expiry.offline", &e.offline, defaults.offline)?,
+        };
+
+        let log = LogSettings {
+            error: parse_switch("log.error", file.log.error.as_deref(), true)?,
+            audit: parse_switch("log.audit", file.log.audit.as_deref(), false)?,
+        };
+
+        let mut api = BTreeMap::new();
+        for (path, section) in file.api {
+            let key = format!("api.\"{path}\".timeout");
+            let timeout = match &section.timeout {
+                None => None,
+                Some(t) => Some(parse_duration(&key, t)?),
+            };
+            api.insert(
+                path,
+                ApiSettings {
+                    skip_auth: section.skip_auth,
+                    timeout,
+                },
+            );
+        }
+
+        let mut policies = BTreeMap::new();
+        let mut owner: BTreeMap<String, String> = BTreeMap::new();
+        for (name, p) in file.policy {
+            if !crate::auth::names::valid_name_new(&name) {
+                return Err(invalid(
+                    format!("policy.{name}"),
+                    "policy name is empty, too long or contains invalid characters",
+                ));
+            }
+            let mut identities = Vec::with_capacity(p.identities.len());
+            for (i, id) in p.identities.iter().enumerate() {
+                let key = format!("policy.{name}.identities[{i}]");
+                let id = id.trim().to_ascii_lowercase();
+                if id.is_empty() {
+                    continue;
+                }
+                if !is_hex_identity(&id) {
+                    return Err(invalid(key, format!("'{id}' is not a 64-digit hex identity")));
+                }
+                if admin == Admin::Identity(id.clone()) {
+                    return Err(invalid(key, "identity is the admin identity and cannot have a policy"));
+                }
+                if let Some(other) = owner.insert(id.clone(), name.clone()) {
+                    return Err(invalid(
+                        key,
+                        format!("identity already has a policy: '{id}' is also in policy '{other}'"),
+                    ));
+                }
+                identities.push(id);
+            }
+            policies.insert(
+                name,
+                PolicySettings {
+                    allow: p.allow,
+                    deny: p.deny,
+                    identities,
+                },
+            );
+        }
+
+        let mut keys = Vec::new();
+        for (i, k) in file.keys.into_iter().enumerate() {
+            let name = k.name.trim().to_string();
+            if !crate::auth::names::valid_name_new(&name) {
+                return Err(invalid(
+                    format!("keys[{i}].name"),
+                    format!("key name '{name}' is empty, too long or contains invalid characters"),
+                ));
+            }
+            if keys.contains(&name) {
+                return Err(invalid(format!("keys[{i}].name"), format!("key '{name}' is listed twice")));
+            }
+            keys.push(name);
+        }
+
+        let keystore = match file.keystore {
+            None => None,
+            Some(ks) => {
+                if ks.plugin.trim().is_empty() {
+                    return Err(invalid("keystore.plugin", "no plugin named"));
+                }
+                Some(KeystoreSettings {
+                    plugin: ks.plugin.trim().to_string(),
+                    config_json: table_json("keystore.config", ks.config.as_ref())?,
+                    seal: ks.seal.filter(|s| !s.trim().is_empty()),
+                })
+            }
+        };
+        let mut audit = Vec::new();
+        for (i, a) in file.audit.into_iter().enumerate() {
+            if a.plugin.trim().is_empty() {
+                return Err(invalid(format!("audit[{i}].plugin"), "no plugin named"));
+            }
+            audit.push(AuditSettings {
+                plugin: a.plugin.trim().to_string(),
+                config_json: table_json(&format!("audit[{i}].config"), a.config.as_ref())?,
+            });
+        }
+
+        Ok(Settings {
+            address,
+            admin,
+            tls,
+            cache,
+            log,
+            api,
+            policies,
+            keys,
+            plugin_manifest: file.plugins.map(|p| PathBuf::from(p.manifest)),
+            keystore,
+            audit,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22";
+
+    fn parse(text: &str) -> Result<Settings, ConfigError> {
+        let mut f = File::parse(Path::new("test.toml"), text)?;
+        f.expand_env()?;
+        Settings::from_file(f)
+    }
+
+    fn minimal() -> String {
+        format!("[admin]\nidentity = \"{ID}\"\n[tls]\nkey = \"k\"\ncert = \"c\"\n")
+    }
+
+    #[test]
+    fn minimal_config_gets_kes_defaults() {
+        let s = parse(&minimal()).unwrap();
+        assert_eq!(s.address.to_string(), "0.0.0.0:7373");
+        assert_eq!(s.admin, Admin::Identity(ID.into()));
+        assert_eq!(s.cache, CacheSettings::default());
+        assert_eq!(s.tls.auth, ClientAuth::Any);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let text = format!("{}[cache.expiry]\nany = \"5m\"\nsometimes = \"1s\"\n", minimal());
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("sometimes"), "{err}");
+        assert!(err.contains("line 8"), "{err}");
+    }
+
+    #[test]
+    fn env_references_are_expanded_and_missing_ones_named() {
+        std::env::set_var("KEYWARD_TEST_ADMIN_ID", ID);
+        let text = "[admin]\nidentity = \"${KEYWARD_TEST_ADMIN_ID}\"\n[tls]\nkey = \"${KEYWARD_TEST_UNSET_VAR}\"\ncert = \"c\"\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("KEYWARD_TEST_UNSET_VAR") && err.contains("tls.key"), "{err}");
+        let text = format!("[admin]\nidentity = \"${{KEYWARD_TEST_ADMIN_ID}}\"\n[tls]\nkey = \"k\"\ncert = \"c\"\n");
+        assert_eq!(parse(&text).unwrap().admin, Admin::Identity(ID.into()));
+    }
+
+    #[test]
+    fn identity_in_two_policies_is_refused() {
+        let text = format!(
+            "{}[policy.a]\nidentities = [\"{ID2}\"]\n[policy.b]\nidentities = [\"{ID2}\"]\n",
+            minimal(),
+            ID2 = "aa".repeat(32)
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("already has a policy"), "{err}");
+    }
+
+    #[test]
+    fn admin_cannot_have_a_policy() {
+        let text = format!("{}[policy.a]\nidentities = [\"{ID}\"]\n", minimal());
+        assert!(parse(&text).unwrap_err().to_string().contains("admin"));
+    }
+
+    #[test]
+    fn bad_durations_and_switches_are_named() {
+        let text = format!("{}[cache.expiry]\nany = \"soon\"\n", minimal());
+        assert!(parse(&text).unwrap_err().to_string().contains("cache.expiry.any"));
+        let text = format!("{}[log]\naudit = \"loud\"\n", minimal());
+        assert!(parse(&text).unwrap_err().to_string().contains("log.audit"));
+        let text = format!("{}[api.\"/v1/ready\"]\nskip_auth = true\ntimeout = \"15s\"\n", minimal());
+        let s = parse(&text).unwrap();
+        assert_eq!(s.api["/v1/ready"].timeout, Some(Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn admin_must_be_set() {
+        let err = parse("[tls]\nkey = \"k\"\ncert = \"c\"\n").unwrap_err().to_string();
+        assert!(err.contains("admin.identity"), "{err}");
+        let s = parse("[admin]\nidentity = \"disabled\"\n[tls]\nkey = \"k\"\ncert = \"c\"\n").unwrap();
+        assert_eq!(s.admin, Admin::Disabled);
+    }
+
+    #[test]
+    fn keystore_config_becomes_json() {
+        let text = format!("{}[keystore]\nplugin = \"fs\"\n[keystore.config]\npath = \"/data\"\n", minimal());
+        let s = parse(&text).unwrap();
+        let ks = s.keystore.unwrap();
+        assert_eq!(ks.plugin, "fs");
+        assert_eq!(ks.config_json, r#"{"path":"/data"}"#);
+    }
+}

@@ -1,0 +1,186 @@
+//! Prometheus metrics under KES's names, so existing dashboards keep working,
+//! plus keyward's own plugin and audit counters.
+
+use std::time::Instant;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// All server metrics. Cloning handles is cheap; the registry owns them.
+pub struct Metrics {
+    registry: Registry,
+    started: Instant,
+    pub request_success: IntCounter,
+    pub request_error: IntCounter,
+    pub request_failure: IntCounter,
+    pub request_active: IntGauge,
+    pub response_time: Histogram,
+    pub log_error_events: IntCounter,
+    pub log_audit_events: IntCounter,
+    pub audit_dropped: IntCounter,
+    pub plugin_errors: IntCounterVec,
+    up_time: IntGauge,
+    num_cpu: IntGauge,
+    num_cpu_used: IntGauge,
+    num_threads: IntGauge,
+    mem_heap_used: IntGauge,
+    mem_heap_objects: IntGauge,
+    mem_stack_used: IntGauge,
+    cached_keys: IntGauge,
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).unwrap_or_else(|_| unreachable_metric(name));
+    let _ = r.register(Box::new(c.clone()));
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).unwrap_or_else(|_| unreachable_metric(name));
+    let _ = r.register(Box::new(g.clone()));
+    g
+}
+
+/// Metric names and help texts are constants checked by the tests, so
+/// construction cannot fail at run time.
+#[cold]
+fn unreachable_metric(name: &str) -> ! {
+    panic!("invalid built-in metric definition '{name}'")
+}
+
+/// Process facts read from `/proc/self` (Linux); zeros elsewhere.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessStats {
+    pub threads: i64,
+    pub rss_bytes: i64,
+    pub stack_bytes: i64,
+}
+
+impl ProcessStats {
+    pub fn read() -> ProcessStats {
+        let mut s = ProcessStats::default();
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            for line in status.lines() {
+                let mut parts = line.split_whitespace();
+                let (Some(k), Some(v)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                let v: i64 = v.parse().unwrap_or(0);
+                match k {
+                    "Threads:" => s.threads = v,
+                    "VmRSS:" => s.rss_bytes = v * 1024,
+                    "VmStk:" => s.stack_bytes = v * 1024,
+                    _ => {}
+                }
+            }
+        }
+        s
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let response_time = Histogram::with_opts(
+            HistogramOpts::new("kes_http_response_time", "Histogram of request response times spawning from 10ms to 10s.")
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 3.0, 5.0, 10.0]),
+        )
+        .unwrap_or_else(|_| unreachable_metric("kes_http_response_time"));
+        let _ = r.register(Box::new(response_time.clone()));
+        let plugin_errors = IntCounterVec::new(
+            Opts::new("keyward_plugin_errors", "Plugin calls that failed, by plugin and kind (error, trap, timeout)."),
+            &["plugin", "kind"],
+        )
+        .unwrap_or_else(|_| unreachable_metric("keyward_plugin_errors"));
+        let _ = r.register(Box::new(plugin_errors.clone()));
+        Metrics {
+            request_success: counter(&r, "kes_http_request_success", "Number of requests that have been served successfully."),
+            request_error: counter(&r, "kes_http_request_error", "Number of request that failed due to some error. (HTTP 4xx status code)"),
+            request_failure: counter(&r, "kes_http_request_failure", "Number of request that failed due to some internal failure. (HTTP 5xx status code)"),
+            request_active: gauge(&r, "kes_http_request_active", "Number of active requests that are not finished, yet."),
+            response_time,
+            log_error_events: counter(&r, "kes_log_error_events", "Number of error log events written to the error log targets."),
+            log_audit_events: counter(&r, "kes_log_audit_events", "Number of audit log events written to the audit log targets."),
+            audit_dropped: counter(&r, "keyward_audit_dropped_events", "Audit events dropped because a sink's queue was full or a sink failed."),
+            plugin_errors,
+            up_time: gauge(&r, "kes_system_up_time", "The time the server has been up and running in seconds."),
+            num_cpu: gauge(&r, "kes_system_num_cpu", "The number of logical CPUs available on the system."),
+            num_cpu_used: gauge(&r, "kes_system_num_cpu_used", "The number of logical CPUs usable by the server."),
+            num_threads: gauge(&r, "kes_system_num_threads", "The number of concurrent threads."),
+            mem_heap_used: gauge(&r, "kes_system_mem_heap_used", "The number of bytes that are currently allocated."),
+            mem_heap_objects: gauge(&r, "kes_system_mem_heap_objects", "The number of objects that are currently allocated."),
+            mem_stack_used: gauge(&r, "kes_system_mem_stack_used", "The number of bytes that are currently used as stack memory."),
+            cached_keys: gauge(&r, "keyward_cached_keys", "Keys held in the key cache."),
+            registry: r,
+            started: Instant::now(),
+        }
+    }
+
+    /// Seconds since start.
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Counts one finished request by its status class.
+    pub fn observe(&self, status: u16, seconds: f64) {
+        match status {
+            500.. => self.request_failure.inc(),
+            400..=499 => self.request_error.inc(),
+            _ => self.request_success.inc(),
+        }
+        self.response_time.observe(seconds);
+    }
+
+    /// Renders the Prometheus text format, refreshing the system gauges first.
+    pub fn render(&self, cached_keys: usize) -> Vec<u8> {
+        let cpus = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
+        let p = ProcessStats::read();
+        self.up_time.set(self.uptime_secs() as i64);
+        self.num_cpu.set(cpus);
+        self.num_cpu_used.set(cpus);
+        self.num_threads.set(p.threads);
+        self.mem_heap_used.set(p.rss_bytes);
+        self.mem_heap_objects.set(0);
+        self.mem_stack_used.set(p.stack_bytes);
+        self.cached_keys.set(cached_keys as i64);
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_kes_metric_names() {
+        let m = Metrics::new();
+        m.observe(200, 0.001);
+        m.observe(404, 0.001);
+        m.observe(502, 0.001);
+        let text = String::from_utf8(m.render(3)).unwrap();
+        for name in [
+            "kes_http_request_success 1",
+            "kes_http_request_error 1",
+            "kes_http_request_failure 1",
+            "kes_http_request_active",
+            "kes_http_response_time_bucket{le=\"0.01\"} 3",
+            "kes_log_error_events",
+            "kes_log_audit_events",
+            "kes_system_up_time",
+            "kes_system_num_cpu",
+            "kes_system_mem_heap_used",
+            "keyward_cached_keys 3",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}

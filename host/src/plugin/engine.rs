@@ -1,0 +1,410 @@
+//! The shared wasmtime engine: compiling, caching and vetting components.
+//!
+//! One [`PluginEngine`] serves every plugin of the process. It owns the
+//! wasmtime `Engine` (configured for async calls and epoch interruption), the
+//! background thread that advances the epoch, the `Linker` with everything a
+//! plugin may import, and the on-disk cache of precompiled components.
+//!
+//! Loading a component ([`PluginEngine::load`]) is, in order:
+//!
+//! 1. read the bytes and compute their SHA-256;
+//! 2. compare with the pin, if any — **before** any parsing or compiling, so a
+//!    tampered file never reaches the compiler;
+//! 3. compile, or reuse a precompiled artifact from the cache (keyed by the
+//!    SHA-256 and by the engine's compatibility hash, so a wasmtime upgrade or
+//!    a config change never reuses stale machine code);
+//! 4. check the component's world: it must export our interface at our WIT
+//!    version and import nothing we do not provide, with a message naming both
+//!    versions when it was built against another `keyward:plugin`;
+//! 5. pre-link it, so instantiating later does no type checking.
+
+use std::hash::Hasher;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::Digest;
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Config, Engine};
+
+use super::sandbox::{self, HostState};
+use super::{
+    error_chain, sha256_hex, Grants, Limits, PluginError, PluginKind, PluginSource, PluginSpec,
+    WIT_PACKAGE, WIT_VERSION,
+};
+
+/// How often the epoch advances. Call deadlines are checked at this
+/// granularity, and a running plugin yields to the async executor this often,
+/// so a busy plugin cannot starve other tasks on its thread.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The wasmtime version compiled in; part of the cache key (with the engine's
+/// own compatibility hash) and shown by `keyward plugin inspect`.
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// How the engine is set up.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Directory for precompiled components. `None` compiles every time.
+    /// Created (mode 0700) if missing. It must be writable only by keyward:
+    /// its files are machine code that is loaded without re-verification.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The process-wide plugin engine. Cheap to clone.
+#[derive(Clone)]
+pub struct PluginEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+    /// Hex digest of the engine's compatibility hash and wasmtime version.
+    cache_tag: String,
+}
+
+impl std::fmt::Debug for PluginEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginEngine")
+            .field("cache_dir", &self.inner.cache_dir)
+            .field("cache_tag", &self.inner.cache_tag)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A compiled, vetted and pre-linked component, ready to instantiate.
+#[derive(Clone)]
+pub struct LoadedComponent {
+    /// The plugin's name.
+    pub name: Arc<str>,
+    /// The world it implements.
+    pub kind: PluginKind,
+    /// SHA-256 of its bytes, lowercase hex.
+    pub sha256: String,
+    /// Its imports and exports.
+    pub info: ComponentInfo,
+    /// Its sandbox grants.
+    pub grants: Grants,
+    /// Its limits.
+    pub limits: Limits,
+    pub(crate) pre: InstancePre<HostState>,
+    pub(crate) engine: PluginEngine,
+}
+
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedComponent")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A component's imports and exports by name, as `keyward plugin inspect`
+/// shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ComponentInfo {
+    /// Import names, e.g. `wasi:filesystem/types@0.2.0`.
+    pub imports: Vec<String>,
+    /// Export names, e.g. `keyward:plugin/keystore-api@0.1.0`.
+    pub exports: Vec<String>,
+}
+
+/// What `keyward plugin inspect` reports about a file.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// SHA-256 of the bytes, lowercase hex (the manifest pin).
+    pub sha256: String,
+    /// The keyward world it implements and the WIT version, if recognisable.
+    pub world: Option<(PluginKind, String)>,
+    /// Imports and exports.
+    pub info: ComponentInfo,
+}
+
+impl PluginEngine {
+    /// Creates the engine and starts its epoch ticker thread.
+    ///
+    /// The ticker holds only a weak reference, so it stops by itself once the
+    /// engine and everything compiled with it are dropped.
+    pub fn new(options: EngineOptions) -> Result<PluginEngine, PluginError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.parallel_compilation(true);
+        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(error_chain(&e)))?;
+
+        let mut linker = Linker::new(&engine);
+        sandbox::add_to_linker(&mut linker).map_err(|e| PluginError::Engine(error_chain(&e)))?;
+
+        let cache_tag = cache_tag(&engine);
+        if let Some(dir) = &options.cache_dir {
+            create_private_dir(dir).map_err(|e| {
+                PluginError::Engine(format!("cannot create plugin cache directory {}: {e}", dir.display()))
+            })?;
+        }
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("keyward-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            })
+            .map_err(|e| PluginError::Engine(format!("cannot start epoch thread: {e}")))?;
+
+        Ok(PluginEngine { inner: Arc::new(Inner { engine, linker, cache_dir: options.cache_dir, cache_tag }) })
+    }
+
+    /// The wasmtime engine (for advanced use; plugins normally need only
+    /// [`load`](Self::load)).
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Reads, verifies, compiles (or fetches from the cache), vets and
+    /// pre-links the component described by `spec`.
+    ///
+    /// Compiling takes CPU time (up to seconds for big components on a cold
+    /// cache): from async code call [`load_async`](Self::load_async).
+    pub fn load(&self, spec: &PluginSpec) -> Result<LoadedComponent, PluginError> {
+        let bytes = read_source(&spec.name, &spec.source)?;
+        let sha256 = sha256_hex(&bytes);
+        if let Some(pin) = &spec.sha256 {
+            if !pin.trim().eq_ignore_ascii_case(&sha256) {
+                return Err(PluginError::Sha256Mismatch {
+                    plugin: spec.name.clone(),
+                    expected: pin.trim().to_ascii_lowercase(),
+                    actual: sha256,
+                });
+            }
+        }
+        let component = self.compile(&spec.name, &sha256, &bytes)?;
+        let info = ComponentInfo::of(&self.inner.engine, &component);
+        info.check(&spec.name, spec.kind)?;
+        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| PluginError::Instantiate {
+            plugin: spec.name.clone(),
+            message: error_chain(&e),
+        })?;
+        Ok(LoadedComponent {
+            name: spec.name.as_str().into(),
+            kind: spec.kind,
+            sha256,
+            info,
+            grants: spec.grants.clone(),
+            limits: spec.limits,
+            pre,
+            engine: self.clone(),
+        })
+    }
+
+    /// [`load`](Self::load) on a blocking thread, so compiling does not stall
+    /// the async executor.
+    pub async fn load_async(&self, spec: &PluginSpec) -> Result<LoadedComponent, PluginError> {
+        let this = self.clone();
+        let spec = spec.clone();
+        let name = spec.name.clone();
+        tokio::task::spawn_blocking(move || this.load(&spec))
+            .await
+            .map_err(|e| PluginError::Engine(format!("plugin {name}: loading task failed: {e}")))?
+    }
+
+    /// Describes a component file without requiring it to be a valid keyward
+    /// plugin (for `keyward plugin inspect`). It is still compiled (through
+    /// the cache), since only a compiled component exposes its types.
+    pub fn inspect(&self, name: &str, bytes: &[u8]) -> Result<Inspection, PluginError> {
+        let sha256 = sha256_hex(bytes);
+        let component = self.compile(name, &sha256, bytes)?;
+        let info = ComponentInfo::of(&self.inner.engine, &component);
+        Ok(Inspection { sha256, world: info.world(), info })
+    }
+
+    /// Compiles `bytes`, going through the precompiled cache when there is one.
+    fn compile(&self, name: &str, sha256: &str, bytes: &[u8]) -> Result<Component, PluginError> {
+        let engine = &self.inner.engine;
+        let compile_err = |e: wasmtime::Error| PluginError::Compile { plugin: name.to_string(), message: error_chain(&e) };
+        let Some(dir) = &self.inner.cache_dir else {
+            return Component::new(engine, bytes).map_err(compile_err);
+        };
+        let path = dir.join(format!("{sha256}-{}.cwasm", self.inner.cache_tag));
+        if path.exists() {
+            // SAFETY: the file is in keyward's private cache directory, written
+            // only by `precompile_component` below under a name that binds it
+            // to these exact component bytes and this exact engine
+            // configuration; wasmtime additionally checks its header against
+            // the engine before using it.
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(
+                    plugin = name,
+                    path = %path.display(),
+                    "ignoring unusable precompiled plugin, recompiling: {}",
+                    error_chain(&e)
+                ),
+            }
+        }
+        let artifact = engine.precompile_component(bytes).map_err(compile_err)?;
+        if let Err(e) = write_atomically(dir, &path, &artifact) {
+            // A cache that cannot be written only costs start-up time.
+            tracing::warn!(plugin = name, path = %path.display(), "cannot cache precompiled plugin: {e}");
+        }
+        // SAFETY: `artifact` was produced just now by this engine.
+        unsafe { Component::deserialize(engine, &artifact) }.map_err(compile_err)
+    }
+}
+
+impl ComponentInfo {
+    fn of(engine: &Engine, component: &Component) -> ComponentInfo {
+        let ty = component.component_type();
+        ComponentInfo {
+            imports: ty.imports(engine).map(|(name, _)| name.to_string()).collect(),
+            exports: ty.exports(engine).map(|(name, _)| name.to_string()).collect(),
+        }
+    }
+
+    /// The keyward world this component implements, with the WIT version it
+    /// was built against, judged by its exports.
+    pub fn world(&self) -> Option<(PluginKind, String)> {
+        for export in &self.exports {
+            if let Some((iface, version)) = split_keyward_name(export) {
+                for kind in [PluginKind::Keystore, PluginKind::AuditSink] {
+                    if iface == kind.export_interface() {
+                        return Some((kind, version.unwrap_or("unversioned").to_string()));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Vets the component for use as a `kind` plugin.
+    fn check(&self, plugin: &str, kind: PluginKind) -> Result<(), PluginError> {
+        let expected = format!("{WIT_PACKAGE}@{WIT_VERSION}");
+        // A different package version anywhere (export or import) is the most
+        // useful thing to report, so look for it first.
+        for name in self.exports.iter().chain(&self.imports) {
+            if let Some((_, version)) = split_keyward_name(name) {
+                if version != Some(WIT_VERSION) {
+                    return Err(PluginError::WitVersion {
+                        plugin: plugin.to_string(),
+                        expected,
+                        found: match version {
+                            Some(v) => format!("{WIT_PACKAGE}@{v}"),
+                            None => format!("{WIT_PACKAGE} (unversioned)"),
+                        },
+                    });
+                }
+            }
+        }
+        let export = kind.export_name();
+        if !self.exports.iter().any(|e| *e == export) {
+            return Err(PluginError::WrongWorld {
+                plugin: plugin.to_string(),
+                expected: kind,
+                export,
+                found: if self.exports.is_empty() { "nothing".to_string() } else { self.exports.join(", ") },
+            });
+        }
+        for import in &self.imports {
+            let refused = |hint: &str| PluginError::UnsupportedImport {
+                plugin: plugin.to_string(),
+                import: import.clone(),
+                hint: hint.to_string(),
+            };
+            if import.starts_with("wasi:http/") {
+                return Err(refused("; outbound HTTP (wasi:http) is not available to plugins yet"));
+            }
+            if let Some((iface, _)) = split_keyward_name(import) {
+                if !matches!(iface, "types" | "log") {
+                    return Err(refused(&format!("; {expected} has no interface {iface:?} for plugins to import")));
+                }
+            } else if !import.starts_with("wasi:") {
+                return Err(refused("; plugins may import only WASI 0.2 and keyward:plugin interfaces"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits `keyward:plugin/iface@1.2.3` into `("iface", Some("1.2.3"))`.
+fn split_keyward_name(name: &str) -> Option<(&str, Option<&str>)> {
+    let rest = name.strip_prefix(WIT_PACKAGE)?.strip_prefix('/')?;
+    Some(match rest.split_once('@') {
+        Some((iface, version)) => (iface, Some(version)),
+        None => (rest, None),
+    })
+}
+
+fn read_source(plugin: &str, source: &PluginSource) -> Result<Vec<u8>, PluginError> {
+    match source {
+        PluginSource::Bytes(bytes) => Ok(bytes.to_vec()),
+        PluginSource::File(path) => std::fs::read(path).map_err(|source| PluginError::Read {
+            plugin: plugin.to_string(),
+            path: path.clone(),
+            source,
+        }),
+    }
+}
+
+/// Feeds a `std::hash::Hash` value into SHA-256, giving a digest that is
+/// stable across processes (unlike `DefaultHasher`, whose algorithm is
+/// unspecified), as a cache key must be.
+struct Sha256Hasher(sha2::Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    fn finish(&self) -> u64 {
+        // Only the full digest is used; this exists to satisfy the trait.
+        let digest = self.0.clone().finalize();
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&digest[..8]);
+        u64::from_le_bytes(word)
+    }
+}
+
+fn cache_tag(engine: &Engine) -> String {
+    use std::hash::Hash;
+    let mut hasher = Sha256Hasher(sha2::Sha256::new());
+    WASMTIME_VERSION.hash(&mut hasher);
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hex::encode(&hasher.0.finalize()[..8])
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Writes `data` to `path` via a temporary file and a rename, so a crash or a
+/// concurrent keyward never leaves a truncated artifact under the final name.
+fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    ));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

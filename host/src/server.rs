@@ -1,0 +1,287 @@
+//! The server: listener, TLS handshakes, HTTP/1.1 connections, reload and
+//! graceful shutdown.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::api::{self, Peer};
+use crate::audit::stdout::StdoutSink;
+use crate::audit::sink::AuditSink;
+use crate::audit::{AuditLog, ErrorLog};
+use crate::auth::Authority;
+use crate::config::Settings;
+use crate::crypto::StoredKey;
+use crate::keys::memory::MemoryStore;
+use crate::keys::seal::Seal;
+use crate::keys::store::Keystore;
+use crate::keys::{KeyError, Keys};
+use crate::metrics::Metrics;
+use crate::state::{RouteOverrides, State};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Seal(#[from] crate::keys::seal::SealError),
+    #[error("keystore: {0}")]
+    Keystore(String),
+    #[error("audit: {0}")]
+    Audit(String),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("keys: cannot create '{name}' at start-up: {source}")]
+    BootKey { name: String, source: KeyError },
+}
+
+/// How long in-flight requests get to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+/// A client must finish its TLS handshake within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds the keystore named in the config. The plugin host resolves plugin
+/// names; the built-in `memory` store needs none.
+pub fn open_keystore(settings: &Settings) -> Result<Arc<dyn Keystore>, StartError> {
+    match settings.keystore.as_ref().map(|k| k.plugin.as_str()) {
+        None | Some("memory") => Ok(Arc::new(MemoryStore::new())),
+        Some(other) => Err(StartError::Keystore(format!(
+            "keystore plugin '{other}' is not available (known: memory)"
+        ))),
+    }
+}
+
+/// Builds the audit sinks named in the config plus stdout if `log.audit = "on"`.
+pub fn open_audit_sinks(settings: &Settings) -> Result<Vec<(String, Arc<dyn AuditSink>)>, StartError> {
+    let mut sinks: Vec<(String, Arc<dyn AuditSink>)> = Vec::new();
+    if settings.log.audit {
+        sinks.push(("stdout".into(), Arc::new(StdoutSink)));
+    }
+    if let Some(a) = settings.audit.first() {
+        return Err(StartError::Audit(format!("audit plugin '{}' is not available", a.plugin)));
+    }
+    Ok(sinks)
+}
+
+/// A running server's shared state plus what it needs to reload.
+pub struct Server {
+    pub state: Arc<State>,
+    settings: Settings,
+    config_path: Option<PathBuf>,
+}
+
+impl Server {
+    /// Builds the state: keystore, cache, policies, audit. Creates the
+    /// `[[keys]]` listed in the config if they are missing.
+    pub async fn build(settings: Settings, config_path: Option<PathBuf>) -> Result<Server, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let store = open_keystore(&settings)?;
+        let seal = match settings.keystore.as_ref().and_then(|k| k.seal.as_deref()) {
+            Some(s) => Some(Seal::from_setting(s)?),
+            None => None,
+        };
+        let keys = Arc::new(Keys::new(store, seal));
+        let started_at = time::OffsetDateTime::now_utc();
+        let audit = AuditLog::new(metrics.clone());
+        audit.set_sinks(open_audit_sinks(&settings)?);
+        let state = Arc::new(State {
+            authority: ArcSwap::from_pointee(Authority::from_settings(&settings, started_at)),
+            overrides: ArcSwap::from_pointee(RouteOverrides::new(&settings.api)),
+            keys: keys.clone(),
+            metrics: metrics.clone(),
+            audit,
+            errors: ErrorLog::new(metrics),
+            started_at,
+            default_algorithm: State::detect_algorithm(),
+        });
+        let admin = state.authority.load().admin().unwrap_or_default().to_string();
+        for name in &settings.keys {
+            let key = StoredKey::generate(state.default_algorithm, admin.clone());
+            match keys.create(name, key).await {
+                Ok(()) | Err(KeyError::Exists) => {}
+                Err(source) => {
+                    return Err(StartError::BootKey {
+                        name: name.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        tokio::spawn(keys.clone().run_expiry(settings.cache));
+        Ok(Server {
+            state,
+            settings,
+            config_path,
+        })
+    }
+
+    /// Re-reads the config file: policies, identities, `[api]` overrides and
+    /// audit sinks change; keys and connections stay.
+    pub fn reload(&self) -> Result<(), StartError> {
+        let Some(path) = &self.config_path else {
+            return Ok(());
+        };
+        let settings = Settings::load(path)?;
+        let sinks = open_audit_sinks(&settings)?;
+        self.state
+            .authority
+            .store(Arc::new(Authority::from_settings(&settings, self.state.started_at)));
+        self.state.overrides.store(Arc::new(RouteOverrides::new(&settings.api)));
+        self.state.audit.set_sinks(sinks);
+        Ok(())
+    }
+
+    /// Binds the configured address.
+    pub async fn bind(&self) -> Result<TcpListener, StartError> {
+        let address = self.settings.address;
+        TcpListener::bind(address)
+            .await
+            .map_err(|source| StartError::Listen { address, source })
+    }
+
+    /// Serves until SIGTERM/SIGINT, then lets in-flight requests finish.
+    pub async fn run(self, listener: TcpListener) -> Result<(), StartError> {
+        let acceptor = TlsAcceptor::from(crate::tls::server_config(&self.settings.tls)?);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = Box::pin(shutdown_signal());
+        let mut hangup = hangup_stream();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (tcp, addr) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off, keep serving.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let state = self.state.clone();
+                    let acceptor = acceptor.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        serve_connection(state, acceptor, tcp, addr, watcher).await;
+                    });
+                }
+                _ = hangup.recv() => {
+                    match self.reload() {
+                        Ok(()) => tracing::info!("configuration reloaded"),
+                        Err(e) => self.state.errors.error(&format!("reload failed, keeping the old configuration: {e}")),
+                    }
+                }
+                _ = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        tracing::info!("shutting down: finishing in-flight requests");
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+            tracing::warn!("some connections did not finish in time");
+        }
+        Ok(())
+    }
+}
+
+async fn serve_connection(
+    state: Arc<State>,
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    addr: std::net::SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let _ = tcp.set_nodelay(true);
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %addr, "TLS handshake timed out");
+            return;
+        }
+    };
+    let identity = {
+        let (_, conn) = tls.get_ref();
+        let chain = conn.peer_certificates().unwrap_or(&[]);
+        crate::tls::identity_of_chain(chain)
+    };
+    let peer = Arc::new(Peer {
+        ip: Some(addr.ip().to_string()),
+        identity,
+    });
+    let service = service_fn(move |req| api::serve(state.clone(), peer.clone(), req));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// SIGHUP notifications (never fires where there are none).
+struct Hangup {
+    #[cfg(unix)]
+    inner: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = &mut self.inner {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+fn hangup_stream() -> Hangup {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        Hangup {
+            inner: signal(SignalKind::hangup()).ok(),
+        }
+    }
+    #[cfg(not(unix))]
+    Hangup {}
+}

@@ -1,0 +1,272 @@
+//! `keystore-fs`: keyward's filesystem keystore, as a WebAssembly component.
+//!
+//! One plain file per key, named by the key name, whose content is exactly the
+//! value the host stored. That is also the layout of KES's own `fs` keystore, so
+//! a directory written by KES can be served by keyward as it is (and back): no
+//! index, lock or metadata file is ever written next to the keys.
+//!
+//! Configuration (JSON, from the server config): `{"path": "<guest dir>"}`,
+//! default `/data`. The directory is whatever the host preopened there; the
+//! plugin sees nothing else of the host filesystem.
+//!
+//! Crash safety: `create` writes the value to a temporary file first, flushes it
+//! to disk, then hard-links it to the key name. The link is the atomic commit
+//! point: it fails if the name exists (so create never overwrites, even racing
+//! another instance), and a crash before it leaves only a temporary file, whose
+//! name can never be a key name and which listings skip.
+
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use keyward_sdk::{Error, Keystore, Page};
+
+/// Prefix of in-flight temporary files. Key names never start with `.`
+/// ([`check_name`] refuses them), so a temporary file can never be mistaken for
+/// a key, and listings skip every dot file.
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// Page size used when the host asks for `limit = 0`. KES pages at 1024 names.
+const DEFAULT_PAGE: usize = 1024;
+
+/// The longest name accepted. KES names are at most 80 bytes; 255 is the usual
+/// file-name limit, so anything longer could not be stored faithfully anyway.
+const MAX_NAME: usize = 255;
+
+/// The plugin's configuration, from the server config.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// Guest path of the key directory (a host preopen or below one).
+    #[serde(default = "default_path")]
+    path: String,
+}
+
+fn default_path() -> String {
+    "/data".to_string()
+}
+
+/// One instance's state: just where the keys live.
+struct FsKeystore {
+    dir: PathBuf,
+}
+
+/// Refuses names that are not a single plain file name inside the key
+/// directory, or that would collide with temporary/hidden files.
+fn check_name(name: &str) -> Result<(), Error> {
+    let why = if name.is_empty() {
+        "key name is empty"
+    } else if name.len() > MAX_NAME {
+        "key name is too long"
+    } else if name.contains('/') || name.contains('\\') {
+        "key name contains a path separator"
+    } else if name.starts_with('.') {
+        // Covers "." and "..", temporary files and hidden files.
+        "key name starts with '.'"
+    } else if name.chars().any(char::is_control) {
+        "key name contains a control character"
+    } else {
+        return Ok(());
+    };
+    Err(Error::Invalid(format!("{why}: {name:?}")))
+}
+
+impl FsKeystore {
+    fn key_path(&self, name: &str) -> Result<PathBuf, Error> {
+        check_name(name)?;
+        Ok(self.dir.join(name))
+    }
+
+    /// A temporary file name that no other instance is using right now.
+    ///
+    /// Uniqueness comes from the random source the host provides; if two
+    /// instances ever collide, `create_new` below fails and we try again.
+    fn temp_path(&self) -> PathBuf {
+        let mut bytes = [0u8; 16];
+        fill_random(&mut bytes);
+        let mut name = String::with_capacity(TEMP_PREFIX.len() + 32);
+        name.push_str(TEMP_PREFIX);
+        for b in bytes {
+            name.push_str(&format!("{b:02x}"));
+        }
+        self.dir.join(name)
+    }
+
+    /// Writes `value` to a fresh temporary file and flushes it to disk.
+    fn write_temp(&self, value: &[u8]) -> Result<PathBuf, Error> {
+        for _ in 0..8 {
+            let path = self.temp_path();
+            let mut file = match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_error("cannot create temporary file", &e)),
+            };
+            let written = file.write_all(value).and_then(|()| file.sync_all());
+            if let Err(e) = written {
+                drop(file);
+                let _ = fs::remove_file(&path);
+                return Err(io_error("cannot write temporary file", &e));
+            }
+            return Ok(path);
+        }
+        Err(Error::Internal("cannot pick a unique temporary file name".into()))
+    }
+
+    /// Flushes the directory itself so a new or removed name survives a crash.
+    /// Best effort: not every filesystem (or WASI host) can sync a directory.
+    fn sync_dir(&self) {
+        if let Ok(dir) = fs::File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+    }
+}
+
+/// Maps an I/O error; a full disk or a read-only mount is reported as
+/// `unavailable` since it is an operator problem that may go away.
+fn io_error(context: &str, err: &std::io::Error) -> Error {
+    use std::io::ErrorKind;
+    match err.kind() {
+        ErrorKind::StorageFull | ErrorKind::ReadOnlyFilesystem | ErrorKind::QuotaExceeded => {
+            Error::Unavailable(format!("{context}: {err}"))
+        }
+        _ => Error::from_io(context, err),
+    }
+}
+
+/// Fills `buf` with bytes that differ between calls and between instances.
+///
+/// Only uniqueness matters here (the temporary name is not a secret, and
+/// `create_new` catches any collision). std on `wasm32-wasip2` seeds
+/// `RandomState` from `wasi:random`, and each `RandomState::new()` on a thread
+/// gets fresh keys, so hashing the clock and a position through it is enough.
+fn fill_random(buf: &mut [u8]) {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    use std::time::UNIX_EPOCH;
+
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    for (i, chunk) in buf.chunks_mut(8).enumerate() {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u128(nanos);
+        hasher.write_usize(i);
+        let word = hasher.finish().to_le_bytes();
+        chunk.copy_from_slice(&word[..chunk.len()]);
+    }
+}
+
+/// Temporary files older than this are leftovers of a crash, not an in-flight
+/// create of another instance (a create takes milliseconds).
+const STALE_TEMP: Duration = Duration::from_secs(600);
+
+/// Removes temporary files left behind by a crash mid-create. Best effort: they
+/// are invisible to listings anyway, this only reclaims the space.
+fn remove_stale_temps(dir: &PathBuf) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > STALE_TEMP);
+        if old {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+impl Keystore for FsKeystore {
+    fn init(config: &str) -> Result<Self, Error> {
+        let config: Config = if config.trim().is_empty() {
+            Config { path: default_path() }
+        } else {
+            serde_json::from_str(config)
+                .map_err(|e| Error::Invalid(format!("keystore-fs config: {e}")))?
+        };
+        let dir = PathBuf::from(&config.path);
+        match fs::metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::Invalid(format!("keystore-fs path {:?} is not a directory", config.path)))
+            }
+            Err(e) => {
+                return Err(Error::Invalid(format!(
+                    "keystore-fs path {:?} is not accessible (is it granted as a preopen?): {e}",
+                    config.path
+                )))
+            }
+        }
+        remove_stale_temps(&dir);
+        Ok(FsKeystore { dir })
+    }
+
+    fn create(&self, name: &str, value: &[u8]) -> Result<(), Error> {
+        let path = self.key_path(name)?;
+        // Cheap early answer for the common duplicate; the link below is what
+        // actually guarantees no overwrite.
+        if fs::symlink_metadata(&path).is_ok() {
+            return Err(Error::Exists);
+        }
+        let temp = self.write_temp(value)?;
+        let linked = fs::hard_link(&temp, &path);
+        let _ = fs::remove_file(&temp);
+        match linked {
+            Ok(()) => {
+                self.sync_dir();
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::Exists),
+            Err(e) => Err(io_error("cannot commit key file", &e)),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<Vec<u8>, Error> {
+        let path = self.key_path(name)?;
+        fs::read(&path).map_err(|e| io_error("cannot read key file", &e))
+    }
+
+    fn delete(&self, name: &str) -> Result<(), Error> {
+        let path = self.key_path(name)?;
+        fs::remove_file(&path).map_err(|e| io_error("cannot remove key file", &e))?;
+        self.sync_dir();
+        Ok(())
+    }
+
+    fn list(&self, prefix: &str, continue_at: &str, limit: u32) -> Result<Page, Error> {
+        let limit = if limit == 0 { DEFAULT_PAGE } else { limit as usize };
+        let entries = fs::read_dir(&self.dir).map_err(|e| io_error("cannot list key directory", &e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("cannot list key directory", &e))?;
+            // Names that are not UTF-8 were not written by keyward or KES.
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            if name.starts_with('.') || !name.starts_with(prefix) || name.as_str() < continue_at {
+                continue;
+            }
+            match entry.file_type() {
+                Ok(t) if t.is_file() => names.push(name),
+                _ => continue,
+            }
+        }
+        names.sort_unstable();
+        let next = if names.len() > limit { names[limit].clone() } else { String::new() };
+        names.truncate(limit);
+        Ok(Page { names, next })
+    }
+
+    fn status(&self) -> Result<(), Error> {
+        match fs::metadata(&self.dir) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(Error::Unavailable(format!("{} is not a directory", self.dir.display()))),
+            Err(e) => Err(Error::Unavailable(format!("cannot reach {}: {e}", self.dir.display()))),
+        }
+    }
+}
+
+keyward_sdk::export_keystore!(FsKeystore);

@@ -1,0 +1,95 @@
+//! version, status, ready, api, metrics, audit and error logs.
+
+use crate::harness::TestServer;
+
+#[tokio::test]
+async fn version_status_ready_api() {
+    let s = TestServer::start("");
+    let c = s.admin_client();
+    let v = c.get("/version").await;
+    v.ok();
+    assert!(v.json()["version"].is_string());
+    let st = c.get("/v1/status").await;
+    st.ok();
+    let j = st.json();
+    for field in ["version", "os", "arch", "uptime", "num_cpu", "num_cpu_used", "mem_heap_used", "mem_stack_used", "keystore_latency"] {
+        assert!(!j[field].is_null(), "status lacks {field}: {j}");
+    }
+    assert!(j["uptime"].is_u64());
+    assert!(j["keystore_latency"].as_u64().unwrap() >= 1);
+    c.get("/v1/ready").await.ok();
+    let api = c.get("/v1/api").await;
+    let routes = api.json();
+    let paths: Vec<_> = routes.as_array().unwrap().iter().map(|r| r["path"].as_str().unwrap().to_string()).collect();
+    for p in ["/v1/key/create/", "/v1/key/hmac/", "/v1/key/bulk/decrypt/", "/v1/policy/write/", "/v1/log/audit"] {
+        assert!(paths.contains(&p.to_string()), "{p} missing from /v1/api");
+    }
+    let enc = routes.as_array().unwrap().iter().find(|r| r["path"] == "/v1/key/encrypt/").unwrap();
+    assert_eq!(enc["method"], "PUT");
+    assert_eq!(enc["max_body"], 1 << 20);
+    assert_eq!(enc["timeout"], 15);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_class() {
+    let s = TestServer::start("");
+    let c = s.admin_client();
+    c.put_empty("/v1/key/create/m").await.ok();
+    c.get("/v1/key/describe/none").await;
+    let m = c.get("/v1/metrics").await;
+    m.ok();
+    let text = m.text();
+    for name in ["kes_http_request_success", "kes_http_request_error", "kes_http_request_failure", "kes_http_response_time_bucket", "kes_system_up_time", "kes_log_audit_events"] {
+        assert!(text.contains(name), "{name} missing");
+    }
+    let error_line = text.lines().find(|l| l.starts_with("kes_http_request_error ")).unwrap();
+    assert!(error_line.ends_with(" 1"), "{error_line}");
+}
+
+#[tokio::test]
+async fn audit_lines_on_stdout_cover_every_request_including_refused_ones() {
+    let s = TestServer::start("[log]\naudit = \"on\"\n");
+    let c = s.admin_client();
+    c.put_empty("/v1/key/create/a").await.ok();
+    s.anonymous().get("/v1/status").await;
+    c.get("/nowhere").await;
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = s.stdout().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>();
+        if lines.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["request"]["path"], "/v1/key/create/a");
+    assert_eq!(lines[0]["request"]["identity"], s.admin.id.as_str());
+    assert_eq!(lines[0]["request"]["ip"], "127.0.0.1");
+    assert_eq!(lines[0]["response"]["code"], 200);
+    assert!(lines[0]["response"]["time"].is_u64());
+    assert!(lines[0]["time"].is_string());
+    assert_eq!(lines[1]["response"]["code"], 400);
+    assert!(lines[1]["request"].get("identity").is_none());
+    assert_eq!(lines[2]["response"]["code"], 404);
+}
+
+#[tokio::test]
+async fn audit_log_stream_follows_requests() {
+    let s = TestServer::start("");
+    let c = s.admin_client();
+    let mut stream = c.http.get(format!("{}/v1/log/audit", c.base)).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "application/x-ndjson");
+    // Give the subscription a moment, then make a request to be seen.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    c.put_empty("/v1/key/create/seen").await.ok();
+    let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), stream.chunk()).await.unwrap().unwrap().unwrap();
+    let line: serde_json::Value = serde_json::from_slice(chunk.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(line["request"]["path"], "/v1/key/create/seen");
+}
+
+#[tokio::test]
+async fn boot_keys_are_created_at_start() {
+    let s = TestServer::start("[[keys]]\nname = \"boot-key\"\n");
+    s.admin_client().get("/v1/key/describe/boot-key").await.ok();
+}
