@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::harness::{b64, unb64, TestServer};
 
+
 #[tokio::test]
 async fn malformed_bodies_and_names_are_refused_and_nothing_changes() {
     let s = TestServer::start("");
@@ -27,10 +28,17 @@ async fn malformed_bodies_and_names_are_refused_and_nothing_changes() {
 
     // Invalid names.
     let long = "a".repeat(81);
-    for name in ["..", "-lead", "trail-", &long, "a%2Fb", "_", "sp%20ace", "%00"] {
+    for name in ["-lead", "trail-", &long, "a%2Fb", "_", "sp%20ace", "%00"] {
         let r = c.put_empty(&format!("/v1/key/create/{name}")).await;
         assert_eq!(r.status, 400, "{name}: {}", r.text());
         assert!(r.message().contains("is empty, too long or contains invalid characters"), "{name}: {}", r.message());
+    }
+    // `..` as raw bytes on the wire (client libraries normalise it away).
+    for path in ["/v1/key/create/..", "/v1/key/create/%2E%2E", "/v1/key/delete/../create/x"] {
+        let method = if path.contains("delete") { "DELETE" } else { "PUT" };
+        let raw = crate::harness::raw_request(&s, &s.admin, &format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")).await;
+        assert!(raw.starts_with("HTTP/1.1 400"), "{path}: {raw}");
+        assert!(raw.contains("{\"message\":"), "{path}: {raw}");
     }
     let r = c.put_empty("/v1/key/create/a/b").await;
     assert_eq!(r.status, 400);

@@ -336,3 +336,31 @@ pub fn vectors() -> Value {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/kes/vectors.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
+
+/// Sends `request` verbatim over TLS with `who`'s certificate and returns the
+/// raw response (the connection is closed by the request's `Connection: close`).
+/// For requests an HTTP client library would normalise (`..` segments).
+pub async fn raw_request(server: &TestServer, who: &Ident, request: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(server.server_cert_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let certs = vec![CertificateDer::from_pem_slice(who.cert_pem.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(who.key_pem.as_bytes()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -60,7 +60,7 @@ struct ImportRequest {
 
 pub async fn import(call: &Call<'_>) -> Result<Reply, ApiError> {
     check_name(call)?;
-    let req: ImportRequest = serde_json::from_slice(&call.body).map_err(|_| ApiError::bad_request("invalid import key request body"))?;
+    let req: ImportRequest = call.json().map_err(|_| ApiError::bad_request("invalid import key request body"))?;
     let secret = match (req.key, req.bytes) {
         (Some(key), _) => {
             let cipher = req.cipher.unwrap_or_default();
@@ -73,7 +73,11 @@ pub async fn import(call: &Call<'_>) -> Result<Reply, ApiError> {
         }
         (None, Some(bytes)) => {
             let name = req.algorithm.unwrap_or_default();
-            let alg = Algorithm::parse(&name).map_err(|_| ApiError::bad_request("invalid algorithm"))?;
+            let alg = if name.is_empty() {
+                call.state.default_algorithm
+            } else {
+                Algorithm::parse(&name).map_err(|_| ApiError::bad_request("invalid algorithm"))?
+            };
             SecretKey::from_bytes(alg, &bytes.0).map_err(|_| ApiError::bad_request("invalid key size"))?
         }
         (None, None) => return Err(ApiError::bad_request("invalid import key request body")),
@@ -222,7 +226,7 @@ const MAX_BULK: usize = 1000;
 
 pub async fn bulk_decrypt(call: &Call<'_>) -> Result<Reply, ApiError> {
     check_name(call)?;
-    let reqs: Vec<DecryptRequest> = call.json()?;
+    let reqs: Vec<DecryptRequest> = call.json_any()?;
     if reqs.len() > MAX_BULK {
         return Err(ApiError::bad_request("too many ciphertexts"));
     }

@@ -115,8 +115,19 @@ impl Call<'_> {
         }
     }
 
-    /// Decodes the JSON body; any malformed body is the same 400.
+    /// Decodes a JSON object body; any malformed body is the same 400.
+    ///
+    /// serde would also fill a struct from a JSON array; Go (and so KES)
+    /// refuses that, and so do we.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if self.body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::invalid_body());
+        }
+        self.json_any()
+    }
+
+    /// Decodes any JSON body (arrays included).
+    pub fn json_any<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
         serde_json::from_slice(&self.body).map_err(|_| ApiError::invalid_body())
     }
 }
