@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 /// A KES-compatible key-management server with WebAssembly plugins.
@@ -48,4 +50,28 @@ pub enum IdentityCommand {
         /// PEM or DER certificate file.
         cert: PathBuf,
     },
+}
+
+/// Runs a parsed command line and returns the process exit code:
+/// 0 success, 1 the server (or the file) said no, 2 usage.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Server(args) => crate::server::run_from_cli(args),
+        Command::Identity(IdentityCommand::Of { cert }) => match std::fs::read(&cert) {
+            Ok(bytes) => match crate::tls::identity_of_cert(&bytes) {
+                Some(id) => {
+                    println!("{id}");
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("keyward: '{}' is not a certificate", cert.display());
+                    ExitCode::from(1)
+                }
+            },
+            Err(e) => {
+                eprintln!("keyward: cannot read '{}': {e}", cert.display());
+                ExitCode::from(1)
+            }
+        },
+    }
 }

@@ -285,3 +285,56 @@ fn hangup_stream() -> Hangup {
     #[cfg(not(unix))]
     Hangup {}
 }
+
+fn init_tracing(enabled: bool) {
+    let filter = if enabled {
+        tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    } else {
+        tracing_subscriber::EnvFilter::new("off")
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run_server(args: crate::cli::ServerArgs) -> Result<(), String> {
+    let (mut settings, path) = if args.dev {
+        let files = crate::dev::prepare().map_err(|e| e.to_string())?;
+        let address = args.addr.unwrap_or_else(|| ([127, 0, 0, 1], 7373).into());
+        eprint!("{}", crate::dev::banner(&files, address));
+        (crate::dev::settings(&files, address), None)
+    } else {
+        let path = args.config.ok_or("--config FILE or --dev is required")?;
+        (Settings::load(&path).map_err(|e| e.to_string())?, Some(path))
+    };
+    if let Some(addr) = args.addr {
+        settings.address = addr;
+    }
+    init_tracing(settings.log.error);
+    let server = Server::build(settings, path).await.map_err(|e| e.to_string())?;
+    let listener = server.bind().await.map_err(|e| e.to_string())?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "listening");
+    }
+    server.run(listener).await.map_err(|e| e.to_string())
+}
+
+/// `keyward server`: runs until SIGTERM; exit code 1 if it cannot start.
+pub fn run_from_cli(args: crate::cli::ServerArgs) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("keyward: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_server(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyward: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
