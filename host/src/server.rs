@@ -79,6 +79,7 @@ pub fn open_audit_sinks(settings: &Settings) -> Result<Vec<(String, Arc<dyn Audi
 /// A running server's shared state plus what it needs to reload.
 pub struct Server {
     pub state: Arc<State>,
+    acceptor: TlsAcceptor,
     settings: Settings,
     config_path: Option<PathBuf>,
 }
@@ -87,6 +88,8 @@ impl Server {
     /// Builds the state: keystore, cache, policies, audit. Creates the
     /// `[[keys]]` listed in the config if they are missing.
     pub async fn build(settings: Settings, config_path: Option<PathBuf>) -> Result<Server, StartError> {
+        // TLS first: a bad certificate or password fails before anything listens.
+        let acceptor = TlsAcceptor::from(crate::tls::server_config(&settings.tls)?);
         let metrics = Arc::new(Metrics::new());
         let store = open_keystore(&settings)?;
         let seal = match settings.keystore.as_ref().and_then(|k| k.seal.as_deref()) {
@@ -123,6 +126,7 @@ impl Server {
         tokio::spawn(keys.clone().run_expiry(settings.cache));
         Ok(Server {
             state,
+            acceptor,
             settings,
             config_path,
         })
@@ -154,7 +158,7 @@ impl Server {
 
     /// Serves until SIGTERM/SIGINT, then lets in-flight requests finish.
     pub async fn run(self, listener: TcpListener) -> Result<(), StartError> {
-        let acceptor = TlsAcceptor::from(crate::tls::server_config(&self.settings.tls)?);
+        let acceptor = self.acceptor.clone();
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = Box::pin(shutdown_signal());
         let mut hangup = hangup_stream();

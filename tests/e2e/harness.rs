@@ -89,6 +89,10 @@ pub struct Setup {
     pub admin: Option<Ident>,
     /// Write `identity = "disabled"` instead of the admin's identity.
     pub disable_admin: bool,
+    /// Server certificate and key PEM (default: a fresh self-signed pair).
+    pub server_tls: Option<(String, String)>,
+    /// Lines added to the `[tls]` section.
+    pub tls_extra: String,
 }
 
 impl TestServer {
@@ -103,15 +107,19 @@ impl TestServer {
     pub fn start_with(setup: Setup) -> TestServer {
         let dir = TempDir::new("srv");
         let admin = setup.admin.unwrap_or_else(|| Ident::new("admin"));
-        let (cert, key) = keyward::dev::self_signed("localhost", vec!["localhost".into(), "127.0.0.1".into()], false).unwrap();
+        let (cert, key) = setup
+            .server_tls
+            .clone()
+            .unwrap_or_else(|| keyward::dev::self_signed("localhost", vec!["localhost".into(), "127.0.0.1".into()], false).unwrap());
         std::fs::write(dir.0.join("server.crt"), &cert).unwrap();
         std::fs::write(dir.0.join("server.key"), &key).unwrap();
         let port = free_port();
         let config = format!(
-            "address = \"127.0.0.1:{port}\"\n[admin]\nidentity = \"{}\"\n[tls]\nkey = \"{}\"\ncert = \"{}\"\n{}",
+            "address = \"127.0.0.1:{port}\"\n[admin]\nidentity = \"{}\"\n[tls]\nkey = \"{}\"\ncert = \"{}\"\n{}\n{}",
             if setup.disable_admin { "disabled" } else { admin.id.as_str() },
             dir.0.join("server.key").display(),
             dir.0.join("server.crt").display(),
+            setup.tls_extra,
             setup.extra_config
         );
         let config_path = dir.0.join("keyward.toml");
@@ -129,6 +137,14 @@ impl TestServer {
         server
     }
 
+    /// Like [`TestServer::start_with`] but returns `None` (with stderr) if the
+    /// process exits instead of listening.
+    pub fn try_start(setup: Setup) -> Result<TestServer, String> {
+        std::panic::catch_unwind(|| Self::start_with(setup)).map_err(|e| {
+            e.downcast_ref::<String>().cloned().unwrap_or_default()
+        })
+    }
+
     /// Polls `/version` until the server answers (or panics after 20 s).
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -136,9 +152,26 @@ impl TestServer {
             if std::net::TcpStream::connect(self.addr).is_ok() {
                 return;
             }
+            if let Ok(Some(status)) = self.child_status() {
+                panic!("server exited ({status}); stderr:\n{}", self.stderr());
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("server did not start; stderr:\n{}", self.stderr());
+    }
+
+    fn child_status(&self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        // try_wait needs &mut; poll /proc instead to keep &self.
+        let alive = std::path::Path::new(&format!("/proc/{}", self.child.id())).exists()
+            && !std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+                .unwrap_or_default()
+                .contains(") Z ");
+        if alive {
+            Ok(None)
+        } else {
+            use std::os::unix::process::ExitStatusExt;
+            Ok(Some(std::process::ExitStatus::from_raw(1 << 8)))
+        }
     }
 
     pub fn stderr(&self) -> String {

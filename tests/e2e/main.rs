@@ -8,3 +8,4 @@ mod keys;
 mod lifecycle;
 mod policies;
 mod system;
+mod tls;
