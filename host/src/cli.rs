@@ -1,15 +1,25 @@
-//! The `keyward` command line.
+//! The `keyward` command line: clap definitions and dispatch.
+//!
+//! One binary is both server and client, as with KES: `keyward server` runs
+//! the server, every other command talks to a running server (ours or KES)
+//! or works on local files. The client commands live in [`crate::client`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 /// A KES-compatible key-management server with WebAssembly plugins.
+///
+/// Client commands find the server and their credentials in flags or in the
+/// environment: KEYWARD_SERVER, KEYWARD_CLIENT_CERT, KEYWARD_CLIENT_KEY,
+/// KEYWARD_CACERT, or the KES names KES_SERVER, KES_CLIENT_CERT,
+/// KES_CLIENT_KEY, so existing KES setups work unchanged.
+///
+/// Exit codes: 0 success, 1 the server (or a file) said no, 2 usage.
 #[derive(Debug, Parser)]
-#[command(name = "keyward", version, about)]
+#[command(name = "keyward", version, about, long_about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -22,15 +32,59 @@ pub enum Command {
     /// Example: keyward server --config keyward.toml
     ///          keyward server --dev
     Server(ServerArgs),
+    /// Create, use and remove cryptographic keys.
+    ///
+    /// Example: keyward key create my-key
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Show the server's policies.
+    ///
+    /// Example: keyward policy ls
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Work with identities (hashes of client certificates' public keys).
+    ///
+    /// Example: keyward identity new my-app
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// Show the server's version, uptime and keystore health.
+    ///
+    /// Example: keyward status
+    Status(StatusArgs),
+    /// Print the server's Prometheus metrics.
+    ///
+    /// Example: keyward metrics | grep kes_http_request_success
+    Metrics(MetricsArgs),
+    /// Follow the server's audit or error log.
+    ///
+    /// Example: keyward log audit
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Convert configuration files.
+    ///
+    /// Example: keyward config import kes-config.yml > keyward.toml
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script.
+    ///
+    /// Example: keyward completions bash > /etc/bash_completion.d/keyward
+    ///          keyward completions zsh > "${fpath[1]}/_keyward"
+    ///          keyward completions fish > ~/.config/fish/completions/keyward.fish
+    Completions {
+        /// The shell to generate completions for.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
     /// The TOML configuration file.
-    #[arg(long, value_name = "FILE", conflicts_with = "dev", required_unless_present = "dev")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "dev",
+        required_unless_present = "dev"
+    )]
     pub config: Option<PathBuf>,
     /// Run with an embedded default configuration, fresh certificates and an
     /// in-process keystore: nothing needs to exist on disk.
@@ -39,6 +93,164 @@ pub struct ServerArgs {
     /// Listen address (overrides the config's `address`).
     #[arg(long, value_name = "ADDR")]
     pub addr: Option<SocketAddr>,
+}
+
+/// How a client command reaches the server. Each flag falls back to the
+/// environment (KEYWARD_* first, then the KES name) so scripts written for
+/// the `kes` CLI keep working.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientArgs {
+    /// Server URL [env: KEYWARD_SERVER or KES_SERVER] [default: https://127.0.0.1:7373]
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Client certificate (PEM) [env: KEYWARD_CLIENT_CERT or KES_CLIENT_CERT]
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM) [env: KEYWARD_CLIENT_KEY or KES_CLIENT_KEY]
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// CA certificate(s) to verify the server with, instead of the system roots [env: KEYWARD_CACERT]
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Do not verify the server's certificate (testing only).
+    #[arg(long, short = 'k')]
+    pub insecure: bool,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create new keys; fails if a key of that name exists.
+    ///
+    /// Example: keyward key create my-key
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Names of the keys to create.
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Import existing key material (32 bytes, base64) under a new name.
+    ///
+    /// Example: keyward key import my-key "$(head -c 32 /dev/urandom | base64)"
+    Import {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Name of the new key.
+        name: String,
+        /// The key: 32 bytes in base64; `-` reads it from standard input.
+        #[arg(value_name = "KEY")]
+        material: String,
+        /// Cipher the key is used with.
+        #[arg(long, default_value = "AES256", value_parser = ["AES256", "ChaCha20"])]
+        cipher: String,
+    },
+    /// Show a key's algorithm, creation time and creator.
+    ///
+    /// Example: keyward key describe my-key
+    Describe {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Name of the key.
+        name: String,
+    },
+    /// List keys whose names start with PREFIX (all keys by default).
+    ///
+    /// Example: keyward key ls my-app-
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only list names starting with this prefix.
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// Delete keys. Data encrypted with them can no longer be decrypted.
+    ///
+    /// Example: keyward key rm my-key
+    Rm {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Names of the keys to delete.
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Encrypt a (small) plaintext; prints the ciphertext in base64.
+    ///
+    /// Example: keyward key encrypt my-key 'my secret' --context app=billing
+    Encrypt {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Name of the key.
+        name: String,
+        /// The plaintext; read from standard input if absent or `-`.
+        plaintext: Option<String>,
+        /// Associated data that must be given again to decrypt.
+        #[arg(long, value_name = "TEXT")]
+        context: Option<String>,
+    },
+    /// Decrypt a base64 ciphertext; prints the plaintext as is.
+    ///
+    /// Example: keyward key decrypt my-key "$CIPHERTEXT" --context app=billing
+    Decrypt {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Name of the key.
+        name: String,
+        /// The ciphertext in base64; read from standard input if absent or `-`.
+        ciphertext: Option<String>,
+        /// The associated data given when encrypting.
+        #[arg(long, value_name = "TEXT")]
+        context: Option<String>,
+    },
+    /// Generate a data encryption key: a fresh 32-byte key in plaintext and
+    /// encrypted with the named key (both base64).
+    ///
+    /// Example: keyward key dek my-key
+    Dek {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Name of the key.
+        name: String,
+        /// Associated data bound to the encrypted copy.
+        #[arg(long, value_name = "TEXT")]
+        context: Option<String>,
+    },
+    /// Compute HMAC-SHA-256 of a message with the key; prints it in hex.
+    ///
+    /// Example: keyward key hmac my-key 'message to authenticate'
+    Hmac {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Name of the key.
+        name: String,
+        /// The message; read from standard input if absent or `-`.
+        message: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// List policies whose names start with PREFIX (all by default).
+    ///
+    /// Example: keyward policy ls
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only list names starting with this prefix.
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// Show a policy's allow and deny rules.
+    ///
+    /// Example: keyward policy show my-app
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Name of the policy.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,28 +262,131 @@ pub enum IdentityCommand {
         /// PEM or DER certificate file.
         cert: PathBuf,
     },
+    /// Create a private key and a self-signed client certificate; prints the
+    /// identity to put into a policy's `identities`.
+    ///
+    /// Files are written readable only by their owner. Without --key/--cert
+    /// they are NAME.key and NAME.crt in the current directory.
+    ///
+    /// Example: keyward identity new my-app
+    ///          keyward identity new --key app.key --cert app.crt --dns app.internal my-app
+    New {
+        /// The certificate's common name.
+        name: String,
+        /// An IP address to put into the certificate (repeatable).
+        #[arg(long = "ip", value_name = "IP")]
+        ips: Vec<IpAddr>,
+        /// A DNS name to put into the certificate (repeatable).
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// Where to write the private key.
+        #[arg(long, value_name = "FILE", requires = "cert")]
+        key: Option<PathBuf>,
+        /// Where to write the certificate.
+        #[arg(long, value_name = "FILE", requires = "key")]
+        cert: Option<PathBuf>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+        /// Print the identity and file names as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List identities known to the server (with PREFIX: those starting with it).
+    ///
+    /// Example: keyward identity ls
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only list identities starting with this prefix.
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// Show the identity you connect as, and its policy.
+    ///
+    /// Example: keyward identity self
+    #[command(name = "self")]
+    Self_ {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show an identity's policy (or that it is the admin).
+    ///
+    /// Example: keyward identity describe 3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22
+    Describe {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The identity (hex).
+        identity: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MetricsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Follow the audit log: one line per request (Ctrl-C to stop).
+    ///
+    /// Example: keyward log audit
+    ///          keyward log audit --json | jq .request.path
+    Audit {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Follow the error log (Ctrl-C to stop).
+    ///
+    /// Example: keyward log error
+    Error {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Convert a KES YAML server config to a keyward TOML config (on stdout).
+    ///
+    /// `${VAR}` references are kept as they are; keyward expands them at
+    /// start-up. KES keystores without a keyward plugin are refused with
+    /// their name.
+    ///
+    /// Example: keyward config import kes-config.yml > keyward.toml
+    Import {
+        /// The KES config file; `-` reads standard input.
+        file: PathBuf,
+    },
 }
 
 /// Runs a parsed command line and returns the process exit code:
 /// 0 success, 1 the server (or the file) said no, 2 usage.
 pub fn run(cli: Cli) -> ExitCode {
+    use crate::client;
     match cli.command {
         Command::Server(args) => crate::server::run_from_cli(args),
-        Command::Identity(IdentityCommand::Of { cert }) => match std::fs::read(&cert) {
-            Ok(bytes) => match crate::tls::identity_of_cert(&bytes) {
-                Some(id) => {
-                    println!("{id}");
-                    ExitCode::SUCCESS
-                }
-                None => {
-                    eprintln!("keyward: '{}' is not a certificate", cert.display());
-                    ExitCode::from(1)
-                }
-            },
-            Err(e) => {
-                eprintln!("keyward: cannot read '{}': {e}", cert.display());
-                ExitCode::from(1)
-            }
-        },
+        Command::Key(cmd) => client::finish(client::key::run(cmd)),
+        Command::Policy(cmd) => client::finish(client::policy::run(cmd)),
+        Command::Identity(cmd) => client::finish(client::identity::run(cmd)),
+        Command::Status(args) => client::finish(client::status::status(args.client)),
+        Command::Metrics(args) => client::finish(client::status::metrics(args.client)),
+        Command::Log(cmd) => client::finish(client::log::run(cmd)),
+        Command::Config(ConfigCommand::Import { file }) => {
+            client::finish(client::config_import(&file))
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "keyward", &mut script);
+            client::finish(client::output::raw(&script))
+        }
     }
 }

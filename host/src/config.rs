@@ -386,6 +386,8 @@ pub struct Settings {
     pub plugin_manifest: Option<PathBuf>,
     pub keystore: Option<KeystoreSettings>,
     pub audit: Vec<AuditSettings>,
+    /// Started with `--dev`: manifest entries need no sha256 pin.
+    pub dev: bool,
 }
 
 fn is_hex_identity(s: &str) -> bool {
@@ -599,6 +601,7 @@ impl Settings {
             plugin_manifest: file.plugins.map(|p| PathBuf::from(p.manifest)),
             keystore,
             audit,
+            dev: false,
         })
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
 
-use crate::config::{Admin, CacheSettings, ClientAuth, LogSettings, Settings, TlsSettings};
+use crate::config::{Admin, CacheSettings, ClientAuth, KeystoreSettings, LogSettings, Settings, TlsSettings};
 
 /// Why dev mode could not prepare its files.
 #[derive(Debug, thiserror::Error)]
@@ -113,8 +113,13 @@ pub fn settings(files: &DevFiles, address: SocketAddr) -> Settings {
         policies: BTreeMap::new(),
         keys: Vec::new(),
         plugin_manifest: None,
-        keystore: None,
+        keystore: Some(KeystoreSettings {
+            plugin: "fs".into(),
+            config_json: serde_json::json!({ "path": files.dir.join("keys") }).to_string(),
+            seal: None,
+        }),
         audit: Vec::new(),
+        dev: true,
     }
 }
 

@@ -7,12 +7,16 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod bundled;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod dev;
 pub mod keys;
+pub mod kesconf;
 pub mod metrics;
+pub mod plugin;
 pub mod server;
 pub mod state;
 pub mod tls;

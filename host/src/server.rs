@@ -24,6 +24,8 @@ use crate::keys::seal::Seal;
 use crate::keys::store::Keystore;
 use crate::keys::{KeyError, Keys};
 use crate::metrics::Metrics;
+use crate::plugin::resolve::{default_cache_dir, Plugins, ResolveError};
+use crate::plugin::{EngineOptions, PluginEngine};
 use crate::state::{RouteOverrides, State};
 
 /// Why the server could not start.
@@ -35,10 +37,8 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Seal(#[from] crate::keys::seal::SealError),
-    #[error("keystore: {0}")]
-    Keystore(String),
-    #[error("audit: {0}")]
-    Audit(String),
+    #[error(transparent)]
+    Plugin(#[from] ResolveError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: std::net::SocketAddr,
@@ -53,25 +53,32 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 /// A client must finish its TLS handshake within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Builds the keystore named in the config. The plugin host resolves plugin
-/// names; the built-in `memory` store needs none.
-pub fn open_keystore(settings: &Settings) -> Result<Arc<dyn Keystore>, StartError> {
-    match settings.keystore.as_ref().map(|k| k.plugin.as_str()) {
-        None | Some("memory") => Ok(Arc::new(MemoryStore::new())),
-        Some(other) => Err(StartError::Keystore(format!(
-            "keystore plugin '{other}' is not available (known: memory)"
-        ))),
+/// The plugin engine, shared by every load and reload.
+fn plugin_engine() -> Result<PluginEngine, StartError> {
+    PluginEngine::new(EngineOptions {
+        cache_dir: default_cache_dir(),
+    })
+    .map_err(|e| StartError::Plugin(e.into()))
+}
+
+/// Builds the keystore named in the config: the built-in in-memory store
+/// (`memory`, also the default without a `[keystore]`), or a plugin.
+pub async fn open_keystore(settings: &Settings, plugins: &Plugins) -> Result<Arc<dyn Keystore>, StartError> {
+    match &settings.keystore {
+        None => Ok(Arc::new(MemoryStore::new())),
+        Some(ks) if ks.plugin == "memory" => Ok(Arc::new(MemoryStore::new())),
+        Some(ks) => Ok(plugins.keystore(&ks.plugin, &ks.config_json).await?),
     }
 }
 
-/// Builds the audit sinks named in the config plus stdout if `log.audit = "on"`.
-pub fn open_audit_sinks(settings: &Settings) -> Result<Vec<(String, Arc<dyn AuditSink>)>, StartError> {
+/// Builds the audit sinks named in the config, plus stdout if `log.audit = "on"`.
+pub async fn open_audit_sinks(settings: &Settings, plugins: &Plugins) -> Result<Vec<(String, Arc<dyn AuditSink>)>, StartError> {
     let mut sinks: Vec<(String, Arc<dyn AuditSink>)> = Vec::new();
     if settings.log.audit {
         sinks.push(("stdout".into(), Arc::new(StdoutSink)));
     }
-    if let Some(a) = settings.audit.first() {
-        return Err(StartError::Audit(format!("audit plugin '{}' is not available", a.plugin)));
+    for a in &settings.audit {
+        sinks.push((a.plugin.clone(), plugins.audit_sink(&a.plugin, &a.config_json).await?));
     }
     Ok(sinks)
 }
@@ -80,6 +87,7 @@ pub fn open_audit_sinks(settings: &Settings) -> Result<Vec<(String, Arc<dyn Audi
 pub struct Server {
     pub state: Arc<State>,
     acceptor: TlsAcceptor,
+    engine: PluginEngine,
     settings: Settings,
     config_path: Option<PathBuf>,
 }
@@ -91,7 +99,9 @@ impl Server {
         // TLS first: a bad certificate or password fails before anything listens.
         let acceptor = TlsAcceptor::from(crate::tls::server_config(&settings.tls)?);
         let metrics = Arc::new(Metrics::new());
-        let store = open_keystore(&settings)?;
+        let engine = plugin_engine()?;
+        let plugins = Plugins::new(engine.clone(), settings.plugin_manifest.as_deref(), settings.dev)?;
+        let store = open_keystore(&settings, &plugins).await?;
         let seal = match settings.keystore.as_ref().and_then(|k| k.seal.as_deref()) {
             Some(s) => Some(Seal::from_setting(s)?),
             None => None,
@@ -99,7 +109,7 @@ impl Server {
         let keys = Arc::new(Keys::new(store, seal));
         let started_at = time::OffsetDateTime::now_utc();
         let audit = AuditLog::new(metrics.clone());
-        audit.set_sinks(open_audit_sinks(&settings)?);
+        audit.set_sinks(open_audit_sinks(&settings, &plugins).await?);
         let state = Arc::new(State {
             authority: ArcSwap::from_pointee(Authority::from_settings(&settings, started_at)),
             overrides: ArcSwap::from_pointee(RouteOverrides::new(&settings.api)),
@@ -127,19 +137,25 @@ impl Server {
         Ok(Server {
             state,
             acceptor,
+            engine,
             settings,
             config_path,
         })
     }
 
-    /// Re-reads the config file: policies, identities, `[api]` overrides and
-    /// audit sinks change; keys and connections stay.
-    pub fn reload(&self) -> Result<(), StartError> {
+    /// Re-reads the config file and manifest: policies, identities, `[api]`
+    /// overrides, the keystore plugin and audit sinks change; cached keys and
+    /// connections stay. Everything new is loaded before anything is swapped,
+    /// so a plugin that fails to load leaves the old configuration serving.
+    pub async fn reload(&self) -> Result<(), StartError> {
         let Some(path) = &self.config_path else {
             return Ok(());
         };
         let settings = Settings::load(path)?;
-        let sinks = open_audit_sinks(&settings)?;
+        let plugins = Plugins::new(self.engine.clone(), settings.plugin_manifest.as_deref(), self.settings.dev)?;
+        let store = open_keystore(&settings, &plugins).await?;
+        let sinks = open_audit_sinks(&settings, &plugins).await?;
+        self.state.keys.swap_store(store);
         self.state
             .authority
             .store(Arc::new(Authority::from_settings(&settings, self.state.started_at)));
@@ -182,7 +198,7 @@ impl Server {
                     });
                 }
                 _ = hangup.recv() => {
-                    match self.reload() {
+                    match self.reload().await {
                         Ok(()) => tracing::info!("configuration reloaded"),
                         Err(e) => self.state.errors.error(&format!("reload failed, keeping the old configuration: {e}")),
                     }
@@ -327,6 +343,13 @@ async fn run_server(args: crate::cli::ServerArgs) -> Result<(), String> {
 
 /// `keyward server`: runs until SIGTERM; exit code 1 if it cannot start.
 pub fn run_from_cli(args: crate::cli::ServerArgs) -> std::process::ExitCode {
+    // Key files written by keystore plugins (through WASI) and by dev mode
+    // must be readable by this user only, as KES writes them (0600).
+    #[cfg(unix)]
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

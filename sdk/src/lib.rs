@@ -154,8 +154,8 @@ pub trait AuditSink: Sized + 'static {
 /// Plugins have no stdout and their stderr may be discarded, so this is how a
 /// plugin tells the operator something. Never log key material.
 pub mod log {
-    pub use crate::bindings::keystore::keyward::plugin::log::Level;
     use crate::bindings::keystore::keyward::plugin::log::log as host_log;
+    pub use crate::bindings::keystore::keyward::plugin::log::Level;
 
     /// Writes `message` to the host's log at `level`.
     pub fn log(level: Level, message: &str) {
@@ -263,7 +263,9 @@ macro_rules! export_keystore {
                 ) -> ::std::result::Result<(), $crate::Error> {
                     $crate::__private::with(&STATE, |s| $crate::Keystore::create(s, &name, &value))
                 }
-                fn get(name: ::std::string::String) -> ::std::result::Result<::std::vec::Vec<u8>, $crate::Error> {
+                fn get(
+                    name: ::std::string::String,
+                ) -> ::std::result::Result<::std::vec::Vec<u8>, $crate::Error> {
                     $crate::__private::with(&STATE, |s| $crate::Keystore::get(s, &name))
                 }
                 fn delete(name: ::std::string::String) -> ::std::result::Result<(), $crate::Error> {
@@ -274,7 +276,10 @@ macro_rules! export_keystore {
                     continue_at: ::std::string::String,
                     limit: u32,
                 ) -> ::std::result::Result<
-                    (::std::vec::Vec<::std::string::String>, ::std::string::String),
+                    (
+                        ::std::vec::Vec<::std::string::String>,
+                        ::std::string::String,
+                    ),
                     $crate::Error,
                 > {
                     $crate::__private::with(&STATE, |s| {

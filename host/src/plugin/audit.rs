@@ -16,13 +16,22 @@ use crate::audit::sink::{AuditEvent, AuditSink};
 use crate::keys::store::StoreError;
 
 impl World for AuditSinkWorld {
-    async fn instantiate(pre: &InstancePre<HostState>, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
+    async fn instantiate(
+        pre: &InstancePre<HostState>,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Self> {
         let instance = pre.instantiate_async(&mut *store).await?;
         AuditSinkWorld::new(&mut *store, &instance)
     }
 
-    async fn init(&self, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<(), WitError>> {
-        self.keyward_plugin_audit_sink_api().call_init(store, config).await
+    async fn init(
+        &self,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        self.keyward_plugin_audit_sink_api()
+            .call_init(store, config)
+            .await
     }
 }
 
@@ -36,7 +45,9 @@ pub struct PluginAuditSink {
 
 impl std::fmt::Debug for PluginAuditSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginAuditSink").field("plugin", &self.pool.loaded()).finish_non_exhaustive()
+        f.debug_struct("PluginAuditSink")
+            .field("plugin", &self.pool.loaded())
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,7 +85,9 @@ impl PluginAuditSink {
                 wanted: PluginKind::AuditSink,
             });
         }
-        Ok(PluginAuditSink { pool: Pool::start(loaded, config_json, options).await? })
+        Ok(PluginAuditSink {
+            pool: Pool::start(loaded, config_json, options).await?,
+        })
     }
 
     /// The plugin's name.

@@ -142,7 +142,10 @@ impl PluginEngine {
         let cache_tag = cache_tag(&engine);
         if let Some(dir) = &options.cache_dir {
             create_private_dir(dir).map_err(|e| {
-                PluginError::Engine(format!("cannot create plugin cache directory {}: {e}", dir.display()))
+                PluginError::Engine(format!(
+                    "cannot create plugin cache directory {}: {e}",
+                    dir.display()
+                ))
             })?;
         }
 
@@ -158,7 +161,14 @@ impl PluginEngine {
             })
             .map_err(|e| PluginError::Engine(format!("cannot start epoch thread: {e}")))?;
 
-        Ok(PluginEngine { inner: Arc::new(Inner { engine, linker, cache_dir: options.cache_dir, cache_tag }) })
+        Ok(PluginEngine {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                cache_dir: options.cache_dir,
+                cache_tag,
+            }),
+        })
     }
 
     /// The wasmtime engine (for advanced use; plugins normally need only
@@ -187,9 +197,11 @@ impl PluginEngine {
         let component = self.compile(&spec.name, &sha256, &bytes)?;
         let info = ComponentInfo::of(&self.inner.engine, &component);
         info.check(&spec.name, spec.kind)?;
-        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| PluginError::Instantiate {
-            plugin: spec.name.clone(),
-            message: error_chain(&e),
+        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
+            PluginError::Instantiate {
+                plugin: spec.name.clone(),
+                message: error_chain(&e),
+            }
         })?;
         Ok(LoadedComponent {
             name: spec.name.as_str().into(),
@@ -221,13 +233,20 @@ impl PluginEngine {
         let sha256 = sha256_hex(bytes);
         let component = self.compile(name, &sha256, bytes)?;
         let info = ComponentInfo::of(&self.inner.engine, &component);
-        Ok(Inspection { sha256, world: info.world(), info })
+        Ok(Inspection {
+            sha256,
+            world: info.world(),
+            info,
+        })
     }
 
     /// Compiles `bytes`, going through the precompiled cache when there is one.
     fn compile(&self, name: &str, sha256: &str, bytes: &[u8]) -> Result<Component, PluginError> {
         let engine = &self.inner.engine;
-        let compile_err = |e: wasmtime::Error| PluginError::Compile { plugin: name.to_string(), message: error_chain(&e) };
+        let compile_err = |e: wasmtime::Error| PluginError::Compile {
+            plugin: name.to_string(),
+            message: error_chain(&e),
+        };
         let Some(dir) = &self.inner.cache_dir else {
             return Component::new(engine, bytes).map_err(compile_err);
         };
@@ -262,8 +281,14 @@ impl ComponentInfo {
     fn of(engine: &Engine, component: &Component) -> ComponentInfo {
         let ty = component.component_type();
         ComponentInfo {
-            imports: ty.imports(engine).map(|(name, _)| name.to_string()).collect(),
-            exports: ty.exports(engine).map(|(name, _)| name.to_string()).collect(),
+            imports: ty
+                .imports(engine)
+                .map(|(name, _)| name.to_string())
+                .collect(),
+            exports: ty
+                .exports(engine)
+                .map(|(name, _)| name.to_string())
+                .collect(),
         }
     }
 
@@ -302,12 +327,16 @@ impl ComponentInfo {
             }
         }
         let export = kind.export_name();
-        if !self.exports.iter().any(|e| *e == export) {
+        if !self.exports.contains(&export) {
             return Err(PluginError::WrongWorld {
                 plugin: plugin.to_string(),
                 expected: kind,
                 export,
-                found: if self.exports.is_empty() { "nothing".to_string() } else { self.exports.join(", ") },
+                found: if self.exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    self.exports.join(", ")
+                },
             });
         }
         for import in &self.imports {
@@ -317,14 +346,20 @@ impl ComponentInfo {
                 hint: hint.to_string(),
             };
             if import.starts_with("wasi:http/") {
-                return Err(refused("; outbound HTTP (wasi:http) is not available to plugins yet"));
+                return Err(refused(
+                    "; outbound HTTP (wasi:http) is not available to plugins yet",
+                ));
             }
             if let Some((iface, _)) = split_keyward_name(import) {
                 if !matches!(iface, "types" | "log") {
-                    return Err(refused(&format!("; {expected} has no interface {iface:?} for plugins to import")));
+                    return Err(refused(&format!(
+                        "; {expected} has no interface {iface:?} for plugins to import"
+                    )));
                 }
             } else if !import.starts_with("wasi:") {
-                return Err(refused("; plugins may import only WASI 0.2 and keyward:plugin interfaces"));
+                return Err(refused(
+                    "; plugins may import only WASI 0.2 and keyward:plugin interfaces",
+                ));
             }
         }
         Ok(())
@@ -395,7 +430,10 @@ fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()>
     let tmp = dir.join(format!(
         ".tmp-{}-{}",
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
     ));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;

@@ -15,13 +15,22 @@ use super::{PluginEngine, PluginError, PluginKind, PluginSpec, PluginStats};
 use crate::keys::store::{Keystore, Page, StoreError};
 
 impl World for KeystoreWorld {
-    async fn instantiate(pre: &InstancePre<HostState>, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
+    async fn instantiate(
+        pre: &InstancePre<HostState>,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Self> {
         let instance = pre.instantiate_async(&mut *store).await?;
         KeystoreWorld::new(&mut *store, &instance)
     }
 
-    async fn init(&self, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<(), WitError>> {
-        self.keyward_plugin_keystore_api().call_init(store, config).await
+    async fn init(
+        &self,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        self.keyward_plugin_keystore_api()
+            .call_init(store, config)
+            .await
     }
 }
 
@@ -38,7 +47,9 @@ pub struct PluginKeystore {
 
 impl std::fmt::Debug for PluginKeystore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginKeystore").field("plugin", &self.pool.loaded()).finish_non_exhaustive()
+        f.debug_struct("PluginKeystore")
+            .field("plugin", &self.pool.loaded())
+            .finish_non_exhaustive()
     }
 }
 
@@ -80,7 +91,9 @@ impl PluginKeystore {
                 wanted: PluginKind::Keystore,
             });
         }
-        Ok(PluginKeystore { pool: Pool::start(loaded, config_json, options).await? })
+        Ok(PluginKeystore {
+            pool: Pool::start(loaded, config_json, options).await?,
+        })
     }
 
     /// The plugin's name.
@@ -108,7 +121,9 @@ impl Keystore for PluginKeystore {
     }
 
     async fn get(&self, name: &str) -> Result<Vec<u8>, StoreError> {
-        call_plugin!(self.pool, "get", |store, world| world.keyward_plugin_keystore_api().call_get(store, name))
+        call_plugin!(self.pool, "get", |store, world| world
+            .keyward_plugin_keystore_api()
+            .call_get(store, name))
     }
 
     async fn delete(&self, name: &str) -> Result<(), StoreError> {
@@ -125,6 +140,8 @@ impl Keystore for PluginKeystore {
     }
 
     async fn status(&self) -> Result<(), StoreError> {
-        call_plugin!(self.pool, "status", |store, world| world.keyward_plugin_keystore_api().call_status(store))
+        call_plugin!(self.pool, "status", |store, world| world
+            .keyward_plugin_keystore_api()
+            .call_status(store))
     }
 }

@@ -112,7 +112,13 @@ impl Grants {
     /// Grants exactly one directory, as the host does for the embedded `fs`
     /// plugin.
     pub fn dir(host: impl Into<PathBuf>, guest: impl Into<String>) -> Self {
-        Grants { dirs: vec![DirGrant { host: host.into(), guest: guest.into() }], ..Grants::default() }
+        Grants {
+            dirs: vec![DirGrant {
+                host: host.into(),
+                guest: guest.into(),
+            }],
+            ..Grants::default()
+        }
     }
 }
 
@@ -127,7 +133,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory: DEFAULT_MEMORY, call_timeout: DEFAULT_CALL_TIMEOUT }
+        Limits {
+            memory: DEFAULT_MEMORY,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+        }
     }
 }
 
@@ -204,8 +213,10 @@ struct RawLimits {
 impl Manifest {
     /// Reads and validates the manifest at `path`.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::parse(&text, path, &base)
     }
@@ -213,12 +224,18 @@ impl Manifest {
     /// Parses manifest text. `path` is only used in messages; relative paths
     /// inside are resolved against `base`.
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Manifest, ManifestError> {
-        let raw: RawManifest = toml::from_str(text)
-            .map_err(|e| ManifestError::Syntax { path: path.to_path_buf(), message: e.to_string() })?;
+        let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         let mut seen = HashSet::new();
         let mut plugins = Vec::with_capacity(raw.plugin.len());
         for (index, entry) in raw.plugin.into_iter().enumerate() {
-            let label = if entry.name.is_empty() { format!("#{}", index + 1) } else { entry.name.clone() };
+            let label = if entry.name.is_empty() {
+                format!("#{}", index + 1)
+            } else {
+                entry.name.clone()
+            };
             let invalid = |message: String| ManifestError::Invalid {
                 path: path.to_path_buf(),
                 plugin: label.clone(),
@@ -234,7 +251,10 @@ impl Manifest {
             }
             plugins.push(entry);
         }
-        Ok(Manifest { path: path.to_path_buf(), plugins })
+        Ok(Manifest {
+            path: path.to_path_buf(),
+            plugins,
+        })
     }
 
     /// Fails if any entry lacks a `sha256` pin. Call it unless the server runs
@@ -242,7 +262,10 @@ impl Manifest {
     /// true.
     pub fn require_pins(&self) -> Result<(), ManifestError> {
         match self.plugins.iter().find(|p| p.sha256.is_none()) {
-            Some(p) => Err(ManifestError::MissingPin { path: self.path.clone(), plugin: p.name.clone() }),
+            Some(p) => Err(ManifestError::MissingPin {
+                path: self.path.clone(),
+                plugin: p.name.clone(),
+            }),
             None => Ok(()),
         }
     }
@@ -277,12 +300,17 @@ fn validate_entry(raw: RawEntry, base: &Path) -> Result<ManifestEntry, String> {
         dir.host = resolve(base, &dir.host);
         check_guest_path(&dir.guest)?;
         if !guests.insert(dir.guest.clone()) {
-            return Err(format!("grants.dirs: guest path {:?} is granted twice", dir.guest));
+            return Err(format!(
+                "grants.dirs: guest path {:?} is granted twice",
+                dir.guest
+            ));
         }
     }
     for var in &grants.env {
         if var.is_empty() || var.contains('=') || var.contains('\0') {
-            return Err(format!("grants.env: {var:?} is not an environment variable name"));
+            return Err(format!(
+                "grants.env: {var:?} is not an environment variable name"
+            ));
         }
     }
     for host in &grants.hosts {
@@ -335,18 +363,27 @@ fn check_plugin_name(name: &str) -> Result<(), String> {
     if name.len() > 64 {
         return Err("name is longer than 64 bytes".into());
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
-        return Err(format!("name {name:?} may only contain ASCII letters, digits, '-', '_' and '.'"));
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(format!(
+            "name {name:?} may only contain ASCII letters, digits, '-', '_' and '.'"
+        ));
     }
     Ok(())
 }
 
 fn check_guest_path(guest: &str) -> Result<(), String> {
     if !guest.starts_with('/') {
-        return Err(format!("grants.dirs: guest path {guest:?} must be absolute (e.g. \"/data\")"));
+        return Err(format!(
+            "grants.dirs: guest path {guest:?} must be absolute (e.g. \"/data\")"
+        ));
     }
     if guest.split('/').any(|c| c == "..") {
-        return Err(format!("grants.dirs: guest path {guest:?} must not contain \"..\""));
+        return Err(format!(
+            "grants.dirs: guest path {guest:?} must not contain \"..\""
+        ));
     }
     Ok(())
 }
@@ -367,7 +404,9 @@ fn check_http_origin(origin: &str) -> Result<(), String> {
     }
     let port = if let Some(bracketed) = authority.strip_prefix('[') {
         // IPv6 literal: `[addr]` or `[addr]:port`.
-        let (_, after) = bracketed.split_once(']').ok_or("unclosed '[' in IPv6 address")?;
+        let (_, after) = bracketed
+            .split_once(']')
+            .ok_or("unclosed '[' in IPv6 address")?;
         match after {
             "" => None,
             p => Some(p.strip_prefix(':').ok_or("unexpected text after ']'")?),
@@ -376,7 +415,8 @@ fn check_http_origin(origin: &str) -> Result<(), String> {
         authority.split_once(':').map(|(_, p)| p)
     };
     if let Some(port) = port {
-        port.parse::<u16>().map_err(|_| format!("port {port:?} is not a number 0-65535"))?;
+        port.parse::<u16>()
+            .map_err(|_| format!("port {port:?} is not a number 0-65535"))?;
     }
     Ok(())
 }
@@ -386,7 +426,9 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like \"64MiB\""))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like \"64MiB\""))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -395,14 +437,22 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)")),
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ))
+        }
     };
-    let bytes = n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))?;
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
     if bytes == 0 {
         return Err(format!("{s:?} must be more than 0"));
     }
     if bytes > MAX_MEMORY {
-        return Err(format!("{s:?} is more than a 32-bit WebAssembly memory can hold (4GiB)"));
+        return Err(format!(
+            "{s:?} is more than a 32-bit WebAssembly memory can hold (4GiB)"
+        ));
     }
     Ok(bytes)
 }
@@ -468,12 +518,20 @@ path = "/opt/audit_file.wasm"
             ("sha256 = \"abc\"", "sha256"),
             ("[plugin.limits]\nmemory = \"64 parsecs\"", "limits.memory"),
             ("[plugin.limits]\nmemory = \"8GiB\"", "4GiB"),
-            ("[plugin.limits]\ncall_timeout = \"forever\"", "call_timeout"),
-            ("[plugin.grants]\ndirs = [{ host = \"/x\", guest = \"data\" }]", "absolute"),
+            (
+                "[plugin.limits]\ncall_timeout = \"forever\"",
+                "call_timeout",
+            ),
+            (
+                "[plugin.grants]\ndirs = [{ host = \"/x\", guest = \"data\" }]",
+                "absolute",
+            ),
             ("[plugin.grants]\nhosts = [\"ftp://x\"]", "http"),
             ("[plugin.grants]\nenv = [\"A=B\"]", "grants.env"),
         ] {
-            let text = format!("[[plugin]]\nname = \"p1\"\nkind = \"keystore\"\npath = \"a.wasm\"\n{body}\n");
+            let text = format!(
+                "[[plugin]]\nname = \"p1\"\nkind = \"keystore\"\npath = \"a.wasm\"\n{body}\n"
+            );
             let msg = parse(&text).unwrap_err().to_string();
             assert!(msg.contains("\"p1\""), "{msg}");
             assert!(msg.contains(needle), "{needle}: {msg}");
@@ -483,7 +541,10 @@ path = "/opt/audit_file.wasm"
     #[test]
     fn duplicate_names_and_kinds() {
         let dup = "[[plugin]]\nname = \"a\"\nkind = \"keystore\"\npath = \"a.wasm\"\n[[plugin]]\nname = \"a\"\nkind = \"keystore\"\npath = \"b.wasm\"\n";
-        assert!(parse(dup).unwrap_err().to_string().contains("more than one"));
+        assert!(parse(dup)
+            .unwrap_err()
+            .to_string()
+            .contains("more than one"));
         let kind = "[[plugin]]\nname = \"a\"\nkind = \"database\"\npath = \"a.wasm\"\n";
         assert!(parse(kind).unwrap_err().to_string().contains("database"));
     }

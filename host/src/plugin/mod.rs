@@ -48,13 +48,14 @@ pub mod engine;
 pub mod keystore;
 pub mod manifest;
 mod pool;
+pub mod resolve;
 pub mod sandbox;
 
 pub use audit::PluginAuditSink;
 pub use engine::{ComponentInfo, EngineOptions, Inspection, LoadedComponent, PluginEngine};
 pub use keystore::PluginKeystore;
 pub use manifest::{DirGrant, Grants, Limits, Manifest, ManifestEntry, ManifestError};
-pub use pool::{PluginStats, PoolOptions};
+pub use pool::{PluginStats, PoolOptions, TIMEOUT_MESSAGE};
 
 use std::borrow::Cow;
 use std::path::PathBuf;

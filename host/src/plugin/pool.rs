@@ -97,7 +97,8 @@ pub(crate) struct Pool<W> {
 
 /// The result of running one plugin call under a deadline: outer `Err` = the
 /// backstop fired, middle `Err` = a trap, inner `Err` = the plugin's answer.
-pub(crate) type Outcome<R> = Result<wasmtime::Result<Result<R, WitError>>, tokio::time::error::Elapsed>;
+pub(crate) type Outcome<R> =
+    Result<wasmtime::Result<Result<R, WitError>>, tokio::time::error::Elapsed>;
 
 impl<W: World> Pool<W> {
     /// Creates the pool and starts one instance right away, so a bad
@@ -117,7 +118,10 @@ impl<W: World> Pool<W> {
         };
         let first = pool.create().await.map_err(|e| match e {
             CreateError::Plugin(e) => e,
-            CreateError::Store(source) => PluginError::Init { plugin: pool.loaded.name.to_string(), source },
+            CreateError::Store(source) => PluginError::Init {
+                plugin: pool.loaded.name.to_string(),
+                source,
+            },
         })?;
         pool.put_back(first);
         Ok(pool)
@@ -137,7 +141,10 @@ impl<W: World> Pool<W> {
 
     /// The outer wall-clock bound of one call.
     pub(crate) fn backstop(&self) -> Duration {
-        self.loaded.limits.call_timeout + BACKSTOP_GRACE
+        self.loaded
+            .limits
+            .call_timeout
+            .saturating_add(BACKSTOP_GRACE)
     }
 
     /// Leases an instance for one call, creating one if none is idle.
@@ -146,23 +153,51 @@ impl<W: World> Pool<W> {
     /// still busy by then, the plugin is overloaded and the caller is told so
     /// rather than queued without bound.
     pub(crate) async fn lease(&self) -> Result<Lease<'_, W>, StoreError> {
-        let permit = match tokio::time::timeout(self.loaded.limits.call_timeout, self.permits.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_closed)) => return Err(StoreError::Unavailable("plugin is shut down".into())),
-            Err(_) => return Err(StoreError::Unavailable("plugin is busy: no instance became free in time".into())),
-        };
+        let permit =
+            match tokio::time::timeout(self.loaded.limits.call_timeout, self.permits.acquire())
+                .await
+            {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_closed)) => {
+                    return Err(StoreError::Unavailable("plugin is shut down".into()))
+                }
+                Err(_) => {
+                    return Err(StoreError::Unavailable(
+                        "plugin is busy: no instance became free in time".into(),
+                    ))
+                }
+            };
         let idle = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
         let instance = match idle {
             Some(instance) => instance,
-            None => self.create().await.map_err(|e| match e {
-                CreateError::Store(e) => e,
-                CreateError::Plugin(e) => StoreError::Unavailable(e.to_string()),
-            })?,
+            None => self.create().await.map_err(|e| self.start_failed(e))?,
         };
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let mut lease = Lease { pool: self, instance: Some(instance), _permit: permit };
+        let mut lease = Lease {
+            pool: self,
+            instance: Some(instance),
+            _permit: permit,
+        };
         lease.arm();
         Ok(lease)
+    }
+
+    /// A fresh instance failed to start while serving a request. Whatever
+    /// `init` answered, it is not the client's fault (the same configuration
+    /// worked at load time), so it must not surface as `invalid`/`not-found`.
+    fn start_failed(&self, e: CreateError) -> StoreError {
+        let name = self.name();
+        match e {
+            CreateError::Store(e @ (StoreError::Unavailable(_) | StoreError::Internal(_))) => e,
+            CreateError::Store(e) => {
+                tracing::error!(plugin = name, "plugin instance refused to start: {e}");
+                StoreError::Unavailable(format!("plugin {name} could not start an instance: {e}"))
+            }
+            CreateError::Plugin(e) => {
+                tracing::error!(plugin = name, "cannot create plugin instance: {e}");
+                StoreError::Unavailable(e.to_string())
+            }
+        }
     }
 
     fn put_back(&self, mut instance: Instance<W>) {
@@ -175,7 +210,8 @@ impl<W: World> Pool<W> {
     /// Makes and initialises a fresh instance, under the call deadline.
     async fn create(&self) -> Result<Instance<W>, CreateError> {
         let loaded = &self.loaded;
-        let state = HostState::new(&loaded.name, &loaded.grants, &loaded.limits).map_err(CreateError::Plugin)?;
+        let state = HostState::new(&loaded.name, &loaded.grants, &loaded.limits)
+            .map_err(CreateError::Plugin)?;
         let mut store = Store::new(loaded.engine.engine(), state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut ctx| {
@@ -185,8 +221,14 @@ impl<W: World> Pool<W> {
                     data.timed_out = true;
                     Ok(UpdateDeadline::Interrupt)
                 }
-                // Still in time: let other tasks run, then keep going.
-                _ => Ok(UpdateDeadline::Yield(1)),
+                // Still in time: let other tasks run, then keep going. Tokio's
+                // `yield_now` (rather than a plain yield) defers the wake-up
+                // until the scheduler has polled its timers and I/O, so even a
+                // single-threaded runtime keeps serving while a plugin spins.
+                _ => Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                )),
             }
         });
         arm(&mut store, loaded.limits.call_timeout);
@@ -201,7 +243,11 @@ impl<W: World> Pool<W> {
             Ok(Ok((world, Ok(())))) => world,
             Ok(Ok((_, Err(e)))) => return Err(CreateError::Store(map_wit_error(e))),
             Ok(Err(trap)) => {
-                return Err(CreateError::Store(self.failed(&store, "start-up", Some(&trap))));
+                return Err(CreateError::Store(self.failed(
+                    &store,
+                    "start-up",
+                    Some(&trap),
+                )));
             }
             Err(_) => return Err(CreateError::Store(self.failed(&store, "start-up", None))),
         };
@@ -212,14 +258,28 @@ impl<W: World> Pool<W> {
 
     /// Counts and logs a trap or timeout (`trap = None`: the backstop fired)
     /// and turns it into the caller's error. The instance is not reused.
-    fn failed(&self, store: &Store<HostState>, op: &str, trap: Option<&wasmtime::Error>) -> StoreError {
+    fn failed(
+        &self,
+        store: &Store<HostState>,
+        op: &str,
+        trap: Option<&wasmtime::Error>,
+    ) -> StoreError {
         let name = self.name();
         match trap {
             Some(trap) if !store.data().timed_out => {
                 self.stats.traps.fetch_add(1, Ordering::Relaxed);
-                let detail = error_chain(trap);
-                tracing::error!(plugin = name, op, "plugin trapped; discarding the instance: {detail}");
-                StoreError::Internal(format!("plugin {name} failed during {op}: {detail}"))
+                // The log gets everything (including the wasm backtrace); the
+                // caller's message, which may reach an API client, gets one line.
+                tracing::error!(
+                    plugin = name,
+                    op,
+                    "plugin trapped; discarding the instance: {}",
+                    error_chain(trap)
+                );
+                StoreError::Internal(format!(
+                    "plugin {name} failed during {op}: {}",
+                    short_error(trap)
+                ))
             }
             _ => {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -235,6 +295,17 @@ impl<W: World> Pool<W> {
     }
 }
 
+/// One line saying what went wrong: the trap kind when there is one (e.g.
+/// "wasm trap: wasm `unreachable` instruction executed"), else the innermost
+/// cause's first line.
+fn short_error(err: &wasmtime::Error) -> String {
+    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
+        return trap.to_string();
+    }
+    let root = err.root_cause().to_string();
+    root.lines().next().unwrap_or_default().to_string()
+}
+
 enum CreateError {
     /// Could not even build the sandbox (e.g. a granted directory is gone).
     Plugin(PluginError),
@@ -244,7 +315,9 @@ enum CreateError {
 
 fn arm(store: &mut Store<HostState>, timeout: Duration) {
     let data = store.data_mut();
-    data.deadline = Some(Instant::now() + timeout);
+    // A deadline too far to represent is no deadline; the manifest caps
+    // timeouts far below that, so this only matters for programmatic specs.
+    data.deadline = Instant::now().checked_add(timeout);
     data.timed_out = false;
     // Check at the next tick; the callback decides whether time is up.
     store.set_epoch_deadline(1);
@@ -285,7 +358,9 @@ impl<W: World> Lease<'_, W> {
     /// and discards a broken one.
     pub(crate) fn finish<R>(mut self, op: &str, outcome: Outcome<R>) -> Result<R, StoreError> {
         let Some(instance) = self.instance.take() else {
-            return Err(StoreError::Internal("plugin instance lease used twice".into()));
+            return Err(StoreError::Internal(
+                "plugin instance lease used twice".into(),
+            ));
         };
         match outcome {
             Ok(Ok(answer)) => {
@@ -310,7 +385,11 @@ macro_rules! call_plugin {
         let mut lease = pool.lease().await?;
         let outcome = match lease.parts() {
             Some(($store, $world)) => tokio::time::timeout(pool.backstop(), $call).await,
-            None => return Err(StoreError::Internal("plugin instance missing from lease".into())),
+            None => {
+                return Err(StoreError::Internal(
+                    "plugin instance missing from lease".into(),
+                ))
+            }
         };
         lease.finish($op, outcome)
     }};

@@ -64,20 +64,29 @@ impl HostState {
     ///
     /// Fails when a granted host directory cannot be opened: an instance must
     /// never start with less (or more) than the operator granted.
-    pub fn new(plugin: &Arc<str>, grants: &Grants, limits: &Limits) -> Result<HostState, PluginError> {
+    pub fn new(
+        plugin: &Arc<str>,
+        grants: &Grants,
+        limits: &Limits,
+    ) -> Result<HostState, PluginError> {
         let mut b = WasiCtxBuilder::new();
-        b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
-        b.stderr(LogStderr { plugin: plugin.clone() });
+        b.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        b.stderr(LogStderr {
+            plugin: plugin.clone(),
+        });
         for dir in &grants.dirs {
-            b.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite).map_err(|e| PluginError::Sandbox {
-                plugin: plugin.to_string(),
-                message: format!(
-                    "cannot open granted directory {} (for {}): {}",
-                    dir.host.display(),
-                    dir.guest,
-                    super::error_chain(&e)
-                ),
-            })?;
+            b.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)
+                .map_err(|e| PluginError::Sandbox {
+                    plugin: plugin.to_string(),
+                    message: format!(
+                        "cannot open granted directory {} (for {}): {}",
+                        dir.host.display(),
+                        dir.guest,
+                        super::error_chain(&e)
+                    ),
+                })?;
         }
         for name in &grants.env {
             if let Ok(value) = std::env::var(name) {
@@ -92,7 +101,10 @@ impl HostState {
             plugin: plugin.clone(),
             wasi: b.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(memory).table_elements(MAX_TABLE_ELEMENTS).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory)
+                .table_elements(MAX_TABLE_ELEMENTS)
+                .build(),
             deadline: None,
             timed_out: false,
             allowed_hosts: grants.hosts.clone().into(),
@@ -102,7 +114,10 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -161,7 +176,10 @@ impl IsTerminal for LogStderr {
 
 impl StdoutStream for LogStderr {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(LineWriter { plugin: self.plugin.clone(), buf: Vec::new() })
+        Box::new(LineWriter {
+            plugin: self.plugin.clone(),
+            buf: Vec::new(),
+        })
     }
 }
 
@@ -177,13 +195,21 @@ impl LineWriter {
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches(['\n', '\r']);
         if !text.is_empty() {
-            emit(&self.plugin, wit_log::Level::Warn, &format!("stderr: {text}"));
+            emit(
+                &self.plugin,
+                wit_log::Level::Warn,
+                &format!("stderr: {text}"),
+            );
         }
     }
 }
 
 impl tokio::io::AsyncWrite for LineWriter {
-    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.buf.extend_from_slice(data);
         while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
             self.flush_line(pos + 1);

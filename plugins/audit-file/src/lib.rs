@@ -73,7 +73,9 @@ impl FileSink {
 impl AuditSink for FileSink {
     fn init(config: &str) -> Result<Self, Error> {
         let config: Config = if config.trim().is_empty() {
-            Config { path: default_path() }
+            Config {
+                path: default_path(),
+            }
         } else {
             serde_json::from_str(config)
                 .map_err(|e| Error::Invalid(format!("audit-file config: {e}")))?

@@ -97,7 +97,11 @@ impl FsKeystore {
     fn write_temp(&self, value: &[u8]) -> Result<PathBuf, Error> {
         for _ in 0..8 {
             let path = self.temp_path();
-            let mut file = match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            let mut file = match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(file) => file,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(io_error("cannot create temporary file", &e)),
@@ -110,7 +114,9 @@ impl FsKeystore {
             }
             return Ok(path);
         }
-        Err(Error::Internal("cannot pick a unique temporary file name".into()))
+        Err(Error::Internal(
+            "cannot pick a unique temporary file name".into(),
+        ))
     }
 
     /// Flushes the directory itself so a new or removed name survives a crash.
@@ -145,7 +151,10 @@ fn fill_random(buf: &mut [u8]) {
     use std::hash::{BuildHasher, Hasher};
     use std::time::UNIX_EPOCH;
 
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     for (i, chunk) in buf.chunks_mut(8).enumerate() {
         let mut hasher = RandomState::new().build_hasher();
         hasher.write_u128(nanos);
@@ -162,7 +171,9 @@ const STALE_TEMP: Duration = Duration::from_secs(600);
 /// Removes temporary files left behind by a crash mid-create. Best effort: they
 /// are invisible to listings anyway, this only reclaims the space.
 fn remove_stale_temps(dir: &PathBuf) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     let now = SystemTime::now();
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -184,7 +195,9 @@ fn remove_stale_temps(dir: &PathBuf) {
 impl Keystore for FsKeystore {
     fn init(config: &str) -> Result<Self, Error> {
         let config: Config = if config.trim().is_empty() {
-            Config { path: default_path() }
+            Config {
+                path: default_path(),
+            }
         } else {
             serde_json::from_str(config)
                 .map_err(|e| Error::Invalid(format!("keystore-fs config: {e}")))?
@@ -193,7 +206,10 @@ impl Keystore for FsKeystore {
         match fs::metadata(&dir) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
-                return Err(Error::Invalid(format!("keystore-fs path {:?} is not a directory", config.path)))
+                return Err(Error::Invalid(format!(
+                    "keystore-fs path {:?} is not a directory",
+                    config.path
+                )))
             }
             Err(e) => {
                 return Err(Error::Invalid(format!(
@@ -239,13 +255,20 @@ impl Keystore for FsKeystore {
     }
 
     fn list(&self, prefix: &str, continue_at: &str, limit: u32) -> Result<Page, Error> {
-        let limit = if limit == 0 { DEFAULT_PAGE } else { limit as usize };
-        let entries = fs::read_dir(&self.dir).map_err(|e| io_error("cannot list key directory", &e))?;
+        let limit = if limit == 0 {
+            DEFAULT_PAGE
+        } else {
+            limit as usize
+        };
+        let entries =
+            fs::read_dir(&self.dir).map_err(|e| io_error("cannot list key directory", &e))?;
         let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| io_error("cannot list key directory", &e))?;
             // Names that are not UTF-8 were not written by keyward or KES.
-            let Ok(name) = entry.file_name().into_string() else { continue };
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
             if name.starts_with('.') || !name.starts_with(prefix) || name.as_str() < continue_at {
                 continue;
             }
@@ -255,7 +278,11 @@ impl Keystore for FsKeystore {
             }
         }
         names.sort_unstable();
-        let next = if names.len() > limit { names[limit].clone() } else { String::new() };
+        let next = if names.len() > limit {
+            names[limit].clone()
+        } else {
+            String::new()
+        };
         names.truncate(limit);
         Ok(Page { names, next })
     }
@@ -263,8 +290,14 @@ impl Keystore for FsKeystore {
     fn status(&self) -> Result<(), Error> {
         match fs::metadata(&self.dir) {
             Ok(meta) if meta.is_dir() => Ok(()),
-            Ok(_) => Err(Error::Unavailable(format!("{} is not a directory", self.dir.display()))),
-            Err(e) => Err(Error::Unavailable(format!("cannot reach {}: {e}", self.dir.display()))),
+            Ok(_) => Err(Error::Unavailable(format!(
+                "{} is not a directory",
+                self.dir.display()
+            ))),
+            Err(e) => Err(Error::Unavailable(format!(
+                "cannot reach {}: {e}",
+                self.dir.display()
+            ))),
         }
     }
 }

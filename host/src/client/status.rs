@@ -1,0 +1,124 @@
+//! `keyward status` and `keyward metrics`.
+
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use super::key::with_api;
+use super::output::{self, str_of};
+use super::ClientError;
+use crate::cli::ClientArgs;
+
+pub fn status(client: ClientArgs) -> Result<(), ClientError> {
+    let json_out = client.json;
+    with_api(&client, |api| async move {
+        let v: Value = api.get_json("/v1/status").await?;
+        if json_out {
+            return output::json(&v);
+        }
+        let num = |k: &str| v.get(k).and_then(Value::as_u64);
+        // The old generation reports uptime as a Go Duration (nanoseconds)
+        // and has no `os` field; the new one reports seconds.
+        let uptime = num("uptime").map(|u| {
+            let secs = if v.get("os").is_some() {
+                u
+            } else {
+                u / 1_000_000_000
+            };
+            humantime::format_duration(Duration::from_secs(secs)).to_string()
+        });
+        let platform = match (str_of(&v, "os"), str_of(&v, "arch")) {
+            ("", _) | (_, "") => String::new(),
+            (os, arch) => format!("{os}/{arch}"),
+        };
+        let unreachable = v
+            .get("keystore_unreachable")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let unavailable = v
+            .get("keystore_unavailable")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let keystore = if unreachable {
+            "unreachable".to_string()
+        } else if unavailable {
+            "unavailable".to_string()
+        } else {
+            match num("keystore_latency") {
+                Some(ms) => format!("ok ({ms} ms)"),
+                None => String::new(),
+            }
+        };
+        output::fields(&[
+            ("Server", api.server().to_string()),
+            ("Version", str_of(&v, "version").to_string()),
+            ("Uptime", uptime.unwrap_or_default()),
+            ("Platform", platform),
+            (
+                "CPUs",
+                num("num_cpu").map(|n| n.to_string()).unwrap_or_default(),
+            ),
+            ("Memory", num("mem_heap_used").map(mib).unwrap_or_default()),
+            ("Keystore", keystore),
+        ])
+    })
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+pub fn metrics(client: ClientArgs) -> Result<(), ClientError> {
+    let json_out = client.json;
+    with_api(&client, |api| async move {
+        let text = api.get_text("/v1/metrics").await?;
+        if json_out {
+            output::json(&samples(&text))
+        } else {
+            output::raw(text.as_bytes())
+        }
+    })
+}
+
+/// Prometheus text as a JSON object: `"name{labels}": value` per sample.
+fn samples(text: &str) -> Value {
+    let mut out = Map::new();
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        // The value is the last field unless a timestamp follows it; labels
+        // may contain spaces, so split after the closing brace.
+        let (name, rest) = match line.rfind('}') {
+            Some(i) => (&line[..=i], &line[i + 1..]),
+            None => match line.split_once(char::is_whitespace) {
+                Some((n, r)) => (n, r),
+                None => continue,
+            },
+        };
+        let Some(value) = rest.split_whitespace().next() else {
+            continue;
+        };
+        let value = match value.parse::<f64>() {
+            Ok(f) if f.is_finite() => json!(f),
+            _ => json!(value),
+        };
+        out.insert(name.trim().to_string(), value);
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_becomes_samples() {
+        let text = "# HELP x y\n# TYPE x counter\nkes_http_request_success 3\nkes_http_response_time_bucket{le=\"0.01\"} 2\nweird NaN\n";
+        let v = samples(text);
+        assert_eq!(v["kes_http_request_success"], json!(3.0));
+        assert_eq!(v["kes_http_response_time_bucket{le=\"0.01\"}"], json!(2.0));
+        assert_eq!(v["weird"], json!("NaN"));
+    }
+}

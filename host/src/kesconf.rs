@@ -1,0 +1,768 @@
+//! `keyward config import`: converts a KES YAML server config into keyward's
+//! TOML, section by section (see DESIGN.md, "Server configuration").
+//!
+//! The conversion is deliberately strict: a KES key we do not know, a TLS
+//! proxy or a keystore without a keyward plugin is an error that names it,
+//! because a silently dropped setting in a key server is a security bug.
+//! `${VAR}` references are copied verbatim; keyward expands them at start-up.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+/// Why a KES config could not be converted. Every message names the KES key.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{file}: not a valid KES config: {message}")]
+    Yaml { file: String, message: String },
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        file: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// One scalar as written (string, number or bool).
+type Scalar = Option<Value>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KesFile {
+    version: Scalar,
+    address: Scalar,
+    admin: Option<KesAdmin>,
+    /// The admin before KES v0.18 (`root: <identity>`).
+    root: Scalar,
+    tls: Option<KesTls>,
+    cache: Option<KesCache>,
+    log: Option<KesLog>,
+    #[serde(default)]
+    api: Option<BTreeMap<String, KesApi>>,
+    #[serde(default)]
+    policy: Option<BTreeMap<String, KesPolicy>>,
+    /// A list of keys to create (2023+), or the keystore (before 2023).
+    keys: Option<Value>,
+    keystore: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KesAdmin {
+    identity: Scalar,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KesTls {
+    key: Scalar,
+    cert: Scalar,
+    password: Scalar,
+    ca: Scalar,
+    auth: Scalar,
+    proxy: Option<KesProxy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KesProxy {
+    #[serde(default)]
+    identities: Option<Vec<Value>>,
+    #[allow(dead_code)] // read only to accept the key
+    header: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KesCache {
+    expiry: Option<KesExpiry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KesExpiry {
+    any: Scalar,
+    unused: Scalar,
+    offline: Scalar,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KesLog {
+    error: Scalar,
+    audit: Scalar,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KesApi {
+    skip_auth: Scalar,
+    timeout: Scalar,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KesPolicy {
+    #[serde(default)]
+    allow: Option<Vec<Value>>,
+    #[serde(default)]
+    deny: Option<Vec<Value>>,
+    #[serde(default)]
+    identities: Option<Vec<Value>>,
+}
+
+/// KES keystore types and why keyward cannot take them over (yet).
+const UNSUPPORTED_KEYSTORES: &[(&str, &str)] = &[
+    ("vault", "is not supported yet (a keyward vault plugin is planned); keep KES for it until then"),
+    ("etcd", "is not supported yet (a keyward etcd plugin is planned)"),
+    ("encryptedfs", "has no keyward plugin: its files are encrypted in a KES-specific format; use the fs keystore with `[keystore] seal` for new deployments"),
+    ("kes", "(a KES server as keystore) has no keyward plugin"),
+    ("generic", "(the KES v0.x generic keystore) has no keyward plugin"),
+    ("fortanix", "(Fortanix SDKMS) has no keyward plugin"),
+    ("gemalto", "(Thales/Gemalto KeySecure) has no keyward plugin"),
+    ("gcp", "(GCP Secret Manager) has no keyward plugin"),
+    ("aws", "(AWS Secrets Manager) has no keyward plugin"),
+    ("azure", "(Azure Key Vault) has no keyward plugin"),
+    ("entrust", "(Entrust KeyControl) has no keyward plugin"),
+];
+
+/// Converts KES YAML `text` (from `file`, used in messages) to keyward TOML.
+pub fn convert(text: &str, file: &str) -> Result<String, ImportError> {
+    let kes: KesFile = if text.trim().is_empty() {
+        KesFile::default()
+    } else {
+        serde_yaml::from_str(text).map_err(|e| ImportError::Yaml {
+            file: file.to_string(),
+            message: e.to_string(),
+        })?
+    };
+    Converter {
+        file: file.to_string(),
+        out: String::new(),
+    }
+    .run(kes)
+}
+
+struct Converter {
+    file: String,
+    out: String,
+}
+
+impl Converter {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ImportError {
+        ImportError::Invalid {
+            file: self.file.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn line(&mut self, text: impl AsRef<str>) {
+        self.out.push_str(text.as_ref());
+        self.out.push('\n');
+    }
+
+    /// A scalar as a string; `None` for absent, null or empty values.
+    fn string(&self, key: &str, v: &Scalar) -> Result<Option<String>, ImportError> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(_) => Err(self.err(key, "must be a single value, not a list or map")),
+        }
+    }
+
+    fn strings(&self, key: &str, list: &Option<Vec<Value>>) -> Result<Vec<String>, ImportError> {
+        let mut out = Vec::new();
+        for (i, v) in list.iter().flatten().enumerate() {
+            if let Some(s) = self.string(&format!("{key}[{i}]"), &Some(v.clone()))? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    fn run(mut self, kes: KesFile) -> Result<String, ImportError> {
+        if let Some(v) = self.string("version", &kes.version)? {
+            if v != "v1" {
+                return Err(self.err(
+                    "version",
+                    format!("unknown KES config version '{v}' (only v1 exists)"),
+                ));
+            }
+        }
+        self.line(format!(
+            "# keyward server configuration, converted from the KES config '{}' by `keyward config import`.",
+            self.file.replace('\n', " ")
+        ));
+        self.line(
+            "# ${VAR} references are kept; keyward replaces them from the environment at start-up.",
+        );
+
+        if let Some(addr) = self.string("address", &kes.address)? {
+            self.line(format!("address = {}", quote(&listen_address(&addr))));
+        }
+        self.admin(&kes)?;
+        self.tls(kes.tls.unwrap_or_default())?;
+        self.cache(kes.cache.unwrap_or_default())?;
+        self.log(kes.log.unwrap_or_default())?;
+        self.api(kes.api.unwrap_or_default())?;
+        self.policies(kes.policy.unwrap_or_default())?;
+        match (&kes.keys, &kes.keystore) {
+            // Before 2023 `keys` held the keystore.
+            (Some(Value::Mapping(_)), None) => self.keystore("keys", kes.keys.clone())?,
+            (Some(Value::Mapping(_)), Some(_)) => {
+                return Err(self.err(
+                    "keys",
+                    "must be a list of `- name: …` entries when `keystore` is present",
+                ))
+            }
+            _ => {
+                self.keys(&kes.keys)?;
+                self.keystore("keystore", kes.keystore.clone())?;
+            }
+        }
+        Ok(self.out)
+    }
+
+    fn admin(&mut self, kes: &KesFile) -> Result<(), ImportError> {
+        let from_admin = match &kes.admin {
+            Some(a) => self.string("admin.identity", &a.identity)?,
+            None => None,
+        };
+        let identity = match (from_admin, self.string("root", &kes.root)?) {
+            (Some(id), _) | (None, Some(id)) => id,
+            (None, None) => {
+                return Err(self.err(
+                    "admin.identity",
+                    "missing: KES and keyward need an admin identity (or \"disabled\")",
+                ))
+            }
+        };
+        self.line("");
+        self.line("[admin]");
+        self.line(format!("identity = {}", quote(&identity)));
+        Ok(())
+    }
+
+    fn tls(&mut self, tls: KesTls) -> Result<(), ImportError> {
+        if let Some(proxy) = &tls.proxy {
+            let ids = self.strings("tls.proxy.identities", &proxy.identities)?;
+            if !ids.is_empty() {
+                return Err(self.err(
+                    "tls.proxy",
+                    format!(
+                        "keyward does not support TLS proxies that forward client certificates ({} proxy identit{} configured); let clients connect to keyward directly, then remove tls.proxy",
+                        ids.len(),
+                        if ids.len() == 1 { "y" } else { "ies" }
+                    ),
+                ));
+            }
+        }
+        let key = self.string("tls.key", &tls.key)?;
+        let cert = self.string("tls.cert", &tls.cert)?;
+        let (Some(key), Some(cert)) = (key, cert) else {
+            return Err(self.err("tls", "missing: tls.key and tls.cert are required"));
+        };
+        self.line("");
+        self.line("[tls]");
+        self.line(format!("key = {}", quote(&key)));
+        self.line(format!("cert = {}", quote(&cert)));
+        if let Some(p) = self.string("tls.password", &tls.password)? {
+            self.line(format!("password = {}", quote(&p)));
+        }
+        if let Some(ca) = self.string("tls.ca", &tls.ca)? {
+            self.line(format!("ca = {}", quote(&ca)));
+        }
+        if let Some(auth) = self.switch("tls.auth", &tls.auth)? {
+            self.line(format!("auth = {}", quote(&auth)));
+        }
+        Ok(())
+    }
+
+    /// `on`/`off` values; YAML 1.1 tools write them as booleans.
+    fn switch(&self, key: &str, v: &Scalar) -> Result<Option<String>, ImportError> {
+        let Some(s) = self.string(key, v)? else {
+            return Ok(None);
+        };
+        if is_env_ref(&s) {
+            return Ok(Some(s));
+        }
+        match s.to_ascii_lowercase().as_str() {
+            "on" | "true" => Ok(Some("on".into())),
+            "off" | "false" => Ok(Some("off".into())),
+            _ => Err(self.err(key, format!("must be \"on\" or \"off\", not '{s}'"))),
+        }
+    }
+
+    fn duration(&self, key: &str, v: &Scalar) -> Result<Option<String>, ImportError> {
+        let Some(s) = self.string(key, v)? else {
+            return Ok(None);
+        };
+        if is_env_ref(&s) {
+            return Ok(Some(s));
+        }
+        let d = parse_go_duration(&s).map_err(|m| self.err(key, format!("'{s}': {m}")))?;
+        Ok(Some(format_duration(d)))
+    }
+
+    fn cache(&mut self, cache: KesCache) -> Result<(), ImportError> {
+        let e = cache.expiry.unwrap_or_default();
+        let rows = [
+            ("any", self.duration("cache.expiry.any", &e.any)?),
+            ("unused", self.duration("cache.expiry.unused", &e.unused)?),
+            (
+                "offline",
+                self.duration("cache.expiry.offline", &e.offline)?,
+            ),
+        ];
+        if rows.iter().all(|(_, v)| v.is_none()) {
+            return Ok(());
+        }
+        self.line("");
+        self.line("[cache.expiry]");
+        for (k, v) in rows {
+            if let Some(v) = v {
+                self.line(format!("{k} = {}", quote(&v)));
+            }
+        }
+        Ok(())
+    }
+
+    /// KES log levels (`on`, `off`, `DEBUG` … `ERROR`, `ERROR+n`) become
+    /// keyward's switches: `off` and anything above ERROR mean off.
+    fn level(&self, key: &str, v: &Scalar) -> Result<Option<String>, ImportError> {
+        let Some(s) = self.string(key, v)? else {
+            return Ok(None);
+        };
+        if is_env_ref(&s) {
+            return Ok(Some(s));
+        }
+        let lower = s.to_ascii_lowercase();
+        let (base, offset) = match lower.split_once(['+', '-']) {
+            Some((b, n)) => {
+                let n: i32 = n
+                    .trim()
+                    .parse()
+                    .map_err(|_| self.err(key, format!("invalid log level '{s}'")))?;
+                (
+                    b.trim().to_string(),
+                    if lower.contains('-') { -n } else { n },
+                )
+            }
+            None => (lower.clone(), 0),
+        };
+        let value = match base.as_str() {
+            "off" | "false" => "off",
+            "error" if offset > 0 => "off",
+            "on" | "true" | "" | "debug" | "info" | "warn" | "error" => "on",
+            _ => return Err(self.err(key, format!("invalid log level '{s}'"))),
+        };
+        Ok(Some(value.to_string()))
+    }
+
+    fn log(&mut self, log: KesLog) -> Result<(), ImportError> {
+        let error = self.level("log.error", &log.error)?;
+        let audit = self.level("log.audit", &log.audit)?;
+        if error.is_none() && audit.is_none() {
+            return Ok(());
+        }
+        self.line("");
+        self.line("[log]");
+        if let Some(e) = error {
+            self.line(format!("error = {}", quote(&e)));
+        }
+        if let Some(a) = audit {
+            self.line(format!("audit = {}", quote(&a)));
+        }
+        Ok(())
+    }
+
+    fn api(&mut self, api: BTreeMap<String, KesApi>) -> Result<(), ImportError> {
+        for (path, cfg) in api {
+            let key = format!("api.{path}");
+            let skip = match self.string(&format!("{key}.skip_auth"), &cfg.skip_auth)? {
+                None => None,
+                Some(s) => match s.to_ascii_lowercase().as_str() {
+                    "true" | "on" => Some(true),
+                    "false" | "off" => Some(false),
+                    _ => return Err(self.err(
+                        format!("{key}.skip_auth"),
+                        format!(
+                            "must be true or false, not '{s}' (keyward needs a literal value here)"
+                        ),
+                    )),
+                },
+            };
+            let timeout = self.duration(&format!("{key}.timeout"), &cfg.timeout)?;
+            self.line("");
+            self.line(format!("[api.{}]", toml_key(&path)));
+            if let Some(s) = skip {
+                self.line(format!("skip_auth = {s}"));
+            }
+            if let Some(t) = timeout {
+                self.line(format!("timeout = {}", quote(&t)));
+            }
+        }
+        Ok(())
+    }
+
+    fn policies(&mut self, policies: BTreeMap<String, KesPolicy>) -> Result<(), ImportError> {
+        for (name, p) in policies {
+            let key = format!("policy.{name}");
+            let allow = self.strings(&format!("{key}.allow"), &p.allow)?;
+            let deny = self.strings(&format!("{key}.deny"), &p.deny)?;
+            let ids = self.strings(&format!("{key}.identities"), &p.identities)?;
+            self.line("");
+            if allow.iter().chain(&deny).any(|p| is_glob(p)) {
+                self.line("# note: keyward reads a pattern with a wildcard other than one trailing `*` as a glob");
+                self.line("# (`*` stops at `/`), as KES v0.x did; KES 2023+ matched such patterns literally.");
+            }
+            self.line(format!("[policy.{}]", toml_key(&name)));
+            self.line(format!("allow = {}", array(&allow)));
+            self.line(format!("deny = {}", array(&deny)));
+            self.line(format!("identities = {}", array(&ids)));
+        }
+        Ok(())
+    }
+
+    fn keys(&mut self, keys: &Option<Value>) -> Result<(), ImportError> {
+        let list = match keys {
+            None | Some(Value::Null) => return Ok(()),
+            Some(Value::Sequence(list)) => list,
+            Some(_) => return Err(self.err("keys", "must be a list of `- name: …` entries")),
+        };
+        for (i, entry) in list.iter().enumerate() {
+            let key = format!("keys[{i}]");
+            let Value::Mapping(m) = entry else {
+                return Err(self.err(key, "must be a `name: …` entry"));
+            };
+            if let Some(other) = m.keys().find(|k| k.as_str() != Some("name")) {
+                return Err(self.err(key, format!("unknown field {}", describe(other))));
+            }
+            let name = self.string(&format!("{key}.name"), &m.get("name").cloned())?;
+            let Some(name) = name else {
+                return Err(self.err(format!("{key}.name"), "missing"));
+            };
+            self.line("");
+            self.line("[[keys]]");
+            self.line(format!("name = {}", quote(&name)));
+        }
+        Ok(())
+    }
+
+    fn keystore(&mut self, section: &str, ks: Option<Value>) -> Result<(), ImportError> {
+        let map = match ks {
+            None | Some(Value::Null) => return Ok(()),
+            Some(Value::Mapping(m)) => m,
+            Some(_) => return Err(self.err(section, "must be a map naming one keystore type")),
+        };
+        let types: Vec<(String, Value)> = map
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| {
+                (
+                    k.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| describe(&k)),
+                    v,
+                )
+            })
+            .collect();
+        if types.len() > 1 {
+            let names: Vec<&str> = types.iter().map(|(k, _)| k.as_str()).collect();
+            return Err(self.err(
+                section,
+                format!("more than one keystore: {}", names.join(", ")),
+            ));
+        }
+        let Some((kind, cfg)) = types.into_iter().next() else {
+            return Ok(());
+        };
+        if kind != "fs" {
+            let full = match &cfg {
+                // Name the nested type as KES does: `aws.secretsmanager`.
+                Value::Mapping(m) if m.len() == 1 && kind != "vault" && kind != "kes" => m
+                    .keys()
+                    .next()
+                    .and_then(Value::as_str)
+                    .map(|sub| format!("{kind}.{sub}"))
+                    .unwrap_or_else(|| kind.clone()),
+                _ => kind.clone(),
+            };
+            let why = UNSUPPORTED_KEYSTORES
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, why)| why.to_string())
+                .unwrap_or_else(|| "is not a keystore keyward knows".to_string());
+            return Err(self.err(
+                format!("{section}.{full}"),
+                format!("the KES keystore '{full}' {why}; keyward supports: fs"),
+            ));
+        }
+        let Value::Mapping(fs) = cfg else {
+            return Err(self.err(format!("{section}.fs"), "must be a map with `path`"));
+        };
+        if let Some(other) = fs.keys().find(|k| k.as_str() != Some("path")) {
+            return Err(self.err(
+                format!("{section}.fs"),
+                format!("unknown field {}", describe(other)),
+            ));
+        }
+        let Some(path) = self.string(&format!("{section}.fs.path"), &fs.get("path").cloned())?
+        else {
+            return Err(self.err(
+                format!("{section}.fs.path"),
+                "missing: the fs keystore needs a directory",
+            ));
+        };
+        self.line("");
+        self.line("[keystore]");
+        self.line("plugin = \"fs\"");
+        self.line("");
+        self.line("[keystore.config]");
+        self.line(format!("path = {}", quote(&path)));
+        Ok(())
+    }
+}
+
+/// A YAML key for messages.
+fn describe(v: &Value) -> String {
+    match v.as_str() {
+        Some(s) => format!("'{s}'"),
+        None => format!("{v:?}"),
+    }
+}
+
+fn is_env_ref(s: &str) -> bool {
+    s.contains("${")
+}
+
+/// Whether keyward treats a policy pattern as a glob (see DESIGN.md).
+fn is_glob(p: &str) -> bool {
+    let body = p.strip_suffix('*').unwrap_or(p);
+    body.contains(['*', '?', '['])
+}
+
+/// Go accepts `:7373` (all interfaces) and host names; keyward's listen
+/// address is an IP and port.
+fn listen_address(addr: &str) -> String {
+    if is_env_ref(addr) {
+        return addr.to_string();
+    }
+    if let Some(port) = addr.strip_prefix(':') {
+        return format!("0.0.0.0:{port}");
+    }
+    if let Some(port) = addr.strip_prefix("localhost:") {
+        return format!("127.0.0.1:{port}");
+    }
+    addr.to_string()
+}
+
+/// Parses a Go duration (`1h30m`, `1.5s`, `300ms`, `0`). Negative ones are
+/// refused, as KES refuses them.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.starts_with('-') {
+        return Err("must not be negative".into());
+    }
+    let s = s.strip_prefix('+').unwrap_or(s);
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err("invalid duration (expected a number)".into());
+        }
+        let n: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| "invalid number in duration".to_string())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let nanos_per = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => return Err("missing unit in duration (use ns, us, ms, s, m or h)".into()),
+            u => return Err(format!("unknown unit '{u}' in duration")),
+        };
+        total += n * nanos_per;
+        rest = &rest[unit_len..];
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return Err("duration is too long".into());
+    }
+    Ok(Duration::from_nanos(total.round() as u64))
+}
+
+/// A duration keyward's config parser reads back: `5m`, `1h 30m`, `0s`.
+fn format_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".into();
+    }
+    humantime::format_duration(d).to_string()
+}
+
+/// A TOML basic string.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A TOML key: bare when it may be, quoted otherwise (`"/v1/ready"`).
+fn toml_key(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        s.to_string()
+    } else {
+        quote(s)
+    }
+}
+
+fn array(items: &[String]) -> String {
+    let inner: Vec<String> = items.iter().map(|s| quote(s)).collect();
+    format!("[{}]", inner.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn load(toml: &str) -> crate::config::Settings {
+        let file = crate::config::File::parse(Path::new("out.toml"), toml)
+            .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        crate::config::Settings::from_file(file).unwrap_or_else(|e| panic!("{e}\n{toml}"))
+    }
+
+    const ID: &str = "3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22";
+
+    #[test]
+    fn go_durations_convert() {
+        assert_eq!(parse_go_duration("5m0s").unwrap(), Duration::from_secs(300));
+        assert_eq!(
+            parse_go_duration("1h30m").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_go_duration("1.5s").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_go_duration("-1s").is_err());
+        assert!(parse_go_duration("5").is_err());
+        assert!(parse_go_duration("5d").is_err());
+        for d in ["5m0s", "1h30m", "1.5s", "20s", "0s", "250ms"] {
+            let text = format_duration(parse_go_duration(d).unwrap());
+            let back = crate::config::parse_duration("t", &text).unwrap();
+            assert_eq!(back, parse_go_duration(d).unwrap(), "{d} -> {text}");
+        }
+    }
+
+    #[test]
+    fn minimal_config_round_trips() {
+        let yaml = format!("address: :7373\nadmin:\n  identity: {ID}\ntls:\n  key: server.key\n  cert: server.crt\n");
+        let toml = convert(&yaml, "kes.yml").unwrap();
+        let s = load(&toml);
+        assert_eq!(s.address.to_string(), "0.0.0.0:7373");
+        assert_eq!(s.tls.cert, Path::new("server.crt"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let yaml = format!("admin:\n  identity: {ID}\ntls:\n  key: k\n  cert: c\npolciy: {{}}\n");
+        let err = convert(&yaml, "kes.yml").unwrap_err().to_string();
+        assert!(err.contains("polciy") && err.contains("line 6"), "{err}");
+    }
+
+    #[test]
+    fn old_generation_keystore_under_keys_and_root_admin() {
+        let yaml =
+            format!("root: {ID}\ntls:\n  key: k\n  cert: c\nkeys:\n  fs:\n    path: ./keys\n");
+        let s = load(&convert(&yaml, "old.yml").unwrap());
+        let ks = s.keystore.unwrap();
+        assert_eq!(
+            (ks.plugin.as_str(), ks.config_json.as_str()),
+            ("fs", r#"{"path":"./keys"}"#)
+        );
+    }
+
+    #[test]
+    fn unsupported_keystores_are_named() {
+        for (yaml_ks, name) in [
+            ("vault:\n    endpoint: https://vault:8200", "vault"),
+            (
+                "aws:\n    secretsmanager:\n      region: us-east-1",
+                "aws.secretsmanager",
+            ),
+            ("azure:\n    keyvault:\n      endpoint: x", "azure.keyvault"),
+        ] {
+            let yaml = format!(
+                "admin:\n  identity: {ID}\ntls:\n  key: k\n  cert: c\nkeystore:\n  {yaml_ks}\n"
+            );
+            let err = convert(&yaml, "kes.yml").unwrap_err().to_string();
+            assert!(err.contains(&format!("'{name}'")), "{err}");
+        }
+    }
+
+    #[test]
+    fn log_levels_become_switches() {
+        let c = Converter {
+            file: "f".into(),
+            out: String::new(),
+        };
+        let lvl = |s: &str| {
+            c.level("log.error", &Some(Value::String(s.into())))
+                .unwrap()
+        };
+        assert_eq!(lvl("off").as_deref(), Some("off"));
+        assert_eq!(lvl("ERROR+1").as_deref(), Some("off"));
+        assert_eq!(lvl("WARN").as_deref(), Some("on"));
+        assert_eq!(lvl("on").as_deref(), Some("on"));
+        assert!(c
+            .level("log.error", &Some(Value::String("loud".into())))
+            .is_err());
+    }
+
+    #[test]
+    fn strings_are_quoted_for_toml() {
+        assert_eq!(quote("a\"b\\c\n"), r#""a\"b\\c\n""#);
+        assert_eq!(toml_key("/v1/ready"), "\"/v1/ready\"");
+        assert_eq!(toml_key("my-app"), "my-app");
+    }
+}
