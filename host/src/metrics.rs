@@ -19,7 +19,10 @@ pub struct Metrics {
     pub log_error_events: IntCounter,
     pub log_audit_events: IntCounter,
     pub audit_dropped: IntCounter,
-    pub plugin_errors: IntCounterVec,
+    /// Keystore calls that failed for reasons other than not-found/exists,
+    /// by operation and kind (`unavailable` covers plugin timeouts,
+    /// `internal` plugin traps).
+    pub keystore_errors: IntCounterVec,
     up_time: IntGauge,
     num_cpu: IntGauge,
     num_cpu_used: IntGauge,
@@ -88,12 +91,12 @@ impl Metrics {
         )
         .unwrap_or_else(|_| unreachable_metric("kes_http_response_time"));
         let _ = r.register(Box::new(response_time.clone()));
-        let plugin_errors = IntCounterVec::new(
-            Opts::new("keyward_plugin_errors", "Plugin calls that failed, by plugin and kind (error, trap, timeout)."),
-            &["plugin", "kind"],
+        let keystore_errors = IntCounterVec::new(
+            Opts::new("keyward_keystore_errors", "Keystore calls that failed, by operation and kind (unavailable, invalid, internal)."),
+            &["op", "kind"],
         )
-        .unwrap_or_else(|_| unreachable_metric("keyward_plugin_errors"));
-        let _ = r.register(Box::new(plugin_errors.clone()));
+        .unwrap_or_else(|_| unreachable_metric("keyward_keystore_errors"));
+        let _ = r.register(Box::new(keystore_errors.clone()));
         Metrics {
             request_success: counter(&r, "kes_http_request_success", "Number of requests that have been served successfully."),
             request_error: counter(&r, "kes_http_request_error", "Number of request that failed due to some error. (HTTP 4xx status code)"),
@@ -103,7 +106,7 @@ impl Metrics {
             log_error_events: counter(&r, "kes_log_error_events", "Number of error log events written to the error log targets."),
             log_audit_events: counter(&r, "kes_log_audit_events", "Number of audit log events written to the audit log targets."),
             audit_dropped: counter(&r, "keyward_audit_dropped_events", "Audit events dropped because a sink's queue was full or a sink failed."),
-            plugin_errors,
+            keystore_errors,
             up_time: gauge(&r, "kes_system_up_time", "The time the server has been up and running in seconds."),
             num_cpu: gauge(&r, "kes_system_num_cpu", "The number of logical CPUs available on the system."),
             num_cpu_used: gauge(&r, "kes_system_num_cpu_used", "The number of logical CPUs usable by the server."),

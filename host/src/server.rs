@@ -106,7 +106,7 @@ impl Server {
             Some(s) => Some(Seal::from_setting(s)?),
             None => None,
         };
-        let keys = Arc::new(Keys::new(store, seal));
+        let keys = Arc::new(Keys::new(store, seal).with_error_counter(metrics.keystore_errors.clone()));
         let started_at = time::OffsetDateTime::now_utc();
         let audit = AuditLog::new(metrics.clone());
         audit.set_sinks(open_audit_sinks(&settings, &plugins).await?);

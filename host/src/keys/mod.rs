@@ -50,6 +50,7 @@ pub struct Keys {
     store: ArcSwap<Arc<dyn Keystore>>,
     cache: Cache,
     seal: Option<Seal>,
+    errors: Option<prometheus::IntCounterVec>,
 }
 
 impl Keys {
@@ -58,7 +59,28 @@ impl Keys {
             store: ArcSwap::from_pointee(store),
             cache: Cache::new(),
             seal,
+            errors: None,
         }
+    }
+
+    /// Counts keystore failures in `counter` (labels: op, kind).
+    pub fn with_error_counter(mut self, counter: prometheus::IntCounterVec) -> Keys {
+        self.errors = Some(counter);
+        self
+    }
+
+    /// Counts a failed store call, then passes the error on.
+    fn count(&self, op: &'static str, e: StoreError) -> StoreError {
+        let kind = match &e {
+            StoreError::NotFound | StoreError::Exists => return e,
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Invalid(_) => "invalid",
+            StoreError::Internal(_) => "internal",
+        };
+        if let Some(c) = &self.errors {
+            c.with_label_values(&[op, kind]).inc();
+        }
+        e
     }
 
     fn store(&self) -> Arc<dyn Keystore> {
@@ -81,7 +103,10 @@ impl Keys {
                 source: StoreError::Internal(e),
             })?;
         }
-        self.store().create(name, &value).await.map_err(store_error("create"))?;
+        self.store()
+            .create(name, &value)
+            .await
+            .map_err(|e| store_error("create")(self.count("create", e)))?;
         self.cache.insert(name, Arc::new(key));
         Ok(())
     }
@@ -91,7 +116,11 @@ impl Keys {
         if let Some(k) = self.cache.get(name) {
             return Ok(k);
         }
-        let value = self.store().get(name).await.map_err(store_error("read"))?;
+        let value = self
+            .store()
+            .get(name)
+            .await
+            .map_err(|e| store_error("read")(self.count("get", e)))?;
         let plain;
         let value = match &self.seal {
             Some(seal) => {
@@ -114,7 +143,11 @@ impl Keys {
 
     /// Deletes a key from the store and the cache.
     pub async fn delete(&self, name: &str) -> Result<(), KeyError> {
-        let result = self.store().delete(name).await.map_err(store_error("delete"));
+        let result = self
+            .store()
+            .delete(name)
+            .await
+            .map_err(|e| store_error("delete")(self.count("delete", e)));
         self.cache.remove(name);
         result
     }
@@ -124,7 +157,10 @@ impl Keys {
         self.store()
             .list(prefix, continue_at, limit)
             .await
-            .map_err(|e| KeyError::Store { op: "list", source: e })
+            .map_err(|e| KeyError::Store {
+                op: "list",
+                source: self.count("list", e),
+            })
     }
 
     /// Every name with `prefix` that `keep` accepts, following pages to the end.
