@@ -31,6 +31,7 @@ pub enum Command {
     ///
     /// Example: keyward server --config keyward.toml
     ///          keyward server --dev
+    #[command(verbatim_doc_comment, about = "Run the server")]
     Server(ServerArgs),
     /// Create, use and remove cryptographic keys.
     ///
@@ -65,11 +66,18 @@ pub enum Command {
     /// Example: keyward config import kes-config.yml > keyward.toml
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Inspect plugin components and check plugin manifests.
+    ///
+    /// Example: keyward plugin inspect keystore_fs.wasm
+    ///          keyward plugin check plugins.toml
+    #[command(subcommand, verbatim_doc_comment)]
+    Plugin(PluginCommand),
     /// Print a shell completion script.
     ///
     /// Example: keyward completions bash > /etc/bash_completion.d/keyward
     ///          keyward completions zsh > "${fpath[1]}/_keyward"
     ///          keyward completions fish > ~/.config/fish/completions/keyward.fish
+    #[command(verbatim_doc_comment, about = "Print a shell completion script")]
     Completions {
         /// The shell to generate completions for.
         shell: clap_complete::Shell,
@@ -262,14 +270,18 @@ pub enum IdentityCommand {
         /// PEM or DER certificate file.
         cert: PathBuf,
     },
-    /// Create a private key and a self-signed client certificate; prints the
-    /// identity to put into a policy's `identities`.
+    /// Create a private key and a self-signed client certificate.
     ///
-    /// Files are written readable only by their owner. Without --key/--cert
-    /// they are NAME.key and NAME.crt in the current directory.
+    /// Prints the new identity, to put into a policy's `identities`. Files
+    /// are written readable only by their owner. Without --key/--cert they
+    /// are NAME.key and NAME.crt in the current directory.
     ///
     /// Example: keyward identity new my-app
     ///          keyward identity new --key app.key --cert app.crt --dns app.internal my-app
+    #[command(
+        verbatim_doc_comment,
+        about = "Create a private key and a self-signed client certificate"
+    )]
     New {
         /// The certificate's common name.
         name: String,
@@ -339,6 +351,10 @@ pub enum LogCommand {
     ///
     /// Example: keyward log audit
     ///          keyward log audit --json | jq .request.path
+    #[command(
+        verbatim_doc_comment,
+        about = "Follow the audit log: one line per request (Ctrl-C to stop)"
+    )]
     Audit {
         #[command(flatten)]
         client: ClientArgs,
@@ -369,6 +385,46 @@ pub enum ConfigCommand {
 
 /// Runs a parsed command line and returns the process exit code:
 /// 0 success, 1 the server (or the file) said no, 2 usage.
+/// `keyward plugin ...`
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Print a component's sha256 (its manifest pin), world and WIT version,
+    /// imports and exports.
+    ///
+    /// Example: keyward plugin inspect plugins/keystore_fs.wasm
+    #[command(verbatim_doc_comment)]
+    Inspect {
+        /// The `.wasm` component.
+        file: PathBuf,
+    },
+    /// Check a manifest: every entry is pinned, its pin matches the file, it
+    /// compiles, implements its declared world, and its granted dirs exist.
+    ///
+    /// Example: keyward plugin check examples/plugins.toml
+    #[command(verbatim_doc_comment)]
+    Check {
+        /// The `plugins.toml` manifest.
+        manifest: PathBuf,
+    },
+}
+
+fn plugin_command(cmd: PluginCommand) -> ExitCode {
+    let result = match cmd {
+        PluginCommand::Inspect { file } => crate::plugin::tools::inspect(&file),
+        PluginCommand::Check { manifest } => crate::plugin::tools::check(&manifest),
+    };
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keyward: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 pub fn run(cli: Cli) -> ExitCode {
     use crate::client;
     match cli.command {
@@ -379,6 +435,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => client::finish(client::status::status(args.client)),
         Command::Metrics(args) => client::finish(client::status::metrics(args.client)),
         Command::Log(cmd) => client::finish(client::log::run(cmd)),
+        Command::Plugin(cmd) => plugin_command(cmd),
         Command::Config(ConfigCommand::Import { file }) => {
             client::finish(client::config_import(&file))
         }

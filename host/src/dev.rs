@@ -124,19 +124,34 @@ pub fn settings(files: &DevFiles, address: SocketAddr) -> Settings {
 }
 
 /// The banner printed at start-up (to stderr, so stdout stays audit lines).
+///
+/// Every command in it must work when pasted: a wildcard listen address is
+/// shown as the loopback address, which the server certificate covers.
 pub fn banner(files: &DevFiles, address: SocketAddr) -> String {
     let d = files.dir.display();
+    let mut reach = address;
+    let mut note = "";
+    if reach.ip().is_unspecified() {
+        note = " (listening on all interfaces)";
+        reach.set_ip(match address {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
     format!(
         "keyward dev server\n\
-         \x20 address:        https://{address}\n\
+         \x20 address:        https://{reach}{note}\n\
          \x20 admin identity: {id}\n\
          \x20 admin cert:     {d}/admin.crt\n\
          \x20 admin key:      {d}/admin.key\n\
          \x20 server CA:      {d}/server.crt\n\
          \n\
          Try:\n\
-         \x20 curl --cacert {d}/server.crt --cert {d}/admin.crt --key {d}/admin.key https://{address}/v1/status\n\
-         \x20 export KEYWARD_SERVER=https://{address} KEYWARD_CLIENT_CERT={d}/admin.crt KEYWARD_CLIENT_KEY={d}/admin.key KEYWARD_CACERT={d}/server.crt\n",
+         \x20 curl --cacert {d}/server.crt --cert {d}/admin.crt --key {d}/admin.key https://{reach}/v1/status\n\
+         \x20 export KEYWARD_SERVER=https://{reach} KEYWARD_CLIENT_CERT={d}/admin.crt KEYWARD_CLIENT_KEY={d}/admin.key KEYWARD_CACERT={d}/server.crt\n\
+         \x20 keyward key create my-key\n\
+         \x20 keyward key encrypt my-key 'hello world'\n\
+         \x20 keyward status\n",
         id = files.admin_identity,
     )
 }

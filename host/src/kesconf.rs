@@ -391,12 +391,14 @@ impl Converter {
                 Some(s) => match s.to_ascii_lowercase().as_str() {
                     "true" | "on" => Some(true),
                     "false" | "off" => Some(false),
-                    _ => return Err(self.err(
-                        format!("{key}.skip_auth"),
-                        format!(
+                    _ => {
+                        return Err(self.err(
+                            format!("{key}.skip_auth"),
+                            format!(
                             "must be true or false, not '{s}' (keyward needs a literal value here)"
                         ),
-                    )),
+                        ))
+                    }
                 },
             };
             let timeout = self.duration(&format!("{key}.timeout"), &cfg.timeout)?;
@@ -425,8 +427,12 @@ impl Converter {
             }
             self.line(format!("[policy.{}]", toml_key(&name)));
             self.line(format!("allow = {}", array(&allow)));
-            self.line(format!("deny = {}", array(&deny)));
-            self.line(format!("identities = {}", array(&ids)));
+            if !deny.is_empty() {
+                self.line(format!("deny = {}", array(&deny)));
+            }
+            if !ids.is_empty() {
+                self.line(format!("identities = {}", array(&ids)));
+            }
         }
         Ok(())
     }

@@ -93,6 +93,24 @@ pub struct Setup {
     pub server_tls: Option<(String, String)>,
     /// Lines added to the `[tls]` section.
     pub tls_extra: String,
+    /// The keystore part of the config (`[keystore]`, `[keystore.config]`,
+    /// `[plugins]`, ...), appended after `extra_config`. `None` (the default)
+    /// is the `fs` plugin on `<server dir>/keys` (see [`fs_keystore`]);
+    /// `Some(String::new())` leaves the section out, i.e. the built-in
+    /// in-memory store.
+    pub keystore: Option<String>,
+}
+
+/// The config section that makes the embedded `fs` plugin the keystore, with
+/// its keys in `dir`.
+pub fn fs_keystore(dir: &Path) -> String {
+    format!("[keystore]\nplugin = \"fs\"\n[keystore.config]\npath = {}\n", toml_str(&dir.display().to_string()))
+}
+
+/// `s` as a TOML basic string.
+pub fn toml_str(s: &str) -> String {
+    // JSON string escapes are valid TOML basic-string escapes.
+    serde_json::Value::String(s.to_string()).to_string()
 }
 
 impl TestServer {
@@ -114,13 +132,15 @@ impl TestServer {
         std::fs::write(dir.0.join("server.crt"), &cert).unwrap();
         std::fs::write(dir.0.join("server.key"), &key).unwrap();
         let port = free_port();
+        let keystore = setup.keystore.clone().unwrap_or_else(|| fs_keystore(&dir.0.join("keys")));
         let config = format!(
-            "address = \"127.0.0.1:{port}\"\n[admin]\nidentity = \"{}\"\n[tls]\nkey = \"{}\"\ncert = \"{}\"\n{}\n{}",
+            "address = \"127.0.0.1:{port}\"\n[admin]\nidentity = \"{}\"\n[tls]\nkey = \"{}\"\ncert = \"{}\"\n{}\n{}\n{}",
             if setup.disable_admin { "disabled" } else { admin.id.as_str() },
             dir.0.join("server.key").display(),
             dir.0.join("server.crt").display(),
             setup.tls_extra,
-            setup.extra_config
+            setup.extra_config,
+            keystore
         );
         let config_path = dir.0.join("keyward.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -219,6 +239,17 @@ impl TestServer {
         }
     }
 
+    /// The key directory of the default `fs` keystore.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.dir.0.join("keys")
+    }
+
+    /// Kills the server with SIGKILL (no chance to clean up) and reaps it.
+    pub fn kill9(&mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait();
+    }
+
     /// Sends a signal to the server process.
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
@@ -230,6 +261,9 @@ pub fn spawn(config: &Path, dir: &Path) -> Child {
     let stdout = std::fs::File::create(dir.join("stdout.log")).unwrap();
     let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_keyward"))
+        // One compile cache for every server the tests start, so each plugin
+        // is compiled once per test run rather than once per server.
+        .env("KEYWARD_CACHE_DIR", plugin_cache_dir())
         .args(["server", "--config"])
         .arg(config)
         .current_dir(dir)
@@ -238,6 +272,11 @@ pub fn spawn(config: &Path, dir: &Path) -> Child {
         .stderr(stderr)
         .spawn()
         .unwrap()
+}
+
+/// The precompiled-plugin cache shared by the servers of this test run.
+pub fn plugin_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("keyward-plugin-cache")
 }
 
 /// A response, read fully.
@@ -283,6 +322,7 @@ impl Resp {
 }
 
 /// A thin HTTPS client.
+#[derive(Clone)]
 pub struct Client {
     pub http: reqwest::Client,
     pub base: String,
@@ -290,6 +330,14 @@ pub struct Client {
 
 impl Client {
     pub async fn send(&self, method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Resp {
+        self.try_send(method, path, body, headers)
+            .await
+            .unwrap_or_else(|e| panic!("request {path} failed: {e:?}"))
+    }
+
+    /// Like [`Client::send`], but a failed connection or transfer (e.g. the
+    /// server was killed) is an `Err` instead of a panic.
+    pub async fn try_send(&self, method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Result<Resp, reqwest::Error> {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         for (k, v) in headers {
@@ -298,17 +346,17 @@ impl Client {
         if let Some(b) = body {
             req = req.body(b.to_vec());
         }
-        let r = req.send().await.unwrap_or_else(|e| panic!("request {path} failed: {e:?}"));
+        let r = req.send().await?;
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-        let body = r.bytes().await.unwrap().to_vec();
-        Resp {
+        let body = r.bytes().await?.to_vec();
+        Ok(Resp {
             status,
             content_type,
             headers,
             body,
-        }
+        })
     }
 
     pub async fn get(&self, path: &str) -> Resp {
@@ -344,6 +392,11 @@ impl Client {
         let r = self.put(&format!("/v1/key/encrypt/{name}"), &body).await;
         r.ok();
         B64.decode(r.json()["ciphertext"].as_str().unwrap()).unwrap()
+    }
+
+    /// Encrypts `plaintext` with key `name`; returns the response.
+    pub async fn encrypt_resp(&self, name: &str, plaintext: &[u8]) -> Resp {
+        self.put(&format!("/v1/key/encrypt/{name}"), &serde_json::json!({ "plaintext": B64.encode(plaintext) })).await
     }
 
     /// Decrypts with key `name`; returns the response.

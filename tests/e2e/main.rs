@@ -4,8 +4,14 @@ mod harness;
 
 mod auth;
 mod bad_input;
+mod cli;
+mod crash;
+mod hostile;
 mod keys;
 mod lifecycle;
+mod plugins;
+mod plugin_cli;
 mod policies;
+mod seal;
 mod system;
 mod tls;

@@ -188,7 +188,10 @@ impl Api {
         field: &str,
     ) -> Result<Vec<String>, ClientError> {
         let mut names = Vec::new();
-        let mut next = prefix.to_string();
+        // A name cannot end in `-`, so neither can a listing argument
+        // (`app-` is a 400 in KES and here). Ask for the shorter prefix and
+        // filter locally: that works on every server generation.
+        let mut next = prefix.trim_end_matches('-').to_string();
         for _ in 0..MAX_PAGES {
             let arg = if next.is_empty() {
                 "*".to_string()

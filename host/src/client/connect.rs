@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustls_pki_types::pem::{self, SectionKind};
+use zeroize::Zeroizing;
 
 use super::api::Api;
 use super::ClientError;
@@ -93,12 +94,16 @@ fn pem_block(label: &str, der: &[u8]) -> String {
 /// on only the certificates and the key (other PEM blocks would make it fail).
 fn client_identity(cert_path: &Path, key_path: &Path) -> Result<reqwest::Identity, ClientError> {
     let cert = read("client certificate", cert_path)?;
-    let key = read("client key", key_path)?;
-    let mut pem: String = pem_sections(&cert)
-        .iter()
-        .filter(|(kind, _)| *kind == SectionKind::Certificate)
-        .map(|(_, der)| pem_block("CERTIFICATE", der))
-        .collect();
+    // Private key material is wiped from memory once the TLS config has it.
+    let key = Zeroizing::new(read("client key", key_path)?);
+    let mut pem: Zeroizing<String> = Zeroizing::new(String::new());
+    pem.push_str(
+        &pem_sections(&cert)
+            .iter()
+            .filter(|(kind, _)| *kind == SectionKind::Certificate)
+            .map(|(_, der)| pem_block("CERTIFICATE", der))
+            .collect::<String>(),
+    );
     if pem.is_empty() {
         return Err(ClientError::Failed(format!(
             "'{}' contains no PEM certificate",
@@ -125,7 +130,7 @@ fn client_identity(cert_path: &Path, key_path: &Path) -> Result<reqwest::Identit
             key_path.display()
         )));
     };
-    pem.push_str(&block);
+    pem.push_str(&Zeroizing::new(block));
     reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| {
         ClientError::Failed(format!(
             "cannot use client certificate '{}' with key '{}': {}",
@@ -200,11 +205,16 @@ pub fn connect(args: &ClientArgs) -> Result<Api, ClientError> {
         builder = builder.danger_accept_invalid_certs(true);
     }
     let http = builder.build().map_err(|e| {
+        let cause = super::api::root_cause(&e);
+        let why = if cause.contains("KeyMismatch") {
+            "the private key does not belong to the certificate".to_string()
+        } else {
+            cause
+        };
         ClientError::Failed(format!(
-            "cannot use client certificate '{}' with key '{}': {}",
+            "cannot use client certificate '{}' with key '{}': {why}",
             cert.display(),
             key.display(),
-            super::api::root_cause(&e)
         ))
     })?;
     Ok(Api::new(http, base, cacert.is_some()))

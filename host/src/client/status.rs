@@ -100,7 +100,9 @@ fn samples(text: &str) -> Value {
         let Some(value) = rest.split_whitespace().next() else {
             continue;
         };
+        // Counters are whole numbers: keep them integers for `jq`.
         let value = match value.parse::<f64>() {
+            Ok(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 => json!(f as i64),
             Ok(f) if f.is_finite() => json!(f),
             _ => json!(value),
         };
@@ -117,8 +119,8 @@ mod tests {
     fn prometheus_text_becomes_samples() {
         let text = "# HELP x y\n# TYPE x counter\nkes_http_request_success 3\nkes_http_response_time_bucket{le=\"0.01\"} 2\nweird NaN\n";
         let v = samples(text);
-        assert_eq!(v["kes_http_request_success"], json!(3.0));
-        assert_eq!(v["kes_http_response_time_bucket{le=\"0.01\"}"], json!(2.0));
+        assert_eq!(v["kes_http_request_success"], json!(3));
+        assert_eq!(v["kes_http_response_time_bucket{le=\"0.01\"}"], json!(2));
         assert_eq!(v["weird"], json!("NaN"));
     }
 }

@@ -7,6 +7,7 @@ pub mod memory;
 pub mod seal;
 pub mod store;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,11 @@ pub struct Keys {
     cache: Cache,
     seal: Option<Seal>,
     errors: Option<prometheus::IntCounterVec>,
+    /// Whether the last store call (a request's or the status probe's) found
+    /// the store unreachable. The expiry task reads it on every tick, so the
+    /// `offline` rule protects cached keys from the moment an outage is seen
+    /// rather than from the next periodic probe.
+    unreachable: AtomicBool,
 }
 
 impl Keys {
@@ -60,6 +66,7 @@ impl Keys {
             cache: Cache::new(),
             seal,
             errors: None,
+            unreachable: AtomicBool::new(false),
         }
     }
 
@@ -83,6 +90,14 @@ impl Keys {
         e
     }
 
+    /// Records whether a store call reached the store: `unavailable` means
+    /// it did not; any other answer, error or not, means it did.
+    fn observe<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.unreachable
+            .store(matches!(r, Err(StoreError::Unavailable(_))), Ordering::Relaxed);
+        r
+    }
+
     fn store(&self) -> Arc<dyn Keystore> {
         Arc::clone(&self.store.load())
     }
@@ -103,9 +118,7 @@ impl Keys {
                 source: StoreError::Internal(e),
             })?;
         }
-        self.store()
-            .create(name, &value)
-            .await
+        self.observe(self.store().create(name, &value).await)
             .map_err(|e| store_error("create")(self.count("create", e)))?;
         self.cache.insert(name, Arc::new(key));
         Ok(())
@@ -117,9 +130,7 @@ impl Keys {
             return Ok(k);
         }
         let value = self
-            .store()
-            .get(name)
-            .await
+            .observe(self.store().get(name).await)
             .map_err(|e| store_error("read")(self.count("get", e)))?;
         let plain;
         let value = match &self.seal {
@@ -144,9 +155,7 @@ impl Keys {
     /// Deletes a key from the store and the cache.
     pub async fn delete(&self, name: &str) -> Result<(), KeyError> {
         let result = self
-            .store()
-            .delete(name)
-            .await
+            .observe(self.store().delete(name).await)
             .map_err(|e| store_error("delete")(self.count("delete", e)));
         self.cache.remove(name);
         result
@@ -154,9 +163,7 @@ impl Keys {
 
     /// One page of names starting with `prefix`, from `continue_at` on.
     pub async fn list(&self, prefix: &str, continue_at: &str, limit: u32) -> Result<Page, KeyError> {
-        self.store()
-            .list(prefix, continue_at, limit)
-            .await
+        self.observe(self.store().list(prefix, continue_at, limit).await)
             .map_err(|e| KeyError::Store {
                 op: "list",
                 source: self.count("list", e),
@@ -180,7 +187,7 @@ impl Keys {
     /// Asks the store whether it is healthy, and how long it took to answer.
     pub async fn status(&self) -> (Duration, Result<(), StoreError>) {
         let start = Instant::now();
-        let r = self.store().status().await;
+        let r = self.observe(self.store().status().await);
         (start.elapsed(), r)
     }
 
@@ -199,10 +206,13 @@ impl Keys {
         loop {
             tick.tick().await;
             let now = Instant::now();
-            if !settings.offline.is_zero() && now >= next_probe {
-                next_probe = now + probe_every;
-                let (_, r) = self.status().await;
-                clock.set_online(r.is_ok(), Instant::now());
+            if !settings.offline.is_zero() {
+                if now >= next_probe {
+                    next_probe = now + probe_every;
+                    // Updates `unreachable`, like every store call.
+                    let _ = self.status().await;
+                }
+                clock.set_online(!self.unreachable.load(Ordering::Relaxed), Instant::now());
             }
             match clock.tick(now) {
                 Eviction::None => {}

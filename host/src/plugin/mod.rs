@@ -50,6 +50,7 @@ pub mod manifest;
 mod pool;
 pub mod resolve;
 pub mod sandbox;
+pub mod tools;
 
 pub use audit::PluginAuditSink;
 pub use engine::{ComponentInfo, EngineOptions, Inspection, LoadedComponent, PluginEngine};

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# keyward benchmarks (see BENCHMARKS.md).
+#
+#   bench/run.sh [compare options]   build (release) and run `keyward-bench compare`
+#   bench/run.sh micro [filter]      run the criterion micro-benchmarks
+#
+# Builds take the shared cargo lock (/tmp/keyward-cargo.lock) when flock exists,
+# so they never run alongside another build on a shared machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo_locked() {
+    if command -v flock >/dev/null; then
+        flock /tmp/keyward-cargo.lock cargo "$@"
+    else
+        cargo "$@"
+    fi
+}
+
+if [[ "${1:-}" == "micro" ]]; then
+    shift
+    cargo_locked bench -p keyward-bench -- --warm-up-time 1 --measurement-time 2 "$@"
+    exit
+fi
+
+cargo_locked build --release -p keyward -p keyward-bench
+exec target/release/keyward-bench compare "$@"

@@ -1,0 +1,175 @@
+//! keyward-bench: benchmark tooling for keyward (see BENCHMARKS.md).
+//!
+//! * `load`: an HTTPS load generator with client certificates and keep-alive,
+//!   for any KES-compatible server;
+//! * `baseline`: bare hyper + rustls + keyward's crypto, the ceiling for this
+//!   stack;
+//! * `compare`: start-up, throughput, latency and memory of keyward against the
+//!   baseline in one run.
+
+mod baseline;
+mod compare;
+mod load;
+mod procfs;
+mod tls;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "keyward-bench", version, about = "Benchmarks for keyward: load generator, baseline server, comparison")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Drive a KES-compatible server over mTLS and report req/s and latency.
+    Load(load::LoadArgs),
+    /// Serve encrypt/decrypt/generate/hmac with bare hyper + rustls (the ceiling).
+    Baseline(baseline::BaselineArgs),
+    /// Start the baseline and keyward, measure both in one run, print markdown tables.
+    Compare(compare::CompareArgs),
+}
+
+/// A tokio runtime with `threads` workers (default: one per CPU); a single
+/// worker is a current-thread runtime, which avoids the multi-thread
+/// scheduler's hand-offs.
+fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let n = threads.unwrap_or(cpus).max(1);
+    let mut b = if n == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(n);
+        b
+    };
+    Ok(b.enable_all().build()?)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        // The load generator needs no more threads than connections.
+        Cmd::Load(args) => runtime(Some(args.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(args.connections)
+        })))
+        .and_then(|rt| {
+            let report = rt.block_on(load::run(&args))?;
+            if !args.json {
+                println!("{}", load::summary(&report));
+            }
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }),
+        Cmd::Baseline(args) => runtime(args.threads).and_then(|rt| {
+            rt.block_on(async {
+                tokio::select! {
+                    r = baseline::run(&args) => r,
+                    _ = shutdown() => Ok(()),
+                }
+            })
+        }),
+        Cmd::Compare(args) => compare::run(args),
+    };
+    if let Err(e) = outcome {
+        eprintln!("keyward-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The load generator against the baseline, in-process on 127.0.0.1, for
+    /// every route: a bounded smoke test that the tooling works.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn load_against_baseline() {
+        let dir = std::env::temp_dir().join(format!("keyward-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (sc, sk) = keyward::dev::self_signed("localhost", vec!["localhost".into()], false).unwrap();
+        let (cc, ck) = keyward::dev::self_signed("client", vec![], true).unwrap();
+        for (name, pem) in [("s.crt", &sc), ("s.key", &sk), ("c.crt", &cc), ("c.key", &ck)] {
+            std::fs::write(dir.join(name), pem).unwrap();
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = {
+            let (cert, key) = (dir.join("s.crt"), dir.join("s.key"));
+            tokio::spawn(async move { baseline::serve_on(listener, &cert, &key).await })
+        };
+        for route in [load::Route::Encrypt, load::Route::Decrypt, load::Route::Generate, load::Route::Hmac] {
+            let args = load::LoadArgs {
+                url: format!("https://127.0.0.1:{port}"),
+                cacert: Some(dir.join("s.crt")),
+                cert: dir.join("c.crt"),
+                key: dir.join("c.key"),
+                insecure: false,
+                server_name: Some("localhost".into()),
+                route,
+                key_name: "k".into(),
+                keys: None,
+                no_create: false,
+                payload_size: 64,
+                connections: 2,
+                duration: Duration::from_secs(1),
+                requests: Some(50),
+                warmup: Duration::from_millis(50),
+                timeout: Duration::from_secs(5),
+                threads: None,
+                server_pid: Some(std::process::id()),
+                label: None,
+                json: true,
+            };
+            let report = load::run(&args).await.unwrap();
+            assert_eq!(report.errors, 0, "{route:?}: {:?}", report.first_error);
+            assert!(report.requests >= 50, "{route:?}: {}", report.requests);
+            assert!(report.latency_us.p50 > 0.0 && report.latency_us.p99 >= report.latency_us.p50);
+            assert!(report.server_rss_kib_max.unwrap_or(0) > 0);
+            let line = serde_json::to_string(&report).unwrap();
+            let back: load::Report = serde_json::from_str(&line).unwrap();
+            assert_eq!(back.requests, report.requests);
+        }
+        // Spreading over several keys, created first.
+        let args = load::LoadArgs {
+            url: format!("https://127.0.0.1:{port}"),
+            cacert: Some(dir.join("s.crt")),
+            cert: dir.join("c.crt"),
+            key: dir.join("c.key"),
+            insecure: false,
+            server_name: Some("localhost".into()),
+            route: load::Route::Encrypt,
+            key_name: "many".into(),
+            keys: Some(20),
+            no_create: false,
+            payload_size: 16,
+            connections: 4,
+            duration: Duration::from_secs(1),
+            requests: Some(20),
+            warmup: Duration::ZERO,
+            timeout: Duration::from_secs(5),
+            threads: None,
+            server_pid: None,
+            label: None,
+            json: true,
+        };
+        let report = load::run(&args).await.unwrap();
+        assert_eq!(report.errors, 0, "{:?}", report.first_error);
+        server.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

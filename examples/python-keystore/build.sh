@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Builds the Python keystore example (app.py) into a WebAssembly component
+# implementing the `keystore` world of wit/ (keyward:plugin@0.1.0).
+#
+#   examples/python-keystore/build.sh [OUT_DIR]
+#   examples/python-keystore/build.sh --check   # exit 0 if componentize-py is usable, 127 if not
+#
+# Writes OUT_DIR/keystore_py.wasm (default OUT_DIR: target/python-plugin at the
+# repository root) and prints its sha256, the pin for a plugins.toml entry.
+# Needs componentize-py (on PATH, or importable by python3):
+#
+#   python3 -m pip install componentize-py==0.25.1
+#
+# The output is not bit-for-bit reproducible (componentize-py snapshots a
+# running interpreter), so pin the file you actually deploy, not a rebuild.
+set -euo pipefail
+
+# The version CI installs (.ci/run) and this example was written against.
+TESTED_VERSION=0.25.1
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+out=${1:-$root/target/python-plugin}
+
+# componentize-py on PATH, or the installed module when pip put its script in
+# a directory that is not on PATH (e.g. a --user install).
+if command -v componentize-py >/dev/null 2>&1; then
+    cpy() { componentize-py "$@"; }
+elif python3 -c 'import componentize_py' >/dev/null 2>&1; then
+    cpy() { python3 -c 'import sys, componentize_py; sys.argv[0] = "componentize-py"; componentize_py.script()' "$@"; }
+else
+    echo "build.sh: componentize-py is not installed; run: python3 -m pip install componentize-py==$TESTED_VERSION" >&2
+    exit 127
+fi
+if [ "$out" = "--check" ]; then
+    exit 0
+fi
+version=$(cpy --version | awk '{print $2}')
+if [ "$version" != "$TESTED_VERSION" ]; then
+    echo "build.sh: warning: componentize-py $version, this example is tested with $TESTED_VERSION" >&2
+fi
+
+mkdir -p "$out"
+# Build into a temporary name and rename, so a reader never sees half a file.
+tmp="$out/keystore_py.wasm.tmp.$$"
+trap 'rm -f "$tmp"' EXIT
+# -d: our WIT package; -w: the world to implement; -p: where `app` lives.
+cpy -q -d "$root/wit" -w keystore \
+    componentize -p "$here" app -o "$tmp"
+mv "$tmp" "$out/keystore_py.wasm"
+trap - EXIT
+sha256sum "$out/keystore_py.wasm"

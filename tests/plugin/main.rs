@@ -1,0 +1,148 @@
+//! Plugin-level tests: the plugin host (`keyward::plugin`) driving the real
+//! first-party components and the hostile fixtures, without a server.
+//!
+//! The components are built for `wasm32-wasip2` by `host/build.rs`, which
+//! exposes their directory as `KEYWARD_TEST_PLUGINS_DIR`.
+//!
+//! * [`contract`]: the keystore contract every backend must pass, as a
+//!   reusable function ([`contract::keystore_contract`]), run here against
+//!   `keystore-fs`;
+//! * [`fs`]: what is specific to `keystore-fs` (on-disk layout, KES directory
+//!   compatibility, name checks, configuration errors);
+//! * [`audit`]: `audit-file`;
+//! * [`loading`]: pins, the compile cache, worlds and WIT versions, manifests,
+//!   embedded plugins and config-name resolution;
+//! * [`hostile`]: containment of loops, traps, huge allocations, blocked
+//!   calls, sandbox escapes and cancelled calls.
+
+mod audit;
+mod contract;
+mod examples;
+mod fs;
+mod hostile;
+mod loading;
+mod python;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use keyward::plugin::{
+    sha256_hex, EngineOptions, Grants, Limits, PluginEngine, PluginError, PluginKeystore,
+    PluginKind, PluginSource, PluginSpec, PoolOptions,
+};
+
+/// Where `host/build.rs` put the components.
+pub const WASM_DIR: &str = env!("KEYWARD_TEST_PLUGINS_DIR");
+
+/// Path of the component `name` (`keystore_fs`, `audit_file`, `hostile`,
+/// `future_wit`).
+pub fn wasm(name: &str) -> PathBuf {
+    Path::new(WASM_DIR).join(format!("{name}.wasm"))
+}
+
+/// The bytes of the component `name`.
+pub fn wasm_bytes(name: &str) -> Vec<u8> {
+    let path = wasm(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A spec for the component file `plugin`, pinned to its real SHA-256.
+pub fn pinned(name: &str, plugin: &str, kind: PluginKind, grants: Grants) -> PluginSpec {
+    PluginSpec {
+        name: name.into(),
+        kind,
+        source: PluginSource::File(wasm(plugin)),
+        sha256: Some(sha256_hex(&wasm_bytes(plugin))),
+        grants,
+        limits: Limits::default(),
+    }
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "keyward-plugin-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An engine without a compile cache.
+pub fn engine() -> PluginEngine {
+    PluginEngine::new(EngineOptions::default()).unwrap()
+}
+
+/// One engine for the whole test binary, with a compile cache, so each
+/// component is compiled once per run (as in the server).
+pub fn shared_engine() -> PluginEngine {
+    static ENGINE: OnceLock<(PluginEngine, TempDir)> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let cache = TempDir::new("cache");
+            let engine = PluginEngine::new(EngineOptions {
+                cache_dir: Some(cache.path().to_path_buf()),
+            })
+            .unwrap();
+            (engine, cache)
+        })
+        .0
+        .clone()
+}
+
+/// `keystore-fs` on `dir`, granted as `/data`.
+pub async fn fs_keystore(dir: &Path, options: PoolOptions) -> PluginKeystore {
+    let spec = pinned("fs", "keystore_fs", PluginKind::Keystore, Grants::dir(dir, "/data"));
+    PluginKeystore::load(&shared_engine(), &spec, r#"{"path": "/data"}"#, options)
+        .await
+        .unwrap()
+}
+
+/// The hostile fixture with these limits, grants, `init` config and pool size.
+pub async fn hostile(
+    limits: Limits,
+    grants: Grants,
+    config: &str,
+    max: usize,
+) -> Result<PluginKeystore, PluginError> {
+    let mut spec = pinned("hostile", "hostile", PluginKind::Keystore, grants);
+    spec.limits = limits;
+    PluginKeystore::load(&shared_engine(), &spec, config, PoolOptions { max_instances: max }).await
+}
+
+/// Default limits with a 300 ms call timeout.
+pub fn short_timeout() -> Limits {
+    Limits {
+        call_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    }
+}
+
+/// The names in `dir`, sorted.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
