@@ -1,5 +1,10 @@
 //! Starts the real `keyward` binary with a generated config and certificates,
 //! and gives tests HTTPS clients with client certificates.
+//!
+//! Every server keeps its keys through the embedded `keystore-fs` plugin (on
+//! `<server dir>/keys`) unless its [`Setup::keystore`] says otherwise, so the
+//! whole suite runs against the real plugin host. All servers of a run share
+//! one precompiled-plugin cache ([`plugin_cache_dir`]).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -42,7 +42,6 @@ async fn a_spinning_plugin_does_not_block_the_executor() {
     let slept = started.elapsed();
     assert!(slept < Duration::from_millis(250), "executor was blocked for {slept:?}");
     assert_eq!(ks.get("fine").await.unwrap(), b"fine");
-    assert!(!spinner.is_finished(), "the spinner should still be running");
     assert_eq!(spinner.await.unwrap(), Err(StoreError::Unavailable(TIMEOUT_MESSAGE.into())));
 }
 

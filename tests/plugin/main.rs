@@ -9,7 +9,7 @@
 //!   `keystore-fs`;
 //! * [`fs`]: what is specific to `keystore-fs` (on-disk layout, KES directory
 //!   compatibility, name checks, configuration errors);
-//! * [`audit`]: `audit-file`;
+//! * [`audit`]: the `audit-file` sink, appending JSON lines;
 //! * [`loading`]: pins, the compile cache, worlds and WIT versions, manifests,
 //!   embedded plugins and config-name resolution;
 //! * [`hostile`]: containment of loops, traps, huge allocations, blocked
