@@ -87,12 +87,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
     /// The TOML configuration file.
-    #[arg(
-        long,
-        value_name = "FILE",
-        conflicts_with = "dev",
-        required_unless_present = "dev"
-    )]
+    #[arg(long, value_name = "FILE", conflicts_with = "dev", required_unless_present = "dev")]
     pub config: Option<PathBuf>,
     /// Run with an embedded default configuration, fresh certificates and an
     /// in-process keystore: nothing needs to exist on disk.
@@ -436,9 +431,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Metrics(args) => client::finish(client::status::metrics(args.client)),
         Command::Log(cmd) => client::finish(client::log::run(cmd)),
         Command::Plugin(cmd) => plugin_command(cmd),
-        Command::Config(ConfigCommand::Import { file }) => {
-            client::finish(client::config_import(&file))
-        }
+        Command::Config(ConfigCommand::Import { file }) => client::finish(client::config_import(&file)),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();

@@ -17,10 +17,7 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file '{path}': {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config file '{path}': {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("config: '{key}' references environment variable '{var}', which is not set")]
@@ -292,8 +289,7 @@ pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
     if v == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(v)
-        .map_err(|e| invalid(key, format!("invalid duration '{value}': {e}")))
+    humantime::parse_duration(v).map_err(|e| invalid(key, format!("invalid duration '{value}': {e}")))
 }
 
 /// Whether the admin is an identity or disabled.
@@ -408,8 +404,7 @@ fn parse_switch(key: &str, value: Option<&str>, default: bool) -> Result<bool, C
 fn table_json(key: &str, table: Option<&toml::Table>) -> Result<String, ConfigError> {
     match table {
         None => Ok("{}".to_string()),
-        Some(t) => serde_json::to_string(t)
-            .map_err(|e| invalid(key, format!("cannot be represented as JSON: {e}"))),
+        Some(t) => serde_json::to_string(t).map_err(|e| invalid(key, format!("cannot be represented as JSON: {e}"))),
     }
 }
 
@@ -425,9 +420,10 @@ impl Settings {
     /// Validates a parsed file.
     pub fn from_file(file: File) -> Result<Settings, ConfigError> {
         let address_text = file.address.as_deref().unwrap_or("0.0.0.0:7373");
-        let address: SocketAddr = address_text.trim().parse().map_err(|e| {
-            invalid("address", format!("invalid listen address '{address_text}': {e}"))
-        })?;
+        let address: SocketAddr = address_text
+            .trim()
+            .parse()
+            .map_err(|e| invalid("address", format!("invalid listen address '{address_text}': {e}")))?;
 
         let admin_text = file
             .admin
@@ -461,13 +457,14 @@ impl Settings {
         let auth = match tls.auth.as_deref().map(str::trim) {
             None | Some("") | Some("off") => ClientAuth::Any,
             Some("on") => ClientAuth::Verify,
-            Some(other) => {
-                return Err(invalid("tls.auth", format!("must be \"on\" or \"off\", not '{other}'")))
-            }
+            Some(other) => return Err(invalid("tls.auth", format!("must be \"on\" or \"off\", not '{other}'"))),
         };
         let ca = tls.ca.filter(|c| !c.trim().is_empty()).map(PathBuf::from);
         if auth == ClientAuth::Verify && ca.is_none() {
-            return Err(invalid("tls.ca", "tls.auth = \"on\" needs a CA file to verify client certificates against"));
+            return Err(invalid(
+                "tls.ca",
+                "tls.auth = \"on\" needs a CA file to verify client certificates against",
+            ));
         }
         let tls = TlsSettings {
             key: PathBuf::from(tls.key.trim()),
@@ -560,7 +557,10 @@ impl Settings {
                 ));
             }
             if keys.contains(&name) {
-                return Err(invalid(format!("keys[{i}].name"), format!("key '{name}' is listed twice")));
+                return Err(invalid(
+                    format!("keys[{i}].name"),
+                    format!("key '{name}' is listed twice"),
+                ));
             }
             keys.push(name);
         }
@@ -644,7 +644,10 @@ mod tests {
         std::env::set_var("KEYWARD_TEST_ADMIN_ID", ID);
         let text = "[admin]\nidentity = \"${KEYWARD_TEST_ADMIN_ID}\"\n[tls]\nkey = \"${KEYWARD_TEST_UNSET_VAR}\"\ncert = \"c\"\n";
         let err = parse(text).unwrap_err().to_string();
-        assert!(err.contains("KEYWARD_TEST_UNSET_VAR") && err.contains("tls.key"), "{err}");
+        assert!(
+            err.contains("KEYWARD_TEST_UNSET_VAR") && err.contains("tls.key"),
+            "{err}"
+        );
         let text = format!("[admin]\nidentity = \"${{KEYWARD_TEST_ADMIN_ID}}\"\n[tls]\nkey = \"k\"\ncert = \"c\"\n");
         assert_eq!(parse(&text).unwrap().admin, Admin::Identity(ID.into()));
     }
@@ -672,7 +675,10 @@ mod tests {
         assert!(parse(&text).unwrap_err().to_string().contains("cache.expiry.any"));
         let text = format!("{}[log]\naudit = \"loud\"\n", minimal());
         assert!(parse(&text).unwrap_err().to_string().contains("log.audit"));
-        let text = format!("{}[api.\"/v1/ready\"]\nskip_auth = true\ntimeout = \"15s\"\n", minimal());
+        let text = format!(
+            "{}[api.\"/v1/ready\"]\nskip_auth = true\ntimeout = \"15s\"\n",
+            minimal()
+        );
         let s = parse(&text).unwrap();
         assert_eq!(s.api["/v1/ready"].timeout, Some(Duration::from_secs(15)));
     }
@@ -687,7 +693,10 @@ mod tests {
 
     #[test]
     fn keystore_config_becomes_json() {
-        let text = format!("{}[keystore]\nplugin = \"fs\"\n[keystore.config]\npath = \"/data\"\n", minimal());
+        let text = format!(
+            "{}[keystore]\nplugin = \"fs\"\n[keystore.config]\npath = \"/data\"\n",
+            minimal()
+        );
         let s = parse(&text).unwrap();
         let ks = s.keystore.unwrap();
         assert_eq!(ks.plugin, "fs");

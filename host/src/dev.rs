@@ -108,7 +108,10 @@ pub fn settings(files: &DevFiles, address: SocketAddr) -> Settings {
             auth: ClientAuth::Any,
         },
         cache: CacheSettings::default(),
-        log: LogSettings { error: true, audit: true },
+        log: LogSettings {
+            error: true,
+            audit: true,
+        },
         api: BTreeMap::new(),
         policies: BTreeMap::new(),
         keys: Vec::new(),

@@ -19,11 +19,7 @@ pub enum ImportError {
     #[error("{file}: not a valid KES config: {message}")]
     Yaml { file: String, message: String },
     #[error("{file}: {key}: {message}")]
-    Invalid {
-        file: String,
-        key: String,
-        message: String,
-    },
+    Invalid { file: String, key: String, message: String },
 }
 
 /// One scalar as written (string, number or bool).
@@ -190,19 +186,14 @@ impl Converter {
     fn run(mut self, kes: KesFile) -> Result<String, ImportError> {
         if let Some(v) = self.string("version", &kes.version)? {
             if v != "v1" {
-                return Err(self.err(
-                    "version",
-                    format!("unknown KES config version '{v}' (only v1 exists)"),
-                ));
+                return Err(self.err("version", format!("unknown KES config version '{v}' (only v1 exists)")));
             }
         }
         self.line(format!(
             "# keyward server configuration, converted from the KES config '{}' by `keyward config import`.",
             self.file.replace('\n', " ")
         ));
-        self.line(
-            "# ${VAR} references are kept; keyward replaces them from the environment at start-up.",
-        );
+        self.line("# ${VAR} references are kept; keyward replaces them from the environment at start-up.");
 
         if let Some(addr) = self.string("address", &kes.address)? {
             self.line(format!("address = {}", quote(&listen_address(&addr))));
@@ -316,10 +307,7 @@ impl Converter {
         let rows = [
             ("any", self.duration("cache.expiry.any", &e.any)?),
             ("unused", self.duration("cache.expiry.unused", &e.unused)?),
-            (
-                "offline",
-                self.duration("cache.expiry.offline", &e.offline)?,
-            ),
+            ("offline", self.duration("cache.expiry.offline", &e.offline)?),
         ];
         if rows.iter().all(|(_, v)| v.is_none()) {
             return Ok(());
@@ -350,10 +338,7 @@ impl Converter {
                     .trim()
                     .parse()
                     .map_err(|_| self.err(key, format!("invalid log level '{s}'")))?;
-                (
-                    b.trim().to_string(),
-                    if lower.contains('-') { -n } else { n },
-                )
+                (b.trim().to_string(), if lower.contains('-') { -n } else { n })
             }
             None => (lower.clone(), 0),
         };
@@ -394,9 +379,7 @@ impl Converter {
                     _ => {
                         return Err(self.err(
                             format!("{key}.skip_auth"),
-                            format!(
-                            "must be true or false, not '{s}' (keyward needs a literal value here)"
-                        ),
+                            format!("must be true or false, not '{s}' (keyward needs a literal value here)"),
                         ))
                     }
                 },
@@ -471,21 +454,11 @@ impl Converter {
         let types: Vec<(String, Value)> = map
             .into_iter()
             .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| {
-                (
-                    k.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| describe(&k)),
-                    v,
-                )
-            })
+            .map(|(k, v)| (k.as_str().map(str::to_string).unwrap_or_else(|| describe(&k)), v))
             .collect();
         if types.len() > 1 {
             let names: Vec<&str> = types.iter().map(|(k, _)| k.as_str()).collect();
-            return Err(self.err(
-                section,
-                format!("more than one keystore: {}", names.join(", ")),
-            ));
+            return Err(self.err(section, format!("more than one keystore: {}", names.join(", "))));
         }
         let Some((kind, cfg)) = types.into_iter().next() else {
             return Ok(());
@@ -515,13 +488,9 @@ impl Converter {
             return Err(self.err(format!("{section}.fs"), "must be a map with `path`"));
         };
         if let Some(other) = fs.keys().find(|k| k.as_str() != Some("path")) {
-            return Err(self.err(
-                format!("{section}.fs"),
-                format!("unknown field {}", describe(other)),
-            ));
+            return Err(self.err(format!("{section}.fs"), format!("unknown field {}", describe(other))));
         }
-        let Some(path) = self.string(&format!("{section}.fs.path"), &fs.get("path").cloned())?
-        else {
+        let Some(path) = self.string(&format!("{section}.fs.path"), &fs.get("path").cloned())? else {
             return Err(self.err(
                 format!("{section}.fs.path"),
                 "missing: the fs keystore needs a directory",
@@ -650,10 +619,7 @@ fn quote(s: &str) -> String {
 
 /// A TOML key: bare when it may be, quoted otherwise (`"/v1/ready"`).
 fn toml_key(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         s.to_string()
     } else {
         quote(s)
@@ -671,8 +637,7 @@ mod tests {
     use std::path::Path;
 
     fn load(toml: &str) -> crate::config::Settings {
-        let file = crate::config::File::parse(Path::new("out.toml"), toml)
-            .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        let file = crate::config::File::parse(Path::new("out.toml"), toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
         crate::config::Settings::from_file(file).unwrap_or_else(|e| panic!("{e}\n{toml}"))
     }
 
@@ -681,14 +646,8 @@ mod tests {
     #[test]
     fn go_durations_convert() {
         assert_eq!(parse_go_duration("5m0s").unwrap(), Duration::from_secs(300));
-        assert_eq!(
-            parse_go_duration("1h30m").unwrap(),
-            Duration::from_secs(5400)
-        );
-        assert_eq!(
-            parse_go_duration("1.5s").unwrap(),
-            Duration::from_millis(1500)
-        );
+        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_go_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_go_duration("-1s").is_err());
         assert!(parse_go_duration("5").is_err());
@@ -718,8 +677,7 @@ mod tests {
 
     #[test]
     fn old_generation_keystore_under_keys_and_root_admin() {
-        let yaml =
-            format!("root: {ID}\ntls:\n  key: k\n  cert: c\nkeys:\n  fs:\n    path: ./keys\n");
+        let yaml = format!("root: {ID}\ntls:\n  key: k\n  cert: c\nkeys:\n  fs:\n    path: ./keys\n");
         let s = load(&convert(&yaml, "old.yml").unwrap());
         let ks = s.keystore.unwrap();
         assert_eq!(
@@ -738,9 +696,7 @@ mod tests {
             ),
             ("azure:\n    keyvault:\n      endpoint: x", "azure.keyvault"),
         ] {
-            let yaml = format!(
-                "admin:\n  identity: {ID}\ntls:\n  key: k\n  cert: c\nkeystore:\n  {yaml_ks}\n"
-            );
+            let yaml = format!("admin:\n  identity: {ID}\ntls:\n  key: k\n  cert: c\nkeystore:\n  {yaml_ks}\n");
             let err = convert(&yaml, "kes.yml").unwrap_err().to_string();
             assert!(err.contains(&format!("'{name}'")), "{err}");
         }
@@ -752,17 +708,12 @@ mod tests {
             file: "f".into(),
             out: String::new(),
         };
-        let lvl = |s: &str| {
-            c.level("log.error", &Some(Value::String(s.into())))
-                .unwrap()
-        };
+        let lvl = |s: &str| c.level("log.error", &Some(Value::String(s.into()))).unwrap();
         assert_eq!(lvl("off").as_deref(), Some("off"));
         assert_eq!(lvl("ERROR+1").as_deref(), Some("off"));
         assert_eq!(lvl("WARN").as_deref(), Some("on"));
         assert_eq!(lvl("on").as_deref(), Some("on"));
-        assert!(c
-            .level("log.error", &Some(Value::String("loud".into())))
-            .is_err());
+        assert!(c.level("log.error", &Some(Value::String("loud".into()))).is_err());
     }
 
     #[test]

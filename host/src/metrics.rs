@@ -3,9 +3,7 @@
 
 use std::time::Instant;
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// All server metrics. Cloning handles is cheap; the registry owns them.
 pub struct Metrics {
@@ -86,34 +84,92 @@ impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
         let response_time = Histogram::with_opts(
-            HistogramOpts::new("kes_http_response_time", "Histogram of request response times spawning from 10ms to 10s.")
-                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 3.0, 5.0, 10.0]),
+            HistogramOpts::new(
+                "kes_http_response_time",
+                "Histogram of request response times spawning from 10ms to 10s.",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 3.0, 5.0, 10.0]),
         )
         .unwrap_or_else(|_| unreachable_metric("kes_http_response_time"));
         let _ = r.register(Box::new(response_time.clone()));
         let keystore_errors = IntCounterVec::new(
-            Opts::new("keyward_keystore_errors", "Keystore calls that failed, by operation and kind (unavailable, invalid, internal)."),
+            Opts::new(
+                "keyward_keystore_errors",
+                "Keystore calls that failed, by operation and kind (unavailable, invalid, internal).",
+            ),
             &["op", "kind"],
         )
         .unwrap_or_else(|_| unreachable_metric("keyward_keystore_errors"));
         let _ = r.register(Box::new(keystore_errors.clone()));
         Metrics {
-            request_success: counter(&r, "kes_http_request_success", "Number of requests that have been served successfully."),
-            request_error: counter(&r, "kes_http_request_error", "Number of request that failed due to some error. (HTTP 4xx status code)"),
-            request_failure: counter(&r, "kes_http_request_failure", "Number of request that failed due to some internal failure. (HTTP 5xx status code)"),
-            request_active: gauge(&r, "kes_http_request_active", "Number of active requests that are not finished, yet."),
+            request_success: counter(
+                &r,
+                "kes_http_request_success",
+                "Number of requests that have been served successfully.",
+            ),
+            request_error: counter(
+                &r,
+                "kes_http_request_error",
+                "Number of request that failed due to some error. (HTTP 4xx status code)",
+            ),
+            request_failure: counter(
+                &r,
+                "kes_http_request_failure",
+                "Number of request that failed due to some internal failure. (HTTP 5xx status code)",
+            ),
+            request_active: gauge(
+                &r,
+                "kes_http_request_active",
+                "Number of active requests that are not finished, yet.",
+            ),
             response_time,
-            log_error_events: counter(&r, "kes_log_error_events", "Number of error log events written to the error log targets."),
-            log_audit_events: counter(&r, "kes_log_audit_events", "Number of audit log events written to the audit log targets."),
-            audit_dropped: counter(&r, "keyward_audit_dropped_events", "Audit events dropped because a sink's queue was full or a sink failed."),
+            log_error_events: counter(
+                &r,
+                "kes_log_error_events",
+                "Number of error log events written to the error log targets.",
+            ),
+            log_audit_events: counter(
+                &r,
+                "kes_log_audit_events",
+                "Number of audit log events written to the audit log targets.",
+            ),
+            audit_dropped: counter(
+                &r,
+                "keyward_audit_dropped_events",
+                "Audit events dropped because a sink's queue was full or a sink failed.",
+            ),
             keystore_errors,
-            up_time: gauge(&r, "kes_system_up_time", "The time the server has been up and running in seconds."),
-            num_cpu: gauge(&r, "kes_system_num_cpu", "The number of logical CPUs available on the system."),
-            num_cpu_used: gauge(&r, "kes_system_num_cpu_used", "The number of logical CPUs usable by the server."),
+            up_time: gauge(
+                &r,
+                "kes_system_up_time",
+                "The time the server has been up and running in seconds.",
+            ),
+            num_cpu: gauge(
+                &r,
+                "kes_system_num_cpu",
+                "The number of logical CPUs available on the system.",
+            ),
+            num_cpu_used: gauge(
+                &r,
+                "kes_system_num_cpu_used",
+                "The number of logical CPUs usable by the server.",
+            ),
             num_threads: gauge(&r, "kes_system_num_threads", "The number of concurrent threads."),
-            mem_heap_used: gauge(&r, "kes_system_mem_heap_used", "The number of bytes that are currently allocated."),
-            mem_heap_objects: gauge(&r, "kes_system_mem_heap_objects", "The number of objects that are currently allocated."),
-            mem_stack_used: gauge(&r, "kes_system_mem_stack_used", "The number of bytes that are currently used as stack memory."),
+            mem_heap_used: gauge(
+                &r,
+                "kes_system_mem_heap_used",
+                "The number of bytes that are currently allocated.",
+            ),
+            mem_heap_objects: gauge(
+                &r,
+                "kes_system_mem_heap_objects",
+                "The number of objects that are currently allocated.",
+            ),
+            mem_stack_used: gauge(
+                &r,
+                "kes_system_mem_stack_used",
+                "The number of bytes that are currently used as stack memory.",
+            ),
             cached_keys: gauge(&r, "keyward_cached_keys", "Keys held in the key cache."),
             registry: r,
             started: Instant::now(),
@@ -137,7 +193,9 @@ impl Metrics {
 
     /// Renders the Prometheus text format, refreshing the system gauges first.
     pub fn render(&self, cached_keys: usize) -> Vec<u8> {
-        let cpus = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get() as i64)
+            .unwrap_or(1);
         let p = ProcessStats::read();
         self.up_time.set(self.uptime_secs() as i64);
         self.num_cpu.set(cpus);

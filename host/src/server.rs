@@ -13,8 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, Peer};
-use crate::audit::stdout::StdoutSink;
 use crate::audit::sink::AuditSink;
+use crate::audit::stdout::StdoutSink;
 use crate::audit::{AuditLog, ErrorLog};
 use crate::auth::Authority;
 use crate::config::Settings;
@@ -72,7 +72,10 @@ pub async fn open_keystore(settings: &Settings, plugins: &Plugins) -> Result<Arc
 }
 
 /// Builds the audit sinks named in the config, plus stdout if `log.audit = "on"`.
-pub async fn open_audit_sinks(settings: &Settings, plugins: &Plugins) -> Result<Vec<(String, Arc<dyn AuditSink>)>, StartError> {
+pub async fn open_audit_sinks(
+    settings: &Settings,
+    plugins: &Plugins,
+) -> Result<Vec<(String, Arc<dyn AuditSink>)>, StartError> {
     let mut sinks: Vec<(String, Arc<dyn AuditSink>)> = Vec::new();
     if settings.log.audit {
         sinks.push(("stdout".into(), Arc::new(StdoutSink)));
@@ -152,7 +155,11 @@ impl Server {
             return Ok(());
         };
         let settings = Settings::load(path)?;
-        let plugins = Plugins::new(self.engine.clone(), settings.plugin_manifest.as_deref(), self.settings.dev)?;
+        let plugins = Plugins::new(
+            self.engine.clone(),
+            settings.plugin_manifest.as_deref(),
+            self.settings.dev,
+        )?;
         let store = open_keystore(&settings, &plugins).await?;
         let sinks = open_audit_sinks(&settings, &plugins).await?;
         self.state.keys.swap_store(store);

@@ -177,7 +177,9 @@ pub fn load_key(path: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'st
         let plain = encrypted
             .decrypt(password)
             .map_err(|_| "cannot decrypt the key: wrong tls.password?".to_string())?;
-        return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(plain.as_bytes().to_vec())));
+        return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            plain.as_bytes().to_vec(),
+        )));
     }
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| format!("no usable private key: {e}"))
 }
@@ -230,11 +232,8 @@ mod tests {
     use super::*;
 
     fn vectors() -> serde_json::Value {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/kes/vectors.json"
-        ))
-        .unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/kes/vectors.json")).unwrap();
         serde_json::from_str(&text).unwrap()
     }
 

@@ -49,7 +49,7 @@ pub async fn create(call: &Call<'_>) -> Result<Reply, ApiError> {
 }
 
 #[derive(Deserialize)]
-struct ImportRequest {
+pub(super) struct ImportRequest {
     // New generation.
     key: Option<B64Bytes>,
     cipher: Option<String>,
@@ -60,7 +60,9 @@ struct ImportRequest {
 
 pub async fn import(call: &Call<'_>) -> Result<Reply, ApiError> {
     check_name(call)?;
-    let req: ImportRequest = call.json().map_err(|_| ApiError::bad_request("invalid import key request body"))?;
+    let req: ImportRequest = call
+        .json()
+        .map_err(|_| ApiError::bad_request("invalid import key request body"))?;
     let secret = match (req.key, req.bytes) {
         (Some(key), _) => {
             let cipher = req.cipher.unwrap_or_default();
@@ -69,7 +71,8 @@ pub async fn import(call: &Call<'_>) -> Result<Reply, ApiError> {
                 .ok()
                 .filter(|_| !cipher.is_empty())
                 .ok_or_else(|| not_acceptable(format!("algorithm '{cipher}' is not supported")))?;
-            SecretKey::from_bytes(alg, &key.0).map_err(|_| not_acceptable(format!("invalid key size for '{cipher}'")))?
+            SecretKey::from_bytes(alg, &key.0)
+                .map_err(|_| not_acceptable(format!("invalid key size for '{cipher}'")))?
         }
         (None, Some(bytes)) => {
             let name = req.algorithm.unwrap_or_default();
@@ -139,12 +142,16 @@ pub async fn list(call: &Call<'_>) -> Result<Reply, ApiError> {
             continue_at: page.next,
         });
     }
-    let all = call.state.keys.list_all(selector.prefix(), |n| selector.matches(n)).await?;
+    let all = call
+        .state
+        .keys
+        .list_all(selector.prefix(), |n| selector.matches(n))
+        .await?;
     ndjson_reply(all.iter().map(|n| NameLine { name: n }))
 }
 
 #[derive(Deserialize, Default)]
-struct ContextRequest {
+pub(super) struct ContextRequest {
     #[serde(default)]
     context: B64Bytes,
 }
@@ -157,7 +164,11 @@ struct GenerateResponse {
 
 pub async fn generate(call: &Call<'_>) -> Result<Reply, ApiError> {
     check_name(call)?;
-    let req: ContextRequest = if call.body.is_empty() { ContextRequest::default() } else { call.json()? };
+    let req: ContextRequest = if call.body.is_empty() {
+        ContextRequest::default()
+    } else {
+        call.json()?
+    };
     let key = call.state.keys.get(call.name).await?;
     let (plain, ciphertext) = crate::crypto::generate_data_key(&key.key, &req.context.0)
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to generate encryption key"))?;
@@ -169,7 +180,7 @@ pub async fn generate(call: &Call<'_>) -> Result<Reply, ApiError> {
 }
 
 #[derive(Deserialize)]
-struct EncryptRequest {
+pub(super) struct EncryptRequest {
     #[serde(default)]
     plaintext: B64Bytes,
     #[serde(default)]
@@ -195,7 +206,7 @@ pub async fn encrypt(call: &Call<'_>) -> Result<Reply, ApiError> {
 }
 
 #[derive(Deserialize)]
-struct DecryptRequest {
+pub(super) struct DecryptRequest {
     #[serde(default)]
     ciphertext: B64Bytes,
     #[serde(default)]
@@ -208,7 +219,10 @@ struct DecryptResponse {
 }
 
 fn open(key: &StoredKey, req: &DecryptRequest) -> Result<DecryptResponse, ApiError> {
-    let plain = key.key.decrypt(&req.ciphertext.0, &req.context.0).map_err(|_| ApiError::not_authentic())?;
+    let plain = key
+        .key
+        .decrypt(&req.ciphertext.0, &req.context.0)
+        .map_err(|_| ApiError::not_authentic())?;
     Ok(DecryptResponse {
         plaintext: B64.encode(&plain[..]),
     })
@@ -236,7 +250,7 @@ pub async fn bulk_decrypt(call: &Call<'_>) -> Result<Reply, ApiError> {
 }
 
 #[derive(Deserialize)]
-struct HmacRequest {
+pub(super) struct HmacRequest {
     #[serde(default)]
     message: B64Bytes,
 }

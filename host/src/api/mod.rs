@@ -7,6 +7,8 @@
 //! `{"message": …}` in one place ([`error`]).
 
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod identity;
 mod key;
 mod policy;
@@ -102,7 +104,11 @@ impl Call<'_> {
                 return Err(ApiError::bad_request(crate::auth::names::invalid_listing_pattern(p)));
             }
             let prefix = p.strip_suffix('*').unwrap_or(p);
-            return Ok(if prefix.is_empty() { Selector::All } else { Selector::Prefix(prefix.to_string()) });
+            return Ok(if prefix.is_empty() {
+                Selector::All
+            } else {
+                Selector::Prefix(prefix.to_string())
+            });
         }
         if p.is_empty() || p == "*" {
             return Ok(Selector::All);
@@ -145,7 +151,8 @@ fn full(status: StatusCode, content_type: Option<&'static str>, body: Vec<u8>) -
 
 /// 200 with a JSON body (ending in a newline, as Go's encoder writes).
 pub fn json_reply<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
-    let mut body = serde_json::to_vec(value).map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to encode response"))?;
+    let mut body = serde_json::to_vec(value)
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to encode response"))?;
     body.push(b'\n');
     Ok(full(StatusCode::OK, Some("application/json"), body))
 }
@@ -159,7 +166,8 @@ pub fn empty_reply() -> Result<Reply, ApiError> {
 pub fn ndjson_reply<T: Serialize>(items: impl IntoIterator<Item = T>) -> Result<Reply, ApiError> {
     let mut body = Vec::new();
     for item in items {
-        serde_json::to_writer(&mut body, &item).map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to encode response"))?;
+        serde_json::to_writer(&mut body, &item)
+            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to encode response"))?;
         body.push(b'\n');
     }
     Ok(full(StatusCode::OK, Some("application/x-ndjson"), body))
@@ -192,7 +200,8 @@ pub fn stream_reply(rx: tokio::sync::broadcast::Receiver<Arc<str>>) -> Result<Re
         }
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(lines)));
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     Ok(r)
 }
 
@@ -251,9 +260,14 @@ pub async fn serve(state: Arc<State>, peer: Arc<Peer>, req: Request<Incoming>) -
         let time = received
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        state
-            .audit
-            .record(crate::audit::event(time, peer.ip.clone(), &path, identity.as_deref(), status, elapsed));
+        state.audit.record(crate::audit::event(
+            time,
+            peer.ip.clone(),
+            &path,
+            identity.as_deref(),
+            status,
+            elapsed,
+        ));
     }
     tracing::debug!(status, micros = elapsed.as_micros() as u64, "served");
     Ok(reply)
@@ -261,13 +275,24 @@ pub async fn serve(state: Arc<State>, peer: Arc<Peer>, req: Request<Incoming>) -
 
 /// Routes, authenticates and runs a request; returns the identity used (for
 /// the audit event) and the outcome.
-async fn route(state: &State, peer: &Peer, path: &str, req: Request<Incoming>) -> (Option<String>, Result<Reply, ApiError>) {
+async fn route(
+    state: &State,
+    peer: &Peer,
+    path: &str,
+    req: Request<Incoming>,
+) -> (Option<String>, Result<Reply, ApiError>) {
     let identity = peer.identity.as_ref().ok().cloned();
     let Some((route, name)) = routes::find(path) else {
         return (identity, Err(ApiError::no_route()));
     };
     if !route.methods.allows(req.method()) {
-        return (identity, Err(ApiError::method_not_allowed(req.method().as_str(), route.methods.primary())));
+        return (
+            identity,
+            Err(ApiError::method_not_allowed(
+                req.method().as_str(),
+                route.methods.primary(),
+            )),
+        );
     }
     let overrides = state.overrides.load();
     let setting = overrides.get(route);
@@ -332,8 +357,14 @@ async fn dispatch(call: Call<'_>) -> Result<Reply, ApiError> {
         Handler::Api => system::api(&call),
         Handler::LogError => stream_reply(call.state.errors.follow()),
         Handler::LogAudit => stream_reply(call.state.audit.follow()),
-        Handler::EnclaveCreate => Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "creating encalves is not supported")),
-        Handler::EnclaveDelete => Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "deleting encalves is not supported")),
+        Handler::EnclaveCreate => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "creating encalves is not supported",
+        )),
+        Handler::EnclaveDelete => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "deleting encalves is not supported",
+        )),
         Handler::KeyCreate => key::create(&call).await,
         Handler::KeyImport => key::import(&call).await,
         Handler::KeyDescribe => key::describe(&call).await,
@@ -359,7 +390,8 @@ async fn dispatch(call: Call<'_>) -> Result<Reply, ApiError> {
 
 /// Go's `time.Time` JSON form: RFC 3339 with nanoseconds, trailing zeros cut.
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// Handles the `enclave` query: only the default enclave exists.

@@ -116,12 +116,17 @@ pub fn assign(call: &Call<'_>) -> Result<Reply, ApiError> {
         return Err(ApiError::bad_request("identity is unknown"));
     }
     if id == call.caller() {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "identity cannot assign policy to itself"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "identity cannot assign policy to itself",
+        ));
     }
     if call.state.authority.load().is_admin(&id) {
         return Err(ApiError::bad_request("identity is root"));
     }
-    call.state.authority.rcu(|a| a.with_assignment(&id, call.name, call.caller()));
+    call.state
+        .authority
+        .rcu(|a| a.with_assignment(&id, call.name, call.caller()));
     empty_reply()
 }
 
@@ -150,15 +155,23 @@ pub fn list(call: &Call<'_>) -> Result<Reply, ApiError> {
     let auth = call.state.authority.load();
     let selector = call.selector()?;
     if call.wants_json {
-        let names = auth.policies().filter(|(n, _)| selector.matches(n)).map(|(n, _)| n.clone()).collect();
+        let names = auth
+            .policies()
+            .filter(|(n, _)| selector.matches(n))
+            .map(|(n, _)| n.clone())
+            .collect();
         return json_reply(&ListNew {
             names,
             continue_at: String::new(),
         });
     }
-    ndjson_reply(auth.policies().filter(|(n, _)| selector.matches(n)).map(|(n, p)| ListOldLine {
-        name: n,
-        created_at: rfc3339(p.created_at),
-        created_by: &p.created_by,
-    }))
+    ndjson_reply(
+        auth.policies()
+            .filter(|(n, _)| selector.matches(n))
+            .map(|(n, p)| ListOldLine {
+                name: n,
+                created_at: rfc3339(p.created_at),
+                created_by: &p.created_by,
+            }),
+    )
 }

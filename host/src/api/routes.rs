@@ -103,7 +103,14 @@ const MIB: usize = 1 << 20;
 const S15: Duration = Duration::from_secs(15);
 const S10: Duration = Duration::from_secs(10);
 
-const fn route(handler: Handler, path: &'static str, methods: Methods, max_body: usize, timeout: Duration, auth: AuthClass) -> Route {
+const fn route(
+    handler: Handler,
+    path: &'static str,
+    methods: Methods,
+    max_body: usize,
+    timeout: Duration,
+    auth: AuthClass,
+) -> Route {
     Route {
         handler,
         path,

@@ -28,7 +28,9 @@ pub fn version(_: &Call<'_>) -> Result<Reply, ApiError> {
 pub async fn ready(call: &Call<'_>) -> Result<Reply, ApiError> {
     match call.state.keys.status().await.1 {
         Ok(()) => empty_reply(),
-        Err(StoreError::Unavailable(_)) => Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "key store is not reachable")),
+        Err(StoreError::Unavailable(_)) => {
+            Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "key store is not reachable"))
+        }
         Err(_) => Err(ApiError::new(StatusCode::BAD_GATEWAY, "key store is unavailable")),
     }
 }
@@ -77,7 +79,10 @@ pub async fn status(call: &Call<'_>) -> Result<Reply, ApiError> {
 }
 
 pub fn metrics(call: &Call<'_>) -> Result<Reply, ApiError> {
-    raw_reply("text/plain; version=0.0.4; charset=utf-8", call.state.metrics.render(call.state.keys.cached()))
+    raw_reply(
+        "text/plain; version=0.0.4; charset=utf-8",
+        call.state.metrics.render(call.state.keys.cached()),
+    )
 }
 
 #[derive(Serialize)]

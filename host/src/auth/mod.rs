@@ -220,7 +220,10 @@ mod tests {
     fn admin_may_do_anything_and_strangers_nothing() {
         let a = authority("");
         assert!(a.authorize(ADMIN, "/v1/key/create/x").is_ok());
-        assert_eq!(a.authorize(&"b".repeat(64), "/v1/key/create/x"), Err(AuthError::Forbidden));
+        assert_eq!(
+            a.authorize(&"b".repeat(64), "/v1/key/create/x"),
+            Err(AuthError::Forbidden)
+        );
     }
 
     #[test]
@@ -238,12 +241,21 @@ mod tests {
     fn old_api_policies_are_globs() {
         let id = "c".repeat(64);
         let a = authority("")
-            .with_policy("p", PolicyRecord::from_old_api(vec!["/v1/key/*".into()], vec![], ADMIN.into()))
+            .with_policy(
+                "p",
+                PolicyRecord::from_old_api(vec!["/v1/key/*".into()], vec![], ADMIN.into()),
+            )
             .with_assignment(&id, "p", ADMIN);
         // A glob `*` does not cross `/`.
         assert_eq!(a.authorize(&id, "/v1/key/create/x"), Err(AuthError::Forbidden));
-        let a = a.with_policy("p", PolicyRecord::from_old_api(vec!["/v1/key/*/*".into()], vec![], ADMIN.into()));
+        let a = a.with_policy(
+            "p",
+            PolicyRecord::from_old_api(vec!["/v1/key/*/*".into()], vec![], ADMIN.into()),
+        );
         assert!(a.authorize(&id, "/v1/key/create/x").is_ok());
-        assert_eq!(a.without_policy("p").authorize(&id, "/v1/key/create/x"), Err(AuthError::Forbidden));
+        assert_eq!(
+            a.without_policy("p").authorize(&id, "/v1/key/create/x"),
+            Err(AuthError::Forbidden)
+        );
     }
 }

@@ -131,10 +131,7 @@ mod tests {
         let (mut names, mut patterns) = (0, 0);
         for c in cases {
             let s = c["value"].as_str().unwrap();
-            let want = (
-                c["valid_new"].as_bool().unwrap(),
-                c["valid_old"].as_bool().unwrap(),
-            );
+            let want = (c["valid_new"].as_bool().unwrap(), c["valid_old"].as_bool().unwrap());
             let got = match c["kind"].as_str().unwrap() {
                 "name" => {
                     names += 1;
@@ -180,14 +177,8 @@ mod tests {
         );
         assert_eq!(NameError::NameEmpty.status(), 400);
         // Length is checked before characters, in bytes: 41 two-byte chars are too long.
-        assert_eq!(
-            validate_name_old(&"ä".repeat(41)),
-            Err(NameError::NameTooLong)
-        );
-        assert_eq!(
-            validate_name_old(&"ä".repeat(40)),
-            Err(NameError::NameInvalidChar)
-        );
+        assert_eq!(validate_name_old(&"ä".repeat(41)), Err(NameError::NameTooLong));
+        assert_eq!(validate_name_old(&"ä".repeat(40)), Err(NameError::NameInvalidChar));
         assert_eq!(validate_name_old("*"), Err(NameError::NameInvalidChar));
         assert_eq!(validate_pattern_old("*"), Ok(()));
         assert_eq!(validate_pattern_old("*-_*"), Ok(()));

@@ -321,14 +321,8 @@ impl Policy {
     /// A policy from config pattern texts ([`Pattern::from_config`]).
     pub fn from_config<S: AsRef<str>>(allow: &[S], deny: &[S]) -> Policy {
         Policy {
-            allow: allow
-                .iter()
-                .map(|p| Pattern::from_config(p.as_ref()))
-                .collect(),
-            deny: deny
-                .iter()
-                .map(|p| Pattern::from_config(p.as_ref()))
-                .collect(),
+            allow: allow.iter().map(|p| Pattern::from_config(p.as_ref())).collect(),
+            deny: deny.iter().map(|p| Pattern::from_config(p.as_ref())).collect(),
         }
     }
 
@@ -357,11 +351,7 @@ mod tests {
     }
 
     fn strs(v: &serde_json::Value) -> Vec<&str> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap())
-            .collect()
+        v.as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect()
     }
 
     #[test]
@@ -501,9 +491,7 @@ mod tests {
             "[a-\\",
         ] {
             assert!(!glob_is_valid(p), "{p:?} should be malformed");
-            for n in [
-                "", "a", "[", "x", "\\", "-", "]", "[a-", "a\\", "xyz", "/v1/key/",
-            ] {
+            for n in ["", "a", "[", "x", "\\", "-", "]", "[a-", "a\\", "xyz", "/v1/key/"] {
                 assert!(!glob_match(p, n), "{p:?} ~ {n:?}");
             }
         }
@@ -653,12 +641,8 @@ mod tests {
         let pat_alpha = ['a', 'b', '/', '*', '?', '[', ']', '^', '-', '\\', 'ä'];
         let name_alpha = ['a', 'b', '/', '-', ']', '[', '^', '*', '\\'];
         for _ in 0..100_000 {
-            let p: String = (0..next(9))
-                .map(|_| pat_alpha[next(pat_alpha.len())])
-                .collect();
-            let s: String = (0..next(9))
-                .map(|_| name_alpha[next(name_alpha.len())])
-                .collect();
+            let p: String = (0..next(9)).map(|_| pat_alpha[next(pat_alpha.len())]).collect();
+            let s: String = (0..next(9)).map(|_| name_alpha[next(name_alpha.len())]).collect();
             let pc: Vec<char> = p.chars().collect();
             let sc: Vec<char> = s.chars().collect();
             let want = reference(&pc, &sc);

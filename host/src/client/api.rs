@@ -82,9 +82,7 @@ impl Api {
         } else if lower.contains("connection refused") {
             "connection refused; is the server running and is the address right?".to_string()
         } else if e.is_connect()
-            && (lower.contains("dns")
-                || lower.contains("resolve")
-                || lower.contains("name or service"))
+            && (lower.contains("dns") || lower.contains("resolve") || lower.contains("name or service"))
         {
             format!("cannot resolve the host name ({cause})")
         } else {
@@ -134,15 +132,8 @@ impl Api {
     }
 
     /// PUT a JSON body and decode a JSON answer.
-    pub async fn put_json<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, ClientError> {
-        let req = self
-            .request(Method::PUT, path)
-            .json(body)
-            .timeout(REQUEST_TIMEOUT);
+    pub async fn put_json<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        let req = self.request(Method::PUT, path).json(body).timeout(REQUEST_TIMEOUT);
         let resp = self.send(req).await?;
         decode(&self.body(resp).await?)
     }
@@ -181,12 +172,7 @@ impl Api {
     ///
     /// A server that only speaks the old generation answers ndjson
     /// (`{"name":…}` or `{"identity":…}` per line); that is accepted too.
-    pub async fn list(
-        &self,
-        route: &str,
-        prefix: &str,
-        field: &str,
-    ) -> Result<Vec<String>, ClientError> {
+    pub async fn list(&self, route: &str, prefix: &str, field: &str) -> Result<Vec<String>, ClientError> {
         let mut names = Vec::new();
         // A name cannot end in `-`, so neither can a listing argument
         // (`app-` is a 400 in KES and here). Ask for the shorter prefix and
@@ -214,16 +200,9 @@ impl Api {
                 break;
             }
             let page: Value = decode(&body)?;
-            let items = page
-                .get(field)
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let items = page.get(field).and_then(Value::as_array).cloned().unwrap_or_default();
             names.extend(items.iter().filter_map(Value::as_str).map(str::to_string));
-            let cont = page
-                .get("continue_at")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let cont = page.get("continue_at").and_then(Value::as_str).unwrap_or_default();
             // Stop on an empty or non-advancing continuation.
             if cont.is_empty() || cont == next || !cont.starts_with(prefix) {
                 break;
@@ -255,8 +234,7 @@ pub fn error_message(status: reqwest::StatusCode, body: &[u8]) -> String {
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ClientError::Failed(format!("unexpected answer from the server: {e}")))
+    serde_json::from_slice(body).map_err(|e| ClientError::Failed(format!("unexpected answer from the server: {e}")))
 }
 
 /// Names from an old-generation ndjson listing; an `{"error":…}` line is the
@@ -268,11 +246,7 @@ fn parse_ndjson_names(body: &[u8]) -> Result<Vec<String>, ClientError> {
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
     {
         let v: Value = decode(line)?;
-        if let Some(err) = v
-            .get("error")
-            .and_then(Value::as_str)
-            .filter(|e| !e.is_empty())
-        {
+        if let Some(err) = v.get("error").and_then(Value::as_str).filter(|e| !e.is_empty()) {
             return Err(ClientError::Server {
                 status: 200,
                 message: err.to_string(),
@@ -300,9 +274,7 @@ impl LineStream {
         loop {
             if let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.pending.drain(..=pos).collect();
-                return Ok(Some(
-                    String::from_utf8_lossy(&line[..line.len() - 1]).into_owned(),
-                ));
+                return Ok(Some(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned()));
             }
             match self.resp.chunk().await {
                 Ok(Some(chunk)) => self.pending.extend_from_slice(&chunk),
@@ -312,12 +284,7 @@ impl LineStream {
                         String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned(),
                     ))
                 }
-                Err(e) => {
-                    return Err(ClientError::Failed(format!(
-                        "the log stream broke: {}",
-                        root_cause(&e)
-                    )))
-                }
+                Err(e) => return Err(ClientError::Failed(format!("the log stream broke: {}", root_cause(&e)))),
             }
         }
     }
@@ -334,10 +301,7 @@ mod tests {
             error_message(s, br#"{"message":"key does not exist"}"#),
             "key does not exist"
         );
-        assert_eq!(
-            error_message(s, b"404 page not found\n"),
-            "404 page not found"
-        );
+        assert_eq!(error_message(s, b"404 page not found\n"), "404 page not found");
         assert_eq!(error_message(s, b""), "the server answered 404 Not Found");
     }
 

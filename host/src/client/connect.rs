@@ -41,24 +41,21 @@ pub fn server_url(raw: &str) -> Result<String, ClientError> {
     } else {
         format!("https://{raw}")
     };
-    let parsed = reqwest::Url::parse(&url)
-        .map_err(|e| ClientError::Usage(format!("invalid server address '{raw}': {e}")))?;
+    let parsed =
+        reqwest::Url::parse(&url).map_err(|e| ClientError::Usage(format!("invalid server address '{raw}': {e}")))?;
     if parsed.scheme() != "https" {
         return Err(ClientError::Usage(format!(
             "invalid server address '{raw}': the KES API is only served over https"
         )));
     }
     if parsed.host_str().is_none() {
-        return Err(ClientError::Usage(format!(
-            "invalid server address '{raw}': no host"
-        )));
+        return Err(ClientError::Usage(format!("invalid server address '{raw}': no host")));
     }
     Ok(url)
 }
 
 fn read(what: &str, path: &Path) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(path)
-        .map_err(|e| ClientError::Failed(format!("cannot read {what} '{}': {e}", path.display())))
+    std::fs::read(path).map_err(|e| ClientError::Failed(format!("cannot read {what} '{}': {e}", path.display())))
 }
 
 /// The PEM sections of `bytes` (empty if it is not PEM); unknown labels
@@ -116,14 +113,12 @@ fn client_identity(cert_path: &Path, key_path: &Path) -> Result<reqwest::Identit
             key_path.display()
         )));
     }
-    let usable = pem_sections(&key)
-        .into_iter()
-        .find_map(|(kind, der)| match kind {
-            SectionKind::PrivateKey => Some(pem_block("PRIVATE KEY", &der)),
-            SectionKind::RsaPrivateKey => Some(pem_block("RSA PRIVATE KEY", &der)),
-            SectionKind::EcPrivateKey => Some(pem_block("EC PRIVATE KEY", &der)),
-            _ => None,
-        });
+    let usable = pem_sections(&key).into_iter().find_map(|(kind, der)| match kind {
+        SectionKind::PrivateKey => Some(pem_block("PRIVATE KEY", &der)),
+        SectionKind::RsaPrivateKey => Some(pem_block("RSA PRIVATE KEY", &der)),
+        SectionKind::EcPrivateKey => Some(pem_block("EC PRIVATE KEY", &der)),
+        _ => None,
+    });
     let Some(block) = usable else {
         return Err(ClientError::Failed(format!(
             "'{}' contains no PEM private key",
@@ -145,8 +140,7 @@ fn client_identity(cert_path: &Path, key_path: &Path) -> Result<reqwest::Identit
 pub fn connect(args: &ClientArgs) -> Result<Api, ClientError> {
     let server = match &args.server {
         Some(s) => s.clone(),
-        None => env_first(&["KEYWARD_SERVER", "KES_SERVER"])
-            .unwrap_or_else(|| DEFAULT_SERVER.to_string()),
+        None => env_first(&["KEYWARD_SERVER", "KES_SERVER"]).unwrap_or_else(|| DEFAULT_SERVER.to_string()),
     };
     let base = server_url(&server)?;
     let cert = path_or_env(&args.cert, &["KEYWARD_CLIENT_CERT", "KES_CLIENT_CERT"]);
@@ -226,10 +220,7 @@ mod tests {
 
     #[test]
     fn server_addresses_are_normalised() {
-        assert_eq!(
-            server_url("127.0.0.1:7373").unwrap(),
-            "https://127.0.0.1:7373"
-        );
+        assert_eq!(server_url("127.0.0.1:7373").unwrap(), "https://127.0.0.1:7373");
         assert_eq!(
             server_url("https://kes.example:7373/").unwrap(),
             "https://kes.example:7373"

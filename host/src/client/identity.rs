@@ -34,11 +34,7 @@ pub fn run(cmd: IdentityCommand) -> Result<(), ClientError> {
             let json_out = client.json;
             with_api(&client, |api| async move {
                 let ids = api
-                    .list(
-                        "/v1/identity/list/",
-                        prefix.trim_end_matches('*'),
-                        "identities",
-                    )
+                    .list("/v1/identity/list/", prefix.trim_end_matches('*'), "identities")
                     .await?;
                 print_names(&ids, json_out)
             })
@@ -74,8 +70,8 @@ pub fn run(cmd: IdentityCommand) -> Result<(), ClientError> {
 
 /// Prints a certificate's identity: the hash a server's policies name.
 fn of(cert: &Path) -> Result<(), ClientError> {
-    let bytes = std::fs::read(cert)
-        .map_err(|e| ClientError::Failed(format!("cannot read '{}': {e}", cert.display())))?;
+    let bytes =
+        std::fs::read(cert).map_err(|e| ClientError::Failed(format!("cannot read '{}': {e}", cert.display())))?;
     match crate::tls::identity_of_cert(&bytes) {
         Some(id) => output::line(&id),
         None => Err(ClientError::Failed(format!(
@@ -100,11 +96,7 @@ fn self_policy(v: &Value) -> (String, Vec<String>, Vec<String>) {
         "" => nested.map(|p| str_of(p, "name")).unwrap_or_default(),
         name => name,
     };
-    (
-        name.to_string(),
-        rules("allow", "Allow"),
-        rules("deny", "Deny"),
-    )
+    (name.to_string(), rules("allow", "Allow"), rules("deny", "Deny"))
 }
 
 fn describe_self(v: &Value, json_out: bool) -> Result<(), ClientError> {
@@ -147,8 +139,7 @@ fn default_path(name: &str, ext: &str) -> Result<PathBuf, ClientError> {
 /// Writes `contents` readable only by the owner. Without `force` the file
 /// must not exist (checked atomically by the open), so nothing is lost.
 fn write_private(path: &Path, contents: &[u8], force: bool) -> Result<(), ClientError> {
-    let fail =
-        |e: std::io::Error| ClientError::Failed(format!("cannot write '{}': {e}", path.display()));
+    let fail = |e: std::io::Error| ClientError::Failed(format!("cannot write '{}': {e}", path.display()));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true);
     if force {
@@ -193,9 +184,7 @@ fn new(
         None => default_path(name, "crt")?,
     };
     if key_path == cert_path {
-        return Err(ClientError::Usage(
-            "--key and --cert name the same file".into(),
-        ));
+        return Err(ClientError::Usage("--key and --cert name the same file".into()));
     }
     if !force {
         for p in [&key_path, &cert_path] {
@@ -210,9 +199,8 @@ fn new(
     let (cert_pem, key_pem) = crate::dev::self_signed(name, sans, true)
         .map_err(|e| ClientError::Failed(format!("cannot create the certificate: {e}")))?;
     let key_pem = zeroize::Zeroizing::new(key_pem);
-    let identity = crate::tls::identity_of_cert(cert_pem.as_bytes()).ok_or_else(|| {
-        ClientError::Failed("cannot compute the identity of the new certificate".into())
-    })?;
+    let identity = crate::tls::identity_of_cert(cert_pem.as_bytes())
+        .ok_or_else(|| ClientError::Failed("cannot compute the identity of the new certificate".into()))?;
     write_private(&key_path, key_pem.as_bytes(), force)?;
     write_private(&cert_path, cert_pem.as_bytes(), force)?;
     if json_out {
@@ -231,10 +219,7 @@ mod tests {
 
     #[test]
     fn default_paths_refuse_path_like_names() {
-        assert_eq!(
-            default_path("app", "crt").unwrap(),
-            PathBuf::from("app.crt")
-        );
+        assert_eq!(default_path("app", "crt").unwrap(), PathBuf::from("app.crt"));
         assert!(default_path("../app", "crt").is_err());
         assert!(default_path("..", "key").is_err());
     }

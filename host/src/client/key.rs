@@ -16,10 +16,7 @@ pub fn run(cmd: KeyCommand) -> Result<(), ClientError> {
         KeyCommand::Create { client, names } => with_api(&client, |api| async move {
             each(&names, |n| {
                 let api = &api;
-                async move {
-                    api.put(&format!("/v1/key/create/{}", segment(&n)), None)
-                        .await
-                }
+                async move { api.put(&format!("/v1/key/create/{}", segment(&n)), None).await }
             })
             .await
         }),
@@ -44,9 +41,7 @@ pub fn run(cmd: KeyCommand) -> Result<(), ClientError> {
         KeyCommand::Describe { client, name } => {
             let json_out = client.json;
             with_api(&client, |api| async move {
-                let v: Value = api
-                    .get_json(&format!("/v1/key/describe/{}", segment(&name)))
-                    .await?;
+                let v: Value = api.get_json(&format!("/v1/key/describe/{}", segment(&name))).await?;
                 if json_out {
                     return output::json(&v);
                 }
@@ -61,9 +56,7 @@ pub fn run(cmd: KeyCommand) -> Result<(), ClientError> {
         KeyCommand::Ls { client, prefix } => {
             let json_out = client.json;
             with_api(&client, |api| async move {
-                let names = api
-                    .list("/v1/key/list/", prefix.trim_end_matches('*'), "names")
-                    .await?;
+                let names = api.list("/v1/key/list/", prefix.trim_end_matches('*'), "names").await?;
                 print_names(&names, json_out)
             })
         }
@@ -115,8 +108,8 @@ pub fn run(cmd: KeyCommand) -> Result<(), ClientError> {
                 if json_out {
                     return output::json(&json!({ "plaintext": pt }));
                 }
-                let mut plain = decode_b64("plaintext from the server", pt)
-                    .map_err(|e| ClientError::Failed(e.to_string()))?;
+                let mut plain =
+                    decode_b64("plaintext from the server", pt).map_err(|e| ClientError::Failed(e.to_string()))?;
                 // Plaintext goes out exactly as encrypted; a terminal gets a
                 // final newline so the prompt does not end up on the same line.
                 if std::io::stdout().is_terminal() && !plain.ends_with(b"\n") {
@@ -125,11 +118,7 @@ pub fn run(cmd: KeyCommand) -> Result<(), ClientError> {
                 output::raw(&plain)
             })
         }
-        KeyCommand::Dek {
-            client,
-            name,
-            context,
-        } => {
+        KeyCommand::Dek { client, name, context } => {
             let mut body = json!({});
             add_context(&mut body, context);
             let json_out = client.json;
@@ -141,31 +130,21 @@ pub fn run(cmd: KeyCommand) -> Result<(), ClientError> {
                 if json_out {
                     output::json(&json!({ "plaintext": pt, "ciphertext": ct }))
                 } else {
-                    output::fields(&[
-                        ("plaintext", pt.to_string()),
-                        ("ciphertext", ct.to_string()),
-                    ])
+                    output::fields(&[("plaintext", pt.to_string()), ("ciphertext", ct.to_string())])
                 }
             })
         }
-        KeyCommand::Hmac {
-            client,
-            name,
-            message,
-        } => {
+        KeyCommand::Hmac { client, name, message } => {
             let message = arg_or_stdin(message)?;
             let body = json!({ "message": B64.encode(&message) });
             let json_out = client.json;
             with_api(&client, |api| async move {
-                let v: Value = api
-                    .put_json(&format!("/v1/key/hmac/{}", segment(&name)), &body)
-                    .await?;
+                let v: Value = api.put_json(&format!("/v1/key/hmac/{}", segment(&name)), &body).await?;
                 let mac = required(&v, "hmac")?;
                 if json_out {
                     return output::json(&json!({ "hmac": mac }));
                 }
-                let bytes = decode_b64("HMAC from the server", mac)
-                    .map_err(|e| ClientError::Failed(e.to_string()))?;
+                let bytes = decode_b64("HMAC from the server", mac).map_err(|e| ClientError::Failed(e.to_string()))?;
                 output::line(&hex::encode(bytes))
             })
         }
@@ -237,7 +216,7 @@ fn add_context(body: &mut Value, context: Option<String>) {
 
 /// A string field the server must have sent.
 fn required<'a>(v: &'a Value, field: &str) -> Result<&'a str, ClientError> {
-    v.get(field).and_then(Value::as_str).ok_or_else(|| {
-        ClientError::Failed(format!("unexpected answer from the server: no '{field}'"))
-    })
+    v.get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| ClientError::Failed(format!("unexpected answer from the server: no '{field}'")))
 }

@@ -41,11 +41,7 @@ fn audit_line(v: &Value) -> String {
     let req = v.get("request").cloned().unwrap_or_default();
     let resp = v.get("response").cloned().unwrap_or_default();
     let id = str_of(&req, "identity");
-    let id = if id.is_empty() {
-        "-"
-    } else {
-        id.get(..12).unwrap_or(id)
-    };
+    let id = if id.is_empty() { "-" } else { id.get(..12).unwrap_or(id) };
     let code = resp.get("code").and_then(Value::as_u64).unwrap_or_default();
     // A Go Duration (nanoseconds), as every KES client decodes it.
     let latency = resp

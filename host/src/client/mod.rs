@@ -66,9 +66,7 @@ pub fn finish(result: Result<(), ClientError>) -> ExitCode {
 
 /// Runs a client future on a small single-threaded runtime: a CLI call makes
 /// a handful of sequential requests and needs no worker threads.
-pub fn block_on<F: std::future::Future<Output = Result<(), ClientError>>>(
-    fut: F,
-) -> Result<(), ClientError> {
+pub fn block_on<F: std::future::Future<Output = Result<(), ClientError>>>(fut: F) -> Result<(), ClientError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -85,7 +83,6 @@ pub fn config_import(file: &Path) -> Result<(), ClientError> {
             .map_err(|e| ClientError::Failed(format!("cannot read '{}': {e}", file.display())))?;
         (file.display().to_string(), text)
     };
-    let toml =
-        crate::kesconf::convert(&text, &name).map_err(|e| ClientError::Failed(e.to_string()))?;
+    let toml = crate::kesconf::convert(&text, &name).map_err(|e| ClientError::Failed(e.to_string()))?;
     output::raw(toml.as_bytes())
 }

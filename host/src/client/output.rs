@@ -35,8 +35,8 @@ pub fn line(text: &str) -> Result<(), ClientError> {
 
 /// Writes a JSON value, pretty-printed, followed by a newline.
 pub fn json(value: &Value) -> Result<(), ClientError> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| ClientError::Failed(format!("cannot format JSON: {e}")))?;
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| ClientError::Failed(format!("cannot format JSON: {e}")))?;
     line(&text)
 }
 
@@ -49,11 +49,7 @@ pub fn fields(rows: &[(&str, String)]) -> Result<(), ClientError> {
         .max()
         .unwrap_or(0);
     for (label, value) in rows.iter().filter(|(_, v)| !v.is_empty()) {
-        line(&format!(
-            "{:<w$} {value}",
-            format!("{label}:"),
-            w = width + 1
-        ))?;
+        line(&format!("{:<w$} {value}", format!("{label}:"), w = width + 1))?;
     }
     Ok(())
 }
@@ -69,8 +65,7 @@ pub fn read_stdin() -> Result<Vec<u8>, ClientError> {
 
 /// All of standard input as text.
 pub fn read_stdin_string() -> Result<String, ClientError> {
-    String::from_utf8(read_stdin()?)
-        .map_err(|_| ClientError::Failed("standard input is not UTF-8 text".into()))
+    String::from_utf8(read_stdin()?).map_err(|_| ClientError::Failed("standard input is not UTF-8 text".into()))
 }
 
 /// A string field of a JSON object, or "".

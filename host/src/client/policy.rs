@@ -22,9 +22,7 @@ pub fn run(cmd: PolicyCommand) -> Result<(), ClientError> {
         PolicyCommand::Show { client, name } => {
             let json_out = client.json;
             with_api(&client, |api| async move {
-                let v: Value = api
-                    .get_json(&format!("/v1/policy/read/{}", segment(&name)))
-                    .await?;
+                let v: Value = api.get_json(&format!("/v1/policy/read/{}", segment(&name))).await?;
                 let allow = patterns(v.get("allow"));
                 let deny = patterns(v.get("deny"));
                 if json_out {
@@ -53,11 +51,7 @@ pub fn run(cmd: PolicyCommand) -> Result<(), ClientError> {
 pub(crate) fn patterns(v: Option<&Value>) -> Vec<String> {
     let mut out: Vec<String> = match v {
         Some(Value::Object(m)) => m.keys().cloned().collect(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
         _ => Vec::new(),
     };
     out.sort();

@@ -20,25 +20,15 @@ pub fn status(client: ClientArgs) -> Result<(), ClientError> {
         // The old generation reports uptime as a Go Duration (nanoseconds)
         // and has no `os` field; the new one reports seconds.
         let uptime = num("uptime").map(|u| {
-            let secs = if v.get("os").is_some() {
-                u
-            } else {
-                u / 1_000_000_000
-            };
+            let secs = if v.get("os").is_some() { u } else { u / 1_000_000_000 };
             humantime::format_duration(Duration::from_secs(secs)).to_string()
         });
         let platform = match (str_of(&v, "os"), str_of(&v, "arch")) {
             ("", _) | (_, "") => String::new(),
             (os, arch) => format!("{os}/{arch}"),
         };
-        let unreachable = v
-            .get("keystore_unreachable")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let unavailable = v
-            .get("keystore_unavailable")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let unreachable = v.get("keystore_unreachable").and_then(Value::as_bool).unwrap_or(false);
+        let unavailable = v.get("keystore_unavailable").and_then(Value::as_bool).unwrap_or(false);
         let keystore = if unreachable {
             "unreachable".to_string()
         } else if unavailable {
@@ -54,10 +44,7 @@ pub fn status(client: ClientArgs) -> Result<(), ClientError> {
             ("Version", str_of(&v, "version").to_string()),
             ("Uptime", uptime.unwrap_or_default()),
             ("Platform", platform),
-            (
-                "CPUs",
-                num("num_cpu").map(|n| n.to_string()).unwrap_or_default(),
-            ),
+            ("CPUs", num("num_cpu").map(|n| n.to_string()).unwrap_or_default()),
             ("Memory", num("mem_heap_used").map(mib).unwrap_or_default()),
             ("Keystore", keystore),
         ])

@@ -147,11 +147,8 @@ fn parse_msgpack(b: &[u8]) -> Option<Parsed<'_>> {
 /// Looks up a JSON object field the way Go's `encoding/json` does for struct
 /// fields: an exact key match wins, otherwise a case-insensitive one.
 pub(super) fn json_field<'v>(obj: &'v Map<String, Value>, name: &str) -> Option<&'v Value> {
-    obj.get(name).or_else(|| {
-        obj.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    })
+    obj.get(name)
+        .or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
 }
 
 /// A Go `string` field: absent/null -> `Some(None)`, string -> `Some(Some)`,

@@ -55,10 +55,7 @@ impl SecretKey {
         }
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         key.copy_from_slice(bytes);
-        Ok(SecretKey {
-            algorithm,
-            bytes: key,
-        })
+        Ok(SecretKey { algorithm, bytes: key })
     }
 
     /// The cipher this key is used with.
@@ -133,11 +130,7 @@ impl SecretKey {
     /// the tag would become undecryptable. The embedded key-id is ignored.
     ///
     /// Every failure is the same [`DecryptError`].
-    pub fn decrypt(
-        &self,
-        ciphertext: &[u8],
-        context: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
+    pub fn decrypt(&self, ciphertext: &[u8], context: &[u8]) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
         let parsed = ciphertext::parse(ciphertext).ok_or(DecryptError)?;
         let open_with = |algorithm| {
             open(
@@ -162,10 +155,7 @@ impl SecretKey {
 /// Generates a random 32-byte data key and encrypts it with `key` and
 /// `context`, as KES's `/v1/key/generate` does. Returns `(plaintext,
 /// ciphertext)`; the plaintext is wiped when dropped.
-pub fn generate_data_key(
-    key: &SecretKey,
-    context: &[u8],
-) -> Result<(Zeroizing<[u8; KEY_LEN]>, Vec<u8>), CryptoError> {
+pub fn generate_data_key(key: &SecretKey, context: &[u8]) -> Result<(Zeroizing<[u8; KEY_LEN]>, Vec<u8>), CryptoError> {
     let mut data_key = Zeroizing::new([0u8; KEY_LEN]);
     OsRng
         .try_fill_bytes(&mut data_key[..])
@@ -238,11 +228,7 @@ fn hmac_sha256(key: &[u8; KEY_LEN], message: &[u8]) -> [u8; 32] {
 /// The per-message AEAD key: HMAC-SHA256(key, iv) for AES256, HChaCha20(key,
 /// iv) for ChaCha20. Deriving a fresh key per message is what lets KES use
 /// random 96-bit nonces without a practical collision bound.
-fn message_key(
-    algorithm: Algorithm,
-    key: &[u8; KEY_LEN],
-    iv: &[u8; IV_LEN],
-) -> Zeroizing<[u8; KEY_LEN]> {
+fn message_key(algorithm: Algorithm, key: &[u8; KEY_LEN], iv: &[u8; IV_LEN]) -> Zeroizing<[u8; KEY_LEN]> {
     match algorithm {
         Algorithm::Aes256 => Zeroizing::new(hmac_sha256(key, iv)),
         Algorithm::ChaCha20 => {
@@ -266,12 +252,8 @@ fn seal(
 ) -> Result<[u8; TAG_LEN], CryptoError> {
     let k = message_key(algorithm, key, iv);
     let tag = match algorithm {
-        Algorithm::Aes256 => {
-            Aes256Gcm::new((&*k).into()).encrypt_in_place_detached(nonce.into(), aad, buf)
-        }
-        Algorithm::ChaCha20 => {
-            ChaCha20Poly1305::new((&*k).into()).encrypt_in_place_detached(nonce.into(), aad, buf)
-        }
+        Algorithm::Aes256 => Aes256Gcm::new((&*k).into()).encrypt_in_place_detached(nonce.into(), aad, buf),
+        Algorithm::ChaCha20 => ChaCha20Poly1305::new((&*k).into()).encrypt_in_place_detached(nonce.into(), aad, buf),
     }
     .map_err(|_| CryptoError::Encrypt)?;
     Ok(tag.into())
@@ -294,18 +276,12 @@ fn open(
     let mut buf = Zeroizing::new(ct.to_vec());
     let k = message_key(algorithm, key, iv);
     match algorithm {
-        Algorithm::Aes256 => Aes256Gcm::new((&*k).into()).decrypt_in_place_detached(
-            nonce.into(),
-            aad,
-            &mut buf[..],
-            tag.into(),
-        ),
-        Algorithm::ChaCha20 => ChaCha20Poly1305::new((&*k).into()).decrypt_in_place_detached(
-            nonce.into(),
-            aad,
-            &mut buf[..],
-            tag.into(),
-        ),
+        Algorithm::Aes256 => {
+            Aes256Gcm::new((&*k).into()).decrypt_in_place_detached(nonce.into(), aad, &mut buf[..], tag.into())
+        }
+        Algorithm::ChaCha20 => {
+            ChaCha20Poly1305::new((&*k).into()).decrypt_in_place_detached(nonce.into(), aad, &mut buf[..], tag.into())
+        }
     }
     .map_err(|_| DecryptError)?;
     Ok(buf)

@@ -125,33 +125,24 @@ fn invalid(reason: &'static str) -> CryptoError {
 }
 
 fn decode_json(json: &Value) -> Result<StoredKey, CryptoError> {
-    let obj = json
-        .as_object()
-        .ok_or(invalid("legacy JSON value is not an object"))?;
+    let obj = json.as_object().ok_or(invalid("legacy JSON value is not an object"))?;
     let bytes = json_str(json_field(obj, "bytes")).ok_or(invalid("'bytes' is not a string"))?;
     let key_bytes = match bytes {
         None => Zeroizing::new(Vec::new()),
-        Some(b64) => {
-            go_base64_decode(b64.as_bytes()).ok_or(invalid("'bytes' is not valid base64"))?
-        }
+        Some(b64) => go_base64_decode(b64.as_bytes()).ok_or(invalid("'bytes' is not valid base64"))?,
     };
-    let algorithm = match json_str(json_field(obj, "algorithm"))
-        .ok_or(invalid("'algorithm' is not a string"))?
-    {
+    let algorithm = match json_str(json_field(obj, "algorithm")).ok_or(invalid("'algorithm' is not a string"))? {
         None | Some("") => Algorithm::Aes256,
         Some(name) => Algorithm::parse(name)?,
     };
     let key = SecretKey::from_bytes(algorithm, &key_bytes)?;
     // Go's time.Time: null/absent leaves the zero time, any string must be
     // RFC 3339 (so "" is an error, as in KES).
-    let created_at = match json_str(json_field(obj, "created_at"))
-        .ok_or(invalid("'created_at' is not a string"))?
-    {
+    let created_at = match json_str(json_field(obj, "created_at")).ok_or(invalid("'created_at' is not a string"))? {
         None => None,
-        Some(s) => Some(
-            OffsetDateTime::parse(s, &Rfc3339)
-                .map_err(|_| invalid("'created_at' is not an RFC 3339 time"))?,
-        ),
+        Some(s) => {
+            Some(OffsetDateTime::parse(s, &Rfc3339).map_err(|_| invalid("'created_at' is not an RFC 3339 time"))?)
+        }
     };
     let created_by = json_str(json_field(obj, "created_by"))
         .ok_or(invalid("'created_by' is not a string"))?
@@ -169,11 +160,9 @@ fn decode_protobuf(value: &[u8]) -> Result<StoredKey, CryptoError> {
     let raw = go_base64_decode(value).ok_or(invalid("neither JSON nor base64"))?;
     // Decoding from a `Bytes` that owns the zeroizing buffer makes the key
     // fields zero-copy slices of it, so no unwiped copy is ever made.
-    let pb = PbKeyVersion::decode(Bytes::from_owner(raw))
-        .map_err(|_| invalid("invalid protobuf KeyVersion"))?;
+    let pb = PbKeyVersion::decode(Bytes::from_owner(raw)).map_err(|_| invalid("invalid protobuf KeyVersion"))?;
     let secret = pb.key.as_ref().ok_or(invalid("missing secret key"))?;
-    let algorithm =
-        Algorithm::from_proto_type(secret.r#type).ok_or(CryptoError::UnsupportedAlgorithm)?;
+    let algorithm = Algorithm::from_proto_type(secret.r#type).ok_or(CryptoError::UnsupportedAlgorithm)?;
     let key = SecretKey::from_bytes(algorithm, &secret.key)?;
     let hmac_key = match &pb.hmac_key {
         None => None,

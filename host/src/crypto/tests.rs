@@ -68,18 +68,12 @@ fn vector_decrypt_all_formats() {
         assert_eq!(raw.len(), pt.len() + 44, "{name}");
         for fmt in ["ciphertext_raw", "ciphertext_msgpack", "ciphertext_json"] {
             let ct = b64(&t[fmt]);
-            let got = key
-                .decrypt(&ct, &ctx)
-                .unwrap_or_else(|e| panic!("{name}/{fmt}: {e}"));
+            let got = key.decrypt(&ct, &ctx).unwrap_or_else(|e| panic!("{name}/{fmt}: {e}"));
             assert_eq!(&got[..], &pt[..], "{name}/{fmt}");
 
             let mut wrong_ctx = ctx.clone();
             wrong_ctx.push(b'x');
-            assert_eq!(
-                key.decrypt(&ct, &wrong_ctx),
-                Err(DecryptError),
-                "{name}/{fmt}"
-            );
+            assert_eq!(key.decrypt(&ct, &wrong_ctx), Err(DecryptError), "{name}/{fmt}");
 
             // A key stored with the other type: raw has no algorithm tag and
             // must fail; tagged formats decrypt via the tag (2023 behaviour).
@@ -134,9 +128,7 @@ fn vector_cross_algorithm_uses_tag_fallback() {
         let ctx = b64(&t["context"]);
         let pt = b64(&t["plaintext"]);
         assert_eq!(s(&t["expect_2023"]), "ok");
-        let got = key
-            .decrypt(&ct, &ctx)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = key.decrypt(&ct, &ctx).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(&got[..], &pt[..], "{name}");
 
         // Without the tag (same bytes as raw), the stored type alone fails,
@@ -191,18 +183,10 @@ fn vector_stored_keys() {
                 assert_eq!(k.created_at, Some(want), "{name}");
             }
         }
-        assert_eq!(
-            k.created_by,
-            t["created_by"].as_str().unwrap_or(""),
-            "{name}"
-        );
+        assert_eq!(k.created_by, t["created_by"].as_str().unwrap_or(""), "{name}");
 
         if s(&t["format"]) == "protobuf-base64" {
-            assert_eq!(
-                k.encode(),
-                raw,
-                "{name}: re-encoding must be byte-identical"
-            );
+            assert_eq!(k.encode(), raw, "{name}: re-encoding must be byte-identical");
         } else {
             // Legacy values re-encode to protobuf (without HMAC) and read back.
             let again = StoredKey::decode(&k.encode()).unwrap();
@@ -227,10 +211,7 @@ fn algorithm_names() {
         assert_eq!(name.parse::<Algorithm>(), Ok(a));
     }
     for bad in ["", "aes256", "AES-256-GCM", "chacha20", "ChaCha20Poly1305"] {
-        assert_eq!(
-            Algorithm::parse(bad),
-            Err(CryptoError::UnsupportedAlgorithm)
-        );
+        assert_eq!(Algorithm::parse(bad), Err(CryptoError::UnsupportedAlgorithm));
     }
     assert_eq!(Algorithm::Aes256.as_str(), "AES256");
     assert_eq!(Algorithm::ChaCha20.to_string(), "ChaCha20");
@@ -337,9 +318,7 @@ fn structured_formats_details() {
         assert_eq!(&key.decrypt(&mp, b"").unwrap()[..], b"hello");
     }
     // Unknown algorithm name, trailing byte: not msgpack -> raw -> fails.
-    assert!(key
-        .decrypt(&to_msgpack("AES-256-GCM", "", &raw), b"")
-        .is_err());
+    assert!(key.decrypt(&to_msgpack("AES-256-GCM", "", &raw), b"").is_err());
     let mut trailing = to_msgpack("AES256", "", &raw);
     trailing.push(0);
     assert!(key.decrypt(&trailing, b"").is_err());
@@ -382,10 +361,7 @@ fn structured_formats_details() {
 #[test]
 fn stored_key_generate_roundtrip() {
     for a in [Algorithm::Aes256, Algorithm::ChaCha20] {
-        let k = StoredKey::generate(
-            a,
-            "3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22",
-        );
+        let k = StoredKey::generate(a, "3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22");
         assert!(k.hmac_key.is_some() && k.created_at.is_some());
         let enc = k.encode();
         let d = StoredKey::decode(&enc).unwrap();
@@ -406,10 +382,7 @@ fn stored_key_generate_roundtrip() {
     // Pre-1970 and sub-second times survive the protobuf timestamp.
     let mut k = StoredKey::generate(Algorithm::Aes256, "");
     k.created_at = Some(OffsetDateTime::parse("1969-12-31T23:59:59.5Z", &Rfc3339).unwrap());
-    assert_eq!(
-        StoredKey::decode(&k.encode()).unwrap().created_at,
-        k.created_at
-    );
+    assert_eq!(StoredKey::decode(&k.encode()).unwrap().created_at, k.created_at);
 }
 
 #[test]
@@ -469,12 +442,7 @@ fn property_random_inputs_never_panic() {
     for t in section(&v, "decrypt") {
         let key = SecretKey::from_bytes(alg(&t["algorithm"]), &b64(&t["key"])).unwrap();
         for fmt in ["ciphertext_raw", "ciphertext_msgpack", "ciphertext_json"] {
-            seeds.push((
-                key.clone(),
-                b64(&t[fmt]),
-                b64(&t["context"]),
-                b64(&t["plaintext"]),
-            ));
+            seeds.push((key.clone(), b64(&t[fmt]), b64(&t["context"]), b64(&t["plaintext"])));
         }
     }
     for _ in 0..20_000 {
@@ -521,9 +489,7 @@ fn property_random_inputs_never_panic() {
 fn property_protobuf_mutations_never_panic() {
     let mut rng = StdRng::seed_from_u64(42);
     let enc = StoredKey::generate(Algorithm::ChaCha20, "someone").encode();
-    let pb = base64::engine::general_purpose::STANDARD
-        .decode(&enc)
-        .unwrap();
+    let pb = base64::engine::general_purpose::STANDARD.decode(&enc).unwrap();
     for _ in 0..20_000 {
         let mut m = pb.clone();
         for _ in 0..rng.gen_range(1..4) {

@@ -221,5 +221,4 @@ mod tests {
         let mut clock = ExpiryClock::new(settings(0, 0, 0), t0);
         assert_eq!(clock.tick(t0 + Duration::from_secs(100_000)), Eviction::None);
     }
-
 }

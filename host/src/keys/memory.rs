@@ -50,7 +50,10 @@ impl Keystore for MemoryStore {
         let start = if continue_at > prefix { continue_at } else { prefix };
         let mut names = Vec::new();
         let mut next = String::new();
-        for name in map.range::<str, _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded)).map(|(k, _)| k) {
+        for name in map
+            .range::<str, _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
+            .map(|(k, _)| k)
+        {
             if !name.starts_with(prefix) {
                 break;
             }

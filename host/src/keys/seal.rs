@@ -139,10 +139,16 @@ mod tests {
     fn keys_load_from_env_in_hex_or_base64() {
         std::env::set_var("KEYWARD_TEST_SEAL_HEX", "11".repeat(32));
         assert!(Seal::from_setting("env:KEYWARD_TEST_SEAL_HEX").is_ok());
-        std::env::set_var("KEYWARD_TEST_SEAL_B64", base64::engine::general_purpose::STANDARD.encode([1u8; 32]));
+        std::env::set_var(
+            "KEYWARD_TEST_SEAL_B64",
+            base64::engine::general_purpose::STANDARD.encode([1u8; 32]),
+        );
         assert!(Seal::from_setting("env:KEYWARD_TEST_SEAL_B64").is_ok());
         std::env::set_var("KEYWARD_TEST_SEAL_BAD", "short");
-        assert!(matches!(Seal::from_setting("env:KEYWARD_TEST_SEAL_BAD"), Err(SealError::BadKey)));
+        assert!(matches!(
+            Seal::from_setting("env:KEYWARD_TEST_SEAL_BAD"),
+            Err(SealError::BadKey)
+        ));
         assert!(matches!(Seal::from_setting("vault:x"), Err(SealError::Syntax(_))));
     }
 }

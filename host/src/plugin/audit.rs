@@ -16,22 +16,13 @@ use crate::audit::sink::{AuditEvent, AuditSink};
 use crate::keys::store::StoreError;
 
 impl World for AuditSinkWorld {
-    async fn instantiate(
-        pre: &InstancePre<HostState>,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Self> {
+    async fn instantiate(pre: &InstancePre<HostState>, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
         let instance = pre.instantiate_async(&mut *store).await?;
         AuditSinkWorld::new(&mut *store, &instance)
     }
 
-    async fn init(
-        &self,
-        store: &mut Store<HostState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), WitError>> {
-        self.keyward_plugin_audit_sink_api()
-            .call_init(store, config)
-            .await
+    async fn init(&self, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<(), WitError>> {
+        self.keyward_plugin_audit_sink_api().call_init(store, config).await
     }
 }
 

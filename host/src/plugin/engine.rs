@@ -29,8 +29,8 @@ use wasmtime::{Config, Engine};
 
 use super::sandbox::{self, HostState};
 use super::{
-    error_chain, sha256_hex, Grants, Limits, PluginError, PluginKind, PluginSource, PluginSpec,
-    WIT_PACKAGE, WIT_VERSION,
+    error_chain, sha256_hex, Grants, Limits, PluginError, PluginKind, PluginSource, PluginSpec, WIT_PACKAGE,
+    WIT_VERSION,
 };
 
 /// How often the epoch advances. Call deadlines are checked at this
@@ -142,10 +142,7 @@ impl PluginEngine {
         let cache_tag = cache_tag(&engine);
         if let Some(dir) = &options.cache_dir {
             create_private_dir(dir).map_err(|e| {
-                PluginError::Engine(format!(
-                    "cannot create plugin cache directory {}: {e}",
-                    dir.display()
-                ))
+                PluginError::Engine(format!("cannot create plugin cache directory {}: {e}", dir.display()))
             })?;
         }
 
@@ -197,12 +194,14 @@ impl PluginEngine {
         let component = self.compile(&spec.name, &sha256, &bytes)?;
         let info = ComponentInfo::of(&self.inner.engine, &component);
         info.check(&spec.name, spec.kind)?;
-        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
-            PluginError::Instantiate {
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::Instantiate {
                 plugin: spec.name.clone(),
                 message: error_chain(&e),
-            }
-        })?;
+            })?;
         Ok(LoadedComponent {
             name: spec.name.as_str().into(),
             kind: spec.kind,
@@ -281,14 +280,8 @@ impl ComponentInfo {
     fn of(engine: &Engine, component: &Component) -> ComponentInfo {
         let ty = component.component_type();
         ComponentInfo {
-            imports: ty
-                .imports(engine)
-                .map(|(name, _)| name.to_string())
-                .collect(),
-            exports: ty
-                .exports(engine)
-                .map(|(name, _)| name.to_string())
-                .collect(),
+            imports: ty.imports(engine).map(|(name, _)| name.to_string()).collect(),
+            exports: ty.exports(engine).map(|(name, _)| name.to_string()).collect(),
         }
     }
 
@@ -346,9 +339,7 @@ impl ComponentInfo {
                 hint: hint.to_string(),
             };
             if import.starts_with("wasi:http/") {
-                return Err(refused(
-                    "; outbound HTTP (wasi:http) is not available to plugins yet",
-                ));
+                return Err(refused("; outbound HTTP (wasi:http) is not available to plugins yet"));
             }
             if let Some((iface, _)) = split_keyward_name(import) {
                 if !matches!(iface, "types" | "log") {

@@ -15,22 +15,13 @@ use super::{PluginEngine, PluginError, PluginKind, PluginSpec, PluginStats};
 use crate::keys::store::{Keystore, Page, StoreError};
 
 impl World for KeystoreWorld {
-    async fn instantiate(
-        pre: &InstancePre<HostState>,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Self> {
+    async fn instantiate(pre: &InstancePre<HostState>, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
         let instance = pre.instantiate_async(&mut *store).await?;
         KeystoreWorld::new(&mut *store, &instance)
     }
 
-    async fn init(
-        &self,
-        store: &mut Store<HostState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), WitError>> {
-        self.keyward_plugin_keystore_api()
-            .call_init(store, config)
-            .await
+    async fn init(&self, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<(), WitError>> {
+        self.keyward_plugin_keystore_api().call_init(store, config).await
     }
 }
 

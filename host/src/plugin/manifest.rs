@@ -70,7 +70,9 @@ pub enum ManifestError {
         message: String,
     },
     /// An entry has no `sha256` and the server is not in `--dev` mode.
-    #[error("plugin manifest {path}: plugin {plugin:?} has no sha256 pin (required unless the server runs with --dev)")]
+    #[error(
+        "plugin manifest {path}: plugin {plugin:?} has no sha256 pin (required unless the server runs with --dev)"
+    )]
     MissingPin {
         /// The manifest path.
         path: PathBuf,
@@ -300,17 +302,12 @@ fn validate_entry(raw: RawEntry, base: &Path) -> Result<ManifestEntry, String> {
         dir.host = resolve(base, &dir.host);
         check_guest_path(&dir.guest)?;
         if !guests.insert(dir.guest.clone()) {
-            return Err(format!(
-                "grants.dirs: guest path {:?} is granted twice",
-                dir.guest
-            ));
+            return Err(format!("grants.dirs: guest path {:?} is granted twice", dir.guest));
         }
     }
     for var in &grants.env {
         if var.is_empty() || var.contains('=') || var.contains('\0') {
-            return Err(format!(
-                "grants.env: {var:?} is not an environment variable name"
-            ));
+            return Err(format!("grants.env: {var:?} is not an environment variable name"));
         }
     }
     for host in &grants.hosts {
@@ -324,8 +321,7 @@ fn validate_entry(raw: RawEntry, base: &Path) -> Result<ManifestEntry, String> {
         call_timeout: match raw.limits.call_timeout {
             None => DEFAULT_CALL_TIMEOUT,
             Some(s) => {
-                let d = humantime::parse_duration(s.trim())
-                    .map_err(|e| format!("limits.call_timeout: {s:?}: {e}"))?;
+                let d = humantime::parse_duration(s.trim()).map_err(|e| format!("limits.call_timeout: {s:?}: {e}"))?;
                 if d.is_zero() || d > MAX_CALL_TIMEOUT {
                     return Err(format!(
                         "limits.call_timeout: {s:?} must be more than 0 and at most {}",
@@ -381,9 +377,7 @@ fn check_guest_path(guest: &str) -> Result<(), String> {
         ));
     }
     if guest.split('/').any(|c| c == "..") {
-        return Err(format!(
-            "grants.dirs: guest path {guest:?} must not contain \"..\""
-        ));
+        return Err(format!("grants.dirs: guest path {guest:?} must not contain \"..\""));
     }
     Ok(())
 }
@@ -404,9 +398,7 @@ fn check_http_origin(origin: &str) -> Result<(), String> {
     }
     let port = if let Some(bracketed) = authority.strip_prefix('[') {
         // IPv6 literal: `[addr]` or `[addr]:port`.
-        let (_, after) = bracketed
-            .split_once(']')
-            .ok_or("unclosed '[' in IPv6 address")?;
+        let (_, after) = bracketed.split_once(']').ok_or("unclosed '[' in IPv6 address")?;
         match after {
             "" => None,
             p => Some(p.strip_prefix(':').ok_or("unexpected text after ']'")?),
@@ -426,9 +418,7 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like \"64MiB\""))?;
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like \"64MiB\""))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -443,9 +433,7 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
             ))
         }
     };
-    let bytes = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))?;
+    let bytes = n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))?;
     if bytes == 0 {
         return Err(format!("{s:?} must be more than 0"));
     }
@@ -505,8 +493,9 @@ path = "/opt/audit_file.wasm"
 
     #[test]
     fn unknown_key_is_refused_with_location() {
-        let e = parse("[[plugin]]\nname = \"fs\"\nkind = \"keystore\"\npath = \"a.wasm\"\n[plugin.grants]\nnet = true\n")
-            .unwrap_err();
+        let e =
+            parse("[[plugin]]\nname = \"fs\"\nkind = \"keystore\"\npath = \"a.wasm\"\n[plugin.grants]\nnet = true\n")
+                .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("net"), "{msg}");
         assert!(msg.contains("line 6"), "{msg}");
@@ -518,10 +507,7 @@ path = "/opt/audit_file.wasm"
             ("sha256 = \"abc\"", "sha256"),
             ("[plugin.limits]\nmemory = \"64 parsecs\"", "limits.memory"),
             ("[plugin.limits]\nmemory = \"8GiB\"", "4GiB"),
-            (
-                "[plugin.limits]\ncall_timeout = \"forever\"",
-                "call_timeout",
-            ),
+            ("[plugin.limits]\ncall_timeout = \"forever\"", "call_timeout"),
             (
                 "[plugin.grants]\ndirs = [{ host = \"/x\", guest = \"data\" }]",
                 "absolute",
@@ -529,9 +515,7 @@ path = "/opt/audit_file.wasm"
             ("[plugin.grants]\nhosts = [\"ftp://x\"]", "http"),
             ("[plugin.grants]\nenv = [\"A=B\"]", "grants.env"),
         ] {
-            let text = format!(
-                "[[plugin]]\nname = \"p1\"\nkind = \"keystore\"\npath = \"a.wasm\"\n{body}\n"
-            );
+            let text = format!("[[plugin]]\nname = \"p1\"\nkind = \"keystore\"\npath = \"a.wasm\"\n{body}\n");
             let msg = parse(&text).unwrap_err().to_string();
             assert!(msg.contains("\"p1\""), "{msg}");
             assert!(msg.contains(needle), "{needle}: {msg}");
@@ -541,10 +525,7 @@ path = "/opt/audit_file.wasm"
     #[test]
     fn duplicate_names_and_kinds() {
         let dup = "[[plugin]]\nname = \"a\"\nkind = \"keystore\"\npath = \"a.wasm\"\n[[plugin]]\nname = \"a\"\nkind = \"keystore\"\npath = \"b.wasm\"\n";
-        assert!(parse(dup)
-            .unwrap_err()
-            .to_string()
-            .contains("more than one"));
+        assert!(parse(dup).unwrap_err().to_string().contains("more than one"));
         let kind = "[[plugin]]\nname = \"a\"\nkind = \"database\"\npath = \"a.wasm\"\n";
         assert!(parse(kind).unwrap_err().to_string().contains("database"));
     }

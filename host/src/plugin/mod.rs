@@ -220,7 +220,9 @@ pub enum PluginError {
         message: String,
     },
     /// The component is built against a different version of our WIT package.
-    #[error("plugin {plugin}: built against {found}, but this host implements {expected}; rebuild it against {expected}")]
+    #[error(
+        "plugin {plugin}: built against {found}, but this host implements {expected}; rebuild it against {expected}"
+    )]
     WitVersion {
         /// Plugin name.
         plugin: String,

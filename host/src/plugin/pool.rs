@@ -97,8 +97,7 @@ pub(crate) struct Pool<W> {
 
 /// The result of running one plugin call under a deadline: outer `Err` = the
 /// backstop fired, middle `Err` = a trap, inner `Err` = the plugin's answer.
-pub(crate) type Outcome<R> =
-    Result<wasmtime::Result<Result<R, WitError>>, tokio::time::error::Elapsed>;
+pub(crate) type Outcome<R> = Result<wasmtime::Result<Result<R, WitError>>, tokio::time::error::Elapsed>;
 
 impl<W: World> Pool<W> {
     /// Creates the pool and starts one instance right away, so a bad
@@ -141,10 +140,7 @@ impl<W: World> Pool<W> {
 
     /// The outer wall-clock bound of one call.
     pub(crate) fn backstop(&self) -> Duration {
-        self.loaded
-            .limits
-            .call_timeout
-            .saturating_add(BACKSTOP_GRACE)
+        self.loaded.limits.call_timeout.saturating_add(BACKSTOP_GRACE)
     }
 
     /// Leases an instance for one call, creating one if none is idle.
@@ -153,20 +149,15 @@ impl<W: World> Pool<W> {
     /// still busy by then, the plugin is overloaded and the caller is told so
     /// rather than queued without bound.
     pub(crate) async fn lease(&self) -> Result<Lease<'_, W>, StoreError> {
-        let permit =
-            match tokio::time::timeout(self.loaded.limits.call_timeout, self.permits.acquire())
-                .await
-            {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(_closed)) => {
-                    return Err(StoreError::Unavailable("plugin is shut down".into()))
-                }
-                Err(_) => {
-                    return Err(StoreError::Unavailable(
-                        "plugin is busy: no instance became free in time".into(),
-                    ))
-                }
-            };
+        let permit = match tokio::time::timeout(self.loaded.limits.call_timeout, self.permits.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_closed)) => return Err(StoreError::Unavailable("plugin is shut down".into())),
+            Err(_) => {
+                return Err(StoreError::Unavailable(
+                    "plugin is busy: no instance became free in time".into(),
+                ))
+            }
+        };
         let idle = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
         let instance = match idle {
             Some(instance) => instance,
@@ -210,8 +201,7 @@ impl<W: World> Pool<W> {
     /// Makes and initialises a fresh instance, under the call deadline.
     async fn create(&self) -> Result<Instance<W>, CreateError> {
         let loaded = &self.loaded;
-        let state = HostState::new(&loaded.name, &loaded.grants, &loaded.limits)
-            .map_err(CreateError::Plugin)?;
+        let state = HostState::new(&loaded.name, &loaded.grants, &loaded.limits).map_err(CreateError::Plugin)?;
         let mut store = Store::new(loaded.engine.engine(), state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut ctx| {
@@ -225,10 +215,7 @@ impl<W: World> Pool<W> {
                 // `yield_now` (rather than a plain yield) defers the wake-up
                 // until the scheduler has polled its timers and I/O, so even a
                 // single-threaded runtime keeps serving while a plugin spins.
-                _ => Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                )),
+                _ => Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))),
             }
         });
         arm(&mut store, loaded.limits.call_timeout);
@@ -243,11 +230,7 @@ impl<W: World> Pool<W> {
             Ok(Ok((world, Ok(())))) => world,
             Ok(Ok((_, Err(e)))) => return Err(CreateError::Store(map_wit_error(e))),
             Ok(Err(trap)) => {
-                return Err(CreateError::Store(self.failed(
-                    &store,
-                    "start-up",
-                    Some(&trap),
-                )));
+                return Err(CreateError::Store(self.failed(&store, "start-up", Some(&trap))));
             }
             Err(_) => return Err(CreateError::Store(self.failed(&store, "start-up", None))),
         };
@@ -258,12 +241,7 @@ impl<W: World> Pool<W> {
 
     /// Counts and logs a trap or timeout (`trap = None`: the backstop fired)
     /// and turns it into the caller's error. The instance is not reused.
-    fn failed(
-        &self,
-        store: &Store<HostState>,
-        op: &str,
-        trap: Option<&wasmtime::Error>,
-    ) -> StoreError {
+    fn failed(&self, store: &Store<HostState>, op: &str, trap: Option<&wasmtime::Error>) -> StoreError {
         let name = self.name();
         match trap {
             Some(trap) if !store.data().timed_out => {
@@ -276,10 +254,7 @@ impl<W: World> Pool<W> {
                     "plugin trapped; discarding the instance: {}",
                     error_chain(trap)
                 );
-                StoreError::Internal(format!(
-                    "plugin {name} failed during {op}: {}",
-                    short_error(trap)
-                ))
+                StoreError::Internal(format!("plugin {name} failed during {op}: {}", short_error(trap)))
             }
             _ => {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -358,9 +333,7 @@ impl<W: World> Lease<'_, W> {
     /// and discards a broken one.
     pub(crate) fn finish<R>(mut self, op: &str, outcome: Outcome<R>) -> Result<R, StoreError> {
         let Some(instance) = self.instance.take() else {
-            return Err(StoreError::Internal(
-                "plugin instance lease used twice".into(),
-            ));
+            return Err(StoreError::Internal("plugin instance lease used twice".into()));
         };
         match outcome {
             Ok(Ok(answer)) => {
@@ -385,11 +358,7 @@ macro_rules! call_plugin {
         let mut lease = pool.lease().await?;
         let outcome = match lease.parts() {
             Some(($store, $world)) => tokio::time::timeout(pool.backstop(), $call).await,
-            None => {
-                return Err(StoreError::Internal(
-                    "plugin instance missing from lease".into(),
-                ))
-            }
+            None => return Err(StoreError::Internal("plugin instance missing from lease".into())),
         };
         lease.finish($op, outcome)
     }};

@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{Grants, Manifest, ManifestError, PluginAuditSink, PluginEngine, PluginError, PluginKeystore, PluginKind, PluginSpec, PoolOptions};
+use super::{
+    Grants, Manifest, ManifestError, PluginAuditSink, PluginEngine, PluginError, PluginKeystore, PluginKind,
+    PluginSpec, PoolOptions,
+};
 use crate::audit::sink::AuditSink;
 use crate::keys::store::Keystore;
 
@@ -95,7 +98,8 @@ impl Plugins {
         let (grants, guest_config) = match name {
             "fs" => {
                 let dir = host_path("path")?;
-                create_private_dir(&dir).map_err(|e| config_error(name, format!("cannot create '{}': {e}", dir.display())))?;
+                create_private_dir(&dir)
+                    .map_err(|e| config_error(name, format!("cannot create '{}': {e}", dir.display())))?;
                 config.insert("path".into(), Value::String("/data".into()));
                 (Grants::dir(dir, "/data"), config)
             }
@@ -110,7 +114,8 @@ impl Plugins {
                     Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                     _ => PathBuf::from("."),
                 };
-                create_private_dir(&dir).map_err(|e| config_error(name, format!("cannot create '{}': {e}", dir.display())))?;
+                create_private_dir(&dir)
+                    .map_err(|e| config_error(name, format!("cannot create '{}': {e}", dir.display())))?;
                 config.insert("path".into(), Value::String(format!("/logs/{file_name}")));
                 (Grants::dir(dir, "/logs"), config)
             }

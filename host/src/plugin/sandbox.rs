@@ -64,18 +64,10 @@ impl HostState {
     ///
     /// Fails when a granted host directory cannot be opened: an instance must
     /// never start with less (or more) than the operator granted.
-    pub fn new(
-        plugin: &Arc<str>,
-        grants: &Grants,
-        limits: &Limits,
-    ) -> Result<HostState, PluginError> {
+    pub fn new(plugin: &Arc<str>, grants: &Grants, limits: &Limits) -> Result<HostState, PluginError> {
         let mut b = WasiCtxBuilder::new();
-        b.allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        b.stderr(LogStderr {
-            plugin: plugin.clone(),
-        });
+        b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        b.stderr(LogStderr { plugin: plugin.clone() });
         for dir in &grants.dirs {
             b.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)
                 .map_err(|e| PluginError::Sandbox {
@@ -195,21 +187,13 @@ impl LineWriter {
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches(['\n', '\r']);
         if !text.is_empty() {
-            emit(
-                &self.plugin,
-                wit_log::Level::Warn,
-                &format!("stderr: {text}"),
-            );
+            emit(&self.plugin, wit_log::Level::Warn, &format!("stderr: {text}"));
         }
     }
 }
 
 impl tokio::io::AsyncWrite for LineWriter {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         self.buf.extend_from_slice(data);
         while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
             self.flush_line(pos + 1);
