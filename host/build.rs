@@ -9,16 +9,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// (crate name in plugins/, file name of its component)
-const BUNDLED: &[(&str, &str)] = &[("keystore-fs", "keystore_fs.wasm"), ("audit-file", "audit_file.wasm")];
+const BUNDLED: &[(&str, &str)] = &[
+    ("keystore-fs", "keystore_fs.wasm"),
+    ("audit-file", "audit_file.wasm"),
+    ("audit-webhook", "audit_webhook.wasm"),
+];
 /// Test fixtures (hostile plugins), built alongside and found by the tests
 /// through `KEYWARD_TEST_PLUGINS_DIR`; never embedded.
-const FIXTURES: &[&str] = &["hostile", "future-wit"];
+const FIXTURES: &[&str] = &["hostile", "future-wit", "http-probe"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
     let root = manifest_dir.parent().map(Path::to_path_buf).unwrap_or_default();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default());
-    for dir in ["plugins/keystore-fs", "plugins/audit-file", "plugins/fixtures", "plugins/Cargo.toml", "plugins/Cargo.lock", "sdk", "wit"] {
+    for dir in ["plugins/keystore-fs", "plugins/audit-file", "plugins/audit-webhook", "plugins/fixtures", "plugins/Cargo.toml", "plugins/Cargo.lock", "plugins/sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     println!("cargo:rerun-if-env-changed=KEYWARD_PLUGINS_DIR");
@@ -65,9 +69,29 @@ fn build_plugins(root: &Path) -> PathBuf {
     for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_PROFILE_RELEASE_DEBUG"] {
         cmd.env_remove(var);
     }
+    // Reproducible components: paths end up in panic messages, so map the
+    // checkout, the target dir and cargo's home to fixed names. The same
+    // sources then give the same bytes (and so the same sha256 pin) wherever
+    // they are built.
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", remap_flags(root, &target_dir).join("\x1f"));
     let status = cmd.status().unwrap_or_else(|e| panic!("cannot run cargo for the plugins: {e}"));
     if !status.success() {
         panic!("building the first-party plugins failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)");
     }
     target_dir.join("wasm32-wasip2").join("release")
+}
+
+/// `--remap-path-prefix` flags for a build in `root` with `target_dir`.
+pub fn remap_flags(root: &Path, target_dir: &Path) -> Vec<String> {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let mut flags = vec![
+        format!("--remap-path-prefix={}=/target", target_dir.display()),
+        format!("--remap-path-prefix={}=/keyward", root.display()),
+    ];
+    if let Some(home) = cargo_home {
+        flags.push(format!("--remap-path-prefix={}=/cargo", home.display()));
+    }
+    flags
 }

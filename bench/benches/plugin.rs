@@ -26,7 +26,10 @@ fn bench(c: &mut Criterion) {
     let value = StoredKey::generate(Algorithm::Aes256, "bench").encode();
     std::fs::write(keys.join("k1"), &value).unwrap();
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let engine = PluginEngine::new(EngineOptions {
         cache_dir: Some(tmp.0.join("cache")),
     })
@@ -50,7 +53,9 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("plugin");
-    g.bench_function("load from precompiled cache", |b| b.iter(|| engine.load(&spec).unwrap()));
+    g.bench_function("load from precompiled cache", |b| {
+        b.iter(|| engine.load(&spec).unwrap())
+    });
     g.bench_function("start instance (instantiate + init)", |b| {
         b.to_async(&rt)
             .iter(|| PluginKeystore::start(loaded.clone(), CONFIG, PoolOptions::default()))

@@ -45,7 +45,9 @@ pub struct BaselineArgs {
 type Keys = Arc<RwLock<HashMap<String, Arc<StoredKey>>>>;
 
 pub async fn run(args: &BaselineArgs) -> Result<()> {
-    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
     eprintln!("baseline listening on https://{}", listener.local_addr()?);
     serve_on(listener, &args.cert, &args.key).await
 }
@@ -86,6 +88,9 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     reply(status, serde_json::json!({ "message": message }).to_string())
 }
 
+/// A refused request: status and message (turned into a JSON error reply).
+struct Fail(StatusCode, &'static str);
+
 fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
     match serde_json::to_vec(value) {
         Ok(body) => reply(StatusCode::OK, body),
@@ -121,42 +126,45 @@ struct HmacRequest {
     message: String,
 }
 
-fn b64(s: &str) -> Result<Vec<u8>, Response<Full<Bytes>>> {
-    B64.decode(s).map_err(|_| error(StatusCode::BAD_REQUEST, "invalid base64"))
+fn b64(s: &str) -> Result<Vec<u8>, Fail> {
+    B64.decode(s)
+        .map_err(|_| Fail(StatusCode::BAD_REQUEST, "invalid base64"))
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response<Full<Bytes>>> {
-    serde_json::from_slice(body).map_err(|_| error(StatusCode::BAD_REQUEST, "invalid JSON"))
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Fail> {
+    serde_json::from_slice(body).map_err(|_| Fail(StatusCode::BAD_REQUEST, "invalid JSON"))
 }
 
 async fn serve(keys: Keys, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(handle(keys, req).await.unwrap_or_else(|e| e))
+    Ok(handle(keys, req)
+        .await
+        .unwrap_or_else(|Fail(status, message)| error(status, message)))
 }
 
-async fn handle(keys: Keys, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Response<Full<Bytes>>> {
+async fn handle(keys: Keys, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Fail> {
     let path = req.uri().path().to_string();
     if path == "/version" {
         return Ok(reply(StatusCode::OK, r#"{"version":"baseline"}"#));
     }
     if req.method() != Method::PUT && req.method() != Method::POST {
-        return Err(error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
+        return Err(Fail(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
     }
     let Some(rest) = path.strip_prefix("/v1/key/") else {
-        return Err(error(StatusCode::NOT_FOUND, "not found"));
+        return Err(Fail(StatusCode::NOT_FOUND, "not found"));
     };
     let Some((op, name)) = rest.split_once('/') else {
-        return Err(error(StatusCode::NOT_FOUND, "not found"));
+        return Err(Fail(StatusCode::NOT_FOUND, "not found"));
     };
     let body = Limited::new(req.into_body(), 1 << 20)
         .collect()
         .await
-        .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))?
+        .map_err(|_| Fail(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))?
         .to_bytes();
 
     if op == "create" {
         let mut map = keys.write().unwrap();
         if map.contains_key(name) {
-            return Err(error(StatusCode::BAD_REQUEST, "key already exists"));
+            return Err(Fail(StatusCode::BAD_REQUEST, "key already exists"));
         }
         map.insert(name.to_string(), Arc::new(StoredKey::generate(Algorithm::Aes256, "")));
         return Ok(reply(StatusCode::OK, Bytes::new()));
@@ -166,38 +174,48 @@ async fn handle(keys: Keys, req: Request<Incoming>) -> Result<Response<Full<Byte
         .unwrap()
         .get(name)
         .cloned()
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "key does not exist"))?;
+        .ok_or(Fail(StatusCode::NOT_FOUND, "key does not exist"))?;
     match op {
         "encrypt" => {
             let r: EncryptRequest = parse(&body)?;
             let ct = key
                 .key
                 .encrypt(&b64(&r.plaintext)?, &b64(&r.context)?)
-                .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "failed to encrypt plaintext"))?;
+                .map_err(|_| Fail(StatusCode::INTERNAL_SERVER_ERROR, "failed to encrypt plaintext"))?;
             Ok(json(&serde_json::json!({ "ciphertext": B64.encode(ct) })))
         }
         "decrypt" => {
             let r: DecryptRequest = parse(&body)?;
-            let pt = key
-                .key
-                .decrypt(&b64(&r.ciphertext)?, &b64(&r.context)?)
-                .map_err(|_| error(StatusCode::BAD_REQUEST, "decryption failed: ciphertext is not authentic"))?;
+            let pt = key.key.decrypt(&b64(&r.ciphertext)?, &b64(&r.context)?).map_err(|_| {
+                Fail(
+                    StatusCode::BAD_REQUEST,
+                    "decryption failed: ciphertext is not authentic",
+                )
+            })?;
             Ok(json(&serde_json::json!({ "plaintext": B64.encode(&pt[..]) })))
         }
         "generate" => {
-            let r: GenerateRequest = if body.is_empty() { GenerateRequest::default() } else { parse(&body)? };
+            let r: GenerateRequest = if body.is_empty() {
+                GenerateRequest::default()
+            } else {
+                parse(&body)?
+            };
             let (pt, ct) = keyward::crypto::generate_data_key(&key.key, &b64(&r.context)?)
-                .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "failed to generate encryption key"))?;
-            Ok(json(&serde_json::json!({ "plaintext": B64.encode(&pt[..]), "ciphertext": B64.encode(ct) })))
+                .map_err(|_| Fail(StatusCode::INTERNAL_SERVER_ERROR, "failed to generate encryption key"))?;
+            Ok(json(
+                &serde_json::json!({ "plaintext": B64.encode(&pt[..]), "ciphertext": B64.encode(ct) }),
+            ))
         }
         "hmac" => {
             let r: HmacRequest = parse(&body)?;
             let hmac_key = key
                 .hmac_key
                 .as_ref()
-                .ok_or_else(|| error(StatusCode::CONFLICT, "key does not support HMAC"))?;
-            Ok(json(&serde_json::json!({ "hmac": B64.encode(hmac_key.sign(&b64(&r.message)?)) })))
+                .ok_or(Fail(StatusCode::CONFLICT, "key does not support HMAC"))?;
+            Ok(json(
+                &serde_json::json!({ "hmac": B64.encode(hmac_key.sign(&b64(&r.message)?)) }),
+            ))
         }
-        _ => Err(error(StatusCode::NOT_FOUND, "not found")),
+        _ => Err(Fail(StatusCode::NOT_FOUND, "not found")),
     }
 }

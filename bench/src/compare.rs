@@ -36,7 +36,12 @@ pub struct CompareArgs {
     /// Warm-up before each measurement (same connections, not counted).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
     pub warmup: Duration,
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "encrypt,decrypt,generate,hmac")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "encrypt,decrypt,generate,hmac"
+    )]
     pub routes: Vec<Route>,
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     pub connections: Vec<usize>,
@@ -130,9 +135,11 @@ struct Startup {
     cached_ms: Vec<f64>,
     /// RSS right after a cached start (no request but the probe).
     rss_after_start_kib: Option<u64>,
+    /// RSS right after a cold start (the compiler's memory may stay mapped).
+    rss_after_cold_start_kib: Option<u64>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Serialize)]
 struct Memory {
     keys: u64,
     populate_s: f64,
@@ -141,6 +148,8 @@ struct Memory {
     rss_after_touch_kib: u64,
     second_touch: Report,
     rss_after_second_touch_kib: u64,
+    /// Start-up (ms to first /version) of a keyward on the full keystore, or why it failed.
+    restart_ms: Result<f64, String>,
 }
 
 const TARGET_BASELINE: &str = "baseline";
@@ -215,15 +224,53 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A command for `program`, under `taskset -c cpus` if given. The child gets
+/// SIGTERM if `compare` dies, so no server outlives an interrupted run.
 fn command(program: &Path, cpus: Option<&str>) -> Command {
-    match cpus {
+    let mut c = match cpus {
         Some(list) => {
             let mut c = Command::new("taskset");
             c.arg("-c").arg(list).arg(program);
             c
         }
         None => Command::new(program),
+    };
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
     }
+    c
+}
+
+/// On SIGINT/SIGTERM: remove the temp dir and exit (the servers and load
+/// generators get SIGTERM from the kernel, see [`command`]).
+fn cleanup_on_signal(tmp: PathBuf, keep: bool) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        });
+        eprintln!("keyward-bench compare: interrupted");
+        if !keep {
+            // Give the servers a moment to exit before removing their files.
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        std::process::exit(130);
+    });
 }
 
 fn write(path: &Path, contents: &str) -> Result<()> {
@@ -314,7 +361,10 @@ impl Ctx {
         let port = free_port()?;
         let config = keyward_config(&self.files, &dir, port, audit, long_cache)?;
         let mut cmd = command(&self.keyward, self.server_cpus.as_deref());
-        cmd.arg("server").arg("--config").arg(&config).env("KEYWARD_CACHE_DIR", cache_dir);
+        cmd.arg("server")
+            .arg("--config")
+            .arg(&config)
+            .env("KEYWARD_CACHE_DIR", cache_dir);
         let started = Instant::now();
         let child = spawn_logged(cmd, &dir)?;
         Ok((
@@ -358,7 +408,9 @@ impl Ctx {
         let name = ServerName::try_from("localhost").expect("valid name");
         loop {
             let probe = load::get_status(self.probe_config.clone(), server.addr(), name.clone(), "/version");
-            let ok = self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), probe).await });
+            let ok = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), probe).await });
             if let Ok(Ok(status)) = ok {
                 if status.is_success() {
                     return Ok(since.elapsed());
@@ -368,7 +420,11 @@ impl Ctx {
                 bail!("{} exited ({status}) before serving:\n{}", server.name, server.stderr());
             }
             if since.elapsed() > limit {
-                bail!("{} did not answer /version within {limit:?}:\n{}", server.name, server.stderr());
+                bail!(
+                    "{} did not answer /version within {limit:?}:\n{}",
+                    server.name,
+                    server.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -454,7 +510,10 @@ fn machine(keyward: &Path, taskset: Option<&String>) -> Machine {
     Machine {
         cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         cpu_model,
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
         keyward_version: version,
         busy_at_start: 0.0,
         builders_at_start: Vec::new(),
@@ -477,7 +536,11 @@ fn wait_quiet(limit: Duration) -> Vec<String> {
             eprintln!(
                 "waiting (at most {limit:?}) for the machine to be quiet: {:.0}% busy{}",
                 load * 100.0,
-                if busy.is_empty() { String::new() } else { format!(", compilers: {}", busy.join(" ")) }
+                if busy.is_empty() {
+                    String::new()
+                } else {
+                    format!(", compilers: {}", busy.join(" "))
+                }
             );
             said = true;
         }
@@ -530,7 +593,9 @@ pub fn run(mut args: CompareArgs) -> Result<()> {
         "none" | "" => Vec::new(),
         list => list
             .split(',')
-            .map(|r| <Route as clap::ValueEnum>::from_str(r.trim(), true).map_err(|e| anyhow!("--audit-cost-routes: {e}")))
+            .map(|r| {
+                <Route as clap::ValueEnum>::from_str(r.trim(), true).map_err(|e| anyhow!("--audit-cost-routes: {e}"))
+            })
             .collect::<Result<_>>()?,
     };
 
@@ -557,7 +622,9 @@ pub fn run(mut args: CompareArgs) -> Result<()> {
     let tmp = std::env::temp_dir().join(format!("keyward-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let files = make_files(&tmp)?;
-    let probe_config = crate::tls::client_config(Some(&files.server_cert), &files.client_cert, &files.client_key, false)?;
+    cleanup_on_signal(tmp.clone(), args.keep);
+    let probe_config =
+        crate::tls::client_config(Some(&files.server_cert), &files.client_cert, &files.client_key, false)?;
     let ctx = Ctx {
         exe,
         keyward,
@@ -575,12 +642,13 @@ pub fn run(mut args: CompareArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     if let Some(path) = &args.json_out {
-        std::fs::write(path, serde_json::to_string_pretty(&results)?).with_context(|| format!("write {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
-    outcome?;
+    // Print what was measured even if a later phase failed.
     print!("{}", markdown(&results, &args));
-    Ok(())
+    outcome
 }
 
 fn run_phases(ctx: &Ctx, args: &CompareArgs, audit_cost_routes: &[Route], results: &mut Results) -> Result<()> {
@@ -592,6 +660,8 @@ fn run_phases(ctx: &Ctx, args: &CompareArgs, audit_cost_routes: &[Route], result
             let cold_cache = ctx.files.dir.join(format!("cache-cold-{i}"));
             let (mut srv, t0) = ctx.spawn_keyward("startup-cold", true, false, &cold_cache)?;
             let t = ctx.wait_ready(&mut srv, t0)?;
+            std::thread::sleep(Duration::from_millis(500));
+            s.rss_after_cold_start_kib = procfs::rss_kib(srv.pid());
             srv.stop();
             let _ = std::fs::remove_dir_all(&cold_cache);
             eprintln!("start-up, cold plugin cache: {:.0} ms", t.as_secs_f64() * 1e3);
@@ -611,6 +681,14 @@ fn run_phases(ctx: &Ctx, args: &CompareArgs, audit_cost_routes: &[Route], result
             s.cached_ms.push(t.as_secs_f64() * 1e3);
         }
         results.startup = Some(s);
+    }
+
+    if results.startup.is_none() {
+        // Compile the plugins into the shared cache first (not measured), so
+        // every server below starts from cached artifacts.
+        let (mut srv, t0) = ctx.spawn_keyward("startup-cached", true, false, &cache)?;
+        ctx.wait_ready(&mut srv, t0)?;
+        srv.stop();
     }
 
     if !args.no_load {
@@ -642,8 +720,13 @@ fn run_load_matrix(
         noaudit = Some(s);
     }
     std::thread::sleep(Duration::from_secs(1));
-    for s in [Some(&baseline), Some(&keyward), noaudit.as_ref()].into_iter().flatten() {
-        results.idle_rss_kib.push((s.name.clone(), procfs::rss_kib(s.pid()).unwrap_or(0)));
+    for s in [Some(&baseline), Some(&keyward), noaudit.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        results
+            .idle_rss_kib
+            .push((s.name.clone(), procfs::rss_kib(s.pid()).unwrap_or(0)));
     }
 
     let total: usize = args
@@ -746,42 +829,67 @@ fn populate(dir: &Path, prefix: &str, n: u64, created_by: &str) -> Result<()> {
 fn run_memory(ctx: &Ctx, args: &CompareArgs, cache: &Path) -> Result<Memory> {
     let name = "keyward-100k";
     let dir = ctx.files.dir.join(name);
-    let t = Instant::now();
-    eprintln!("writing {} keys into the fs keystore…", args.memory_keys);
-    populate(&dir.join("keys"), "k", args.memory_keys, &ctx.files.client_id)?;
-    let populate_s = t.elapsed().as_secs_f64();
-    let (mut srv, t0) = ctx.spawn_keyward(name, false, true, cache)?;
-    ctx.wait_ready(&mut srv, t0)?;
-    std::thread::sleep(Duration::from_secs(1));
-    let rss_idle_kib = procfs::rss_kib(srv.pid()).unwrap_or(0);
-    let extra = || {
+    let keys_dir = dir.join("keys");
+    let many = |prefix: &str, n: u64, conns: usize| {
         vec![
             "--keys".to_string(),
-            args.memory_keys.to_string(),
+            n.to_string(),
             "--key-name".into(),
-            "k".into(),
+            prefix.into(),
             "--no-create".into(),
             "--requests".into(),
-            args.memory_keys.to_string(),
+            n.to_string(),
             "--warmup".into(),
             "0s".into(),
             "--connections".into(),
-            "16".into(),
+            conns.to_string(),
             "--payload-size".into(),
             args.payload_size.to_string(),
         ]
     };
-    let first_touch = ctx.load(&srv, Route::Encrypt, &extra(), "keyward/100k/first-touch")?;
+    // The fs plugin's `init` reads the whole key directory (stale temp-file
+    // clean-up), and every new pooled instance runs `init`: with N keys on disk
+    // that exceeds the 2 s call timeout. So: start on a small keystore, grow
+    // the instance pool with concurrent cache misses, and only then write the
+    // N keys. A restart on the full keystore is tried at the end.
+    populate(&keys_dir, "w", 256, &ctx.files.client_id)?;
+    let (mut srv, t0) = ctx.spawn_keyward(name, false, true, cache)?;
+    ctx.wait_ready(&mut srv, t0)?;
+    let warm = ctx.load(&srv, Route::Encrypt, &many("w", 256, 16), "keyward/100k/pool-warm-up")?;
+    if warm.errors > 0 {
+        eprintln!("pool warm-up: {} errors ({:?})", warm.errors, warm.first_error);
+    }
+    let t = Instant::now();
+    eprintln!("writing {} keys into the fs keystore…", args.memory_keys);
+    populate(&keys_dir, "k", args.memory_keys, &ctx.files.client_id)?;
+    let populate_s = t.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_idle_kib = procfs::rss_kib(srv.pid()).unwrap_or(0);
+    let first_touch = ctx.load(
+        &srv,
+        Route::Encrypt,
+        &many("k", args.memory_keys, 16),
+        "keyward/100k/first-touch",
+    )?;
     eprintln!(
         "touched {} keys (cache misses through the fs plugin): {:.0} req/s, {} errors{}",
         first_touch.requests,
         first_touch.rps,
         first_touch.errors,
-        first_touch.first_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+        first_touch
+            .first_error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
     );
     std::thread::sleep(Duration::from_secs(1));
     let rss_after_touch_kib = procfs::rss_kib(srv.pid()).unwrap_or(0);
-    let second_touch = ctx.load(&srv, Route::Encrypt, &extra(), "keyward/100k/second-touch")?;
+    let second_touch = ctx.load(
+        &srv,
+        Route::Encrypt,
+        &many("k", args.memory_keys, 16),
+        "keyward/100k/second-touch",
+    )?;
     eprintln!(
         "touched them again (cached): {:.0} req/s, {} errors",
         second_touch.rps, second_touch.errors
@@ -789,6 +897,27 @@ fn run_memory(ctx: &Ctx, args: &CompareArgs, cache: &Path) -> Result<Memory> {
     std::thread::sleep(Duration::from_millis(500));
     let rss_after_second_touch_kib = procfs::rss_kib(srv.pid()).unwrap_or(0);
     srv.stop();
+
+    // Does keyward start on a keystore of this size?
+    let (mut srv, t0) = ctx.spawn_keyward(name, false, true, cache)?;
+    let restart = match ctx.wait_ready(&mut srv, t0) {
+        Ok(t) => Ok(t.as_secs_f64() * 1e3),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let last = msg
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .to_string();
+            Err(last)
+        }
+    };
+    srv.stop();
+    match &restart {
+        Ok(ms) => eprintln!("restart on {} keys: {ms:.0} ms to first /version", args.memory_keys),
+        Err(e) => eprintln!("restart on {} keys FAILED: {e}", args.memory_keys),
+    }
     Ok(Memory {
         keys: args.memory_keys,
         populate_s,
@@ -797,6 +926,7 @@ fn run_memory(ctx: &Ctx, args: &CompareArgs, cache: &Path) -> Result<Memory> {
         rss_after_touch_kib,
         second_touch,
         rss_after_second_touch_kib,
+        restart_ms: restart,
     })
 }
 
@@ -808,7 +938,7 @@ fn reports<'a>(r: &'a Results, target: &'a str, route: &'a str, conns: usize) ->
 }
 
 fn med<'a>(it: impl Iterator<Item = &'a Report>, f: impl Fn(&Report) -> f64) -> f64 {
-    median(it.map(|r| f(r)).collect())
+    median(it.map(f).collect())
 }
 
 fn fmt_ratio(x: f64) -> String {
@@ -884,7 +1014,13 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
         let mm = |v: &[f64]| {
             let min = v.iter().copied().fold(f64::INFINITY, f64::min);
             let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            format!("{} ms (min {}, max {}, n={})", fmt0(median(v.to_vec())), fmt0(min), fmt0(max), v.len())
+            format!(
+                "{} ms (min {}, max {}, n={})",
+                fmt0(median(v.to_vec())),
+                fmt0(min),
+                fmt0(max),
+                v.len()
+            )
         };
         o.push_str("### Start-up (spawn → first 200 from /version; audit-file + fs plugins)\n\n");
         o.push_str("| plugin artifacts | median |\n|---|---|\n");
@@ -903,8 +1039,12 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
                 let k_rps = med(reports(r, TARGET_KEYWARD, route, c), |x| x.rps);
                 let b_p99 = med(reports(r, TARGET_BASELINE, route, c), |x| x.latency_us.p99);
                 let k_p99 = med(reports(r, TARGET_KEYWARD, route, c), |x| x.latency_us.p99);
-                let b_cpu = med(reports(r, TARGET_BASELINE, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN));
-                let k_cpu = med(reports(r, TARGET_KEYWARD, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN));
+                let b_cpu = med(reports(r, TARGET_BASELINE, route, c), |x| {
+                    x.server_cpu_us_per_req.unwrap_or(f64::NAN)
+                });
+                let k_cpu = med(reports(r, TARGET_KEYWARD, route, c), |x| {
+                    x.server_cpu_us_per_req.unwrap_or(f64::NAN)
+                });
                 let errors: u64 = r
                     .load
                     .iter()
@@ -942,8 +1082,12 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
                 let a_rps = med(reports(r, TARGET_KEYWARD, route, c), |x| x.rps);
                 let n_p99 = med(reports(r, TARGET_NOAUDIT, route, c), |x| x.latency_us.p99);
                 let a_p99 = med(reports(r, TARGET_KEYWARD, route, c), |x| x.latency_us.p99);
-                let n_cpu = med(reports(r, TARGET_NOAUDIT, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN));
-                let a_cpu = med(reports(r, TARGET_KEYWARD, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN));
+                let n_cpu = med(reports(r, TARGET_NOAUDIT, route, c), |x| {
+                    x.server_cpu_us_per_req.unwrap_or(f64::NAN)
+                });
+                let a_cpu = med(reports(r, TARGET_KEYWARD, route, c), |x| {
+                    x.server_cpu_us_per_req.unwrap_or(f64::NAN)
+                });
                 let (lines, sent) = r
                     .audit
                     .iter()
@@ -972,9 +1116,13 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
                 o.push_str(&format!(
                     "| {route} | {c} | {} | {} | {} | {} |\n",
                     fmt1(med(reports(r, TARGET_BASELINE, route, c), |x| x.client_cpu_us_per_req)),
-                    fmt1(med(reports(r, TARGET_BASELINE, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN))),
+                    fmt1(med(reports(r, TARGET_BASELINE, route, c), |x| x
+                        .server_cpu_us_per_req
+                        .unwrap_or(f64::NAN))),
                     fmt1(med(reports(r, TARGET_KEYWARD, route, c), |x| x.client_cpu_us_per_req)),
-                    fmt1(med(reports(r, TARGET_KEYWARD, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN))),
+                    fmt1(med(reports(r, TARGET_KEYWARD, route, c), |x| x
+                        .server_cpu_us_per_req
+                        .unwrap_or(f64::NAN))),
                 ));
             }
         }
@@ -986,9 +1134,18 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
         if let Some(k) = s.rss_after_start_kib {
             o.push_str(&format!("| keyward just after a cached start | {:.1} |\n", mib(k)));
         }
+        if let Some(k) = s.rss_after_cold_start_kib {
+            o.push_str(&format!(
+                "| keyward just after a cold start (plugins compiled in-process) | {:.1} |\n",
+                mib(k)
+            ));
+        }
     }
     for (name, kib) in &r.idle_rss_kib {
-        o.push_str(&format!("| {name} idle (after start, before load) | {:.1} |\n", mib(*kib)));
+        o.push_str(&format!(
+            "| {name} idle (after start, before load) | {:.1} |\n",
+            mib(*kib)
+        ));
     }
     for target in [TARGET_BASELINE, TARGET_KEYWARD, TARGET_NOAUDIT] {
         let max = r
@@ -1003,7 +1160,7 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
     }
     if let Some(mem) = &r.memory {
         o.push_str(&format!(
-            "| keyward (no audit sink) idle with {n} keys in the keystore, none cached | {:.1} |\n\
+            "| keyward (no audit sink, pool warmed) idle with {n} keys in the keystore, none cached | {:.1} |\n\
              | … after touching all {n} (cached) | {:.1} |\n\
              | … after touching them again | {:.1} |\n\
              | **{n} cached keys add** | **{:.1}** |\n\n\
@@ -1021,6 +1178,13 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
             mem.second_touch.errors,
             n = mem.keys,
         ));
+        match &mem.restart_ms {
+            Ok(ms) => o.push_str(&format!(
+                "Restart on the {}-key keystore: {ms:.0} ms to the first /version.\n",
+                mem.keys
+            )),
+            Err(e) => o.push_str(&format!("Restart on the {}-key keystore **failed**: `{e}`\n", mem.keys)),
+        }
     }
     o
 }
@@ -1059,7 +1223,10 @@ mod tests {
         // …and it says what the benchmark needs.
         let text = std::fs::read_to_string(path).unwrap();
         let value: toml::Value = toml::from_str(&text).unwrap();
-        assert_eq!(value["policy"]["bench"]["identities"][0].as_str(), Some(files.client_id.as_str()));
+        assert_eq!(
+            value["policy"]["bench"]["identities"][0].as_str(),
+            Some(files.client_id.as_str())
+        );
         assert_ne!(files.client_id, files.admin_id);
         assert_eq!(value["log"]["audit"].as_str(), Some("off"));
         assert_eq!(value["audit"][0]["plugin"].as_str(), Some("audit-file"));

@@ -179,7 +179,6 @@ struct Shared {
     /// Requests-mode budget of measured requests still to send.
     remaining: Option<AtomicU64>,
     issued: AtomicU64,
-    stop: AtomicBool,
     first_error: Mutex<Option<String>>,
 }
 
@@ -193,15 +192,28 @@ struct WorkerResult {
 }
 
 type Sender = SendRequest<Full<Bytes>>;
-type Conn = Pin<Box<hyper::client::conn::http1::Connection<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>, Full<Bytes>>>>;
+type Conn =
+    Pin<Box<hyper::client::conn::http1::Connection<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>, Full<Bytes>>>>;
 
 /// Opens a connection. The caller polls the returned connection future in
 /// the same task as it sends (see [`exchange`]), so a request costs no
 /// cross-task wake-ups in the load generator.
 async fn connect(s: &Shared) -> Result<(Sender, Conn)> {
-    let tcp = TcpStream::connect(s.addr).await.with_context(|| format!("connect {}", s.addr))?;
+    tokio::time::timeout(s.timeout, connect_inner(s))
+        .await
+        .map_err(|_| anyhow!("connecting to {} timed out after {:?}", s.addr, s.timeout))?
+}
+
+async fn connect_inner(s: &Shared) -> Result<(Sender, Conn)> {
+    let tcp = TcpStream::connect(s.addr)
+        .await
+        .with_context(|| format!("connect {}", s.addr))?;
     tcp.set_nodelay(true)?;
-    let tls = s.connector.connect(s.server_name.clone(), tcp).await.context("TLS handshake")?;
+    let tls = s
+        .connector
+        .connect(s.server_name.clone(), tcp)
+        .await
+        .context("TLS handshake")?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     Ok((sender, Box::pin(conn)))
 }
@@ -256,9 +268,6 @@ async fn worker(s: Arc<Shared>, (mut sender, mut conn): (Sender, Conn)) -> Worke
     };
     let mut broken = false;
     loop {
-        if s.stop.load(Ordering::Relaxed) {
-            break;
-        }
         let now = Instant::now();
         if let Some(end) = s.measure_end {
             if now >= end {
@@ -340,9 +349,16 @@ async fn worker(s: Arc<Shared>, (mut sender, mut conn): (Sender, Conn)) -> Worke
     r
 }
 
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Sends one setup request on `sender` and returns status and body.
 async fn setup_call(c: &mut (Sender, Conn), authority: &str, path: &str, body: Bytes) -> Result<(StatusCode, Bytes)> {
-    exchange(&mut c.0, &mut c.1, request(authority, path, body)).await
+    tokio::time::timeout(
+        SETUP_TIMEOUT,
+        exchange(&mut c.0, &mut c.1, request(authority, path, body)),
+    )
+    .await
+    .map_err(|_| anyhow!("PUT {path} timed out after {SETUP_TIMEOUT:?}"))?
 }
 
 fn b64_field(name: &str, bytes: &[u8]) -> Bytes {
@@ -358,11 +374,18 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
     if keys > 1 && args.route == Route::Decrypt {
         bail!("--keys is not supported with --route decrypt");
     }
-    let uri: http::Uri = args.url.parse().with_context(|| format!("invalid --url {}", args.url))?;
+    let uri: http::Uri = args
+        .url
+        .parse()
+        .with_context(|| format!("invalid --url {}", args.url))?;
     if uri.scheme_str() != Some("https") {
         bail!("--url must be https://");
     }
-    let host = uri.host().ok_or_else(|| anyhow!("--url has no host"))?.trim_matches(['[', ']']).to_string();
+    let host = uri
+        .host()
+        .ok_or_else(|| anyhow!("--url has no host"))?
+        .trim_matches(['[', ']'])
+        .to_string();
     let port = uri.port_u16().unwrap_or(443);
     let addr = tokio::net::lookup_host((host.as_str(), port))
         .await
@@ -372,7 +395,10 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
     let name = args.server_name.clone().unwrap_or_else(|| host.clone());
     let server_name = ServerName::try_from(name.clone()).map_err(|_| anyhow!("invalid server name {name}"))?;
     let config = crate::tls::client_config(args.cacert.as_deref(), &args.cert, &args.key, args.insecure)?;
-    let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| format!("{host}:{port}"));
+    let authority = uri
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| format!("{host}:{port}"));
 
     let mut shared = Shared {
         connector: TlsConnector::from(config),
@@ -389,7 +415,6 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
         measure_end: None,
         remaining: args.requests.map(AtomicU64::new),
         issued: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
         first_error: Mutex::new(None),
     };
 
@@ -402,7 +427,8 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
     };
     if !args.no_create {
         for k in &key_names {
-            let (status, body) = setup_call(&mut setup, &authority, &format!("/v1/key/create/{k}"), Bytes::new()).await?;
+            let (status, body) =
+                setup_call(&mut setup, &authority, &format!("/v1/key/create/{k}"), Bytes::new()).await?;
             // 400/409: the key exists already (KES answers 400 "key already exists").
             if !status.is_success() && status != StatusCode::BAD_REQUEST && status != StatusCode::CONFLICT {
                 bail!("creating key {k}: HTTP {status}: {}", String::from_utf8_lossy(&body));
@@ -419,7 +445,10 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
             let path = format!("/v1/key/encrypt/{}", args.key_name);
             let (status, body) = setup_call(&mut setup, &authority, &path, b64_field("plaintext", &payload)).await?;
             if !status.is_success() {
-                bail!("encrypt (to get a ciphertext): HTTP {status}: {}", String::from_utf8_lossy(&body));
+                bail!(
+                    "encrypt (to get a ciphertext): HTTP {status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
             }
             #[derive(Deserialize)]
             struct Enc {
@@ -437,7 +466,11 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
     };
     let (status, body) = setup_call(&mut setup, &authority, &probe_path, shared.body.clone()).await?;
     if !status.is_success() {
-        bail!("{} {probe_path}: HTTP {status}: {}", args.route.as_str(), String::from_utf8_lossy(&body));
+        bail!(
+            "{} {probe_path}: HTTP {status}: {}",
+            args.route.as_str(),
+            String::from_utf8_lossy(&body)
+        );
     }
 
     // Open every connection before the clock starts.
@@ -463,7 +496,11 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
         let pid = args.server_pid;
         tokio::spawn(async move {
             tokio::time::sleep_until(shared.measure_start.into()).await;
-            let start = (procfs::self_cpu_time(), pid.and_then(procfs::cpu_time), procfs::cpu_jiffies());
+            let start = (
+                procfs::self_cpu_time(),
+                pid.and_then(procfs::cpu_time),
+                procfs::cpu_jiffies(),
+            );
             let mut rss_max = 0;
             let mut rss_last = None;
             while !done.load(Ordering::Relaxed) {

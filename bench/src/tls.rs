@@ -29,12 +29,16 @@ pub fn client_config(cacert: Option<&Path>, cert: &Path, key: &Path, insecure: b
     let builder = if insecure {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider.signature_verification_algorithms)))
+            .with_custom_certificate_verifier(Arc::new(NoServerVerification(
+                provider.signature_verification_algorithms,
+            )))
     } else {
         let mut roots = RootCertStore::empty();
         let ca = cacert.ok_or_else(|| anyhow!("--cacert is required (or --insecure)"))?;
         for c in certs(ca)? {
-            roots.add(c).with_context(|| format!("{}: unusable CA certificate", ca.display()))?;
+            roots
+                .add(c)
+                .with_context(|| format!("{}: unusable CA certificate", ca.display()))?;
         }
         builder.with_root_certificates(roots)
     };

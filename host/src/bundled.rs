@@ -6,9 +6,14 @@
 include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 
 /// The config name of each bundled plugin and the crate that builds it.
-const NAMES: &[(&str, &str)] = &[("fs", "keystore-fs"), ("audit-file", "audit-file")];
+const NAMES: &[(&str, &str)] = &[
+    ("fs", "keystore-fs"),
+    ("audit-file", "audit-file"),
+    ("audit-webhook", "audit-webhook"),
+];
 
-/// The embedded component for a plugin name used in configs (`fs`, `audit-file`).
+/// The embedded component for a plugin name used in configs (`fs`,
+/// `audit-file`, `audit-webhook`).
 pub fn find(name: &str) -> Option<&'static [u8]> {
     let krate = NAMES.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)?;
     BUNDLED.iter().find(|(k, _)| *k == krate).map(|(_, bytes)| *bytes)

@@ -15,3 +15,4 @@ mod policies;
 mod seal;
 mod system;
 mod tls;
+mod webhook;

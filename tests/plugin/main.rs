@@ -20,6 +20,7 @@ mod contract;
 mod examples;
 mod fs;
 mod hostile;
+mod http;
 mod loading;
 mod python;
 

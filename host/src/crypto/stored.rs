@@ -141,7 +141,14 @@ fn decode_json(json: &Value) -> Result<StoredKey, CryptoError> {
     let created_at = match json_str(json_field(obj, "created_at")).ok_or(invalid("'created_at' is not a string"))? {
         None => None,
         Some(s) => {
-            Some(OffsetDateTime::parse(s, &Rfc3339).map_err(|_| invalid("'created_at' is not an RFC 3339 time"))?)
+            let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| invalid("'created_at' is not an RFC 3339 time"))?;
+            // `9999-12-31T23:59:59-01:00` parses, but its instant is in year
+            // 10000 UTC, which `encode` would write as a timestamp `decode`
+            // then refuses (found by fuzz/stored_key).
+            if t.checked_to_offset(time::UtcOffset::UTC).is_none() {
+                return Err(invalid("timestamp out of range"));
+            }
+            Some(t)
         }
     };
     let created_by = json_str(json_field(obj, "created_by"))
@@ -271,3 +278,23 @@ macro_rules! redacted_debug {
     )*};
 }
 redacted_debug!(PbKeyVersion, PbSecretKey, PbHmacKey);
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    /// fuzz/stored_key: a legacy value whose `created_at` is in year 10000
+    /// UTC was accepted, but re-encoding it produced a value `decode` refused.
+    #[test]
+    fn created_at_beyond_year_9999_utc_is_refused() {
+        let v = br#"{"bytes":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","created_at":"9999-12-31T23:59:59-23:59"}"#;
+        assert_eq!(StoredKey::decode(v).unwrap_err(), invalid("timestamp out of range"));
+        // The latest representable instants still round-trip.
+        for t in ["9999-12-31T23:59:59Z", "9999-12-31T23:59:59+01:00", "0000-01-01T00:00:00+23:59"] {
+            let v = format!(r#"{{"bytes":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","created_at":"{t}"}}"#);
+            let key = StoredKey::decode(v.as_bytes()).unwrap_or_else(|e| panic!("{t}: {e}"));
+            let back = StoredKey::decode(&key.encode()).unwrap();
+            assert_eq!(back.created_at, key.created_at, "{t}");
+        }
+    }
+}

@@ -15,8 +15,10 @@
 //!    a config change never reuses stale machine code);
 //! 4. check the component's world: it must export our interface at our WIT
 //!    version and import nothing we do not provide, with a message naming both
-//!    versions when it was built against another `keyward:plugin`;
-//! 5. pre-link it, so instantiating later does no type checking.
+//!    versions when it was built against another `keyward:plugin`; `wasi:http`
+//!    counts as provided only when the plugin's grants list hosts;
+//! 5. pre-link it — with the linker that has `wasi:http` if and only if hosts
+//!    are granted — so instantiating later does no type checking.
 
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
@@ -59,7 +61,10 @@ pub struct PluginEngine {
 
 struct Inner {
     engine: Engine,
+    /// Everything but `wasi:http`: for plugins granted no hosts.
     linker: Linker<HostState>,
+    /// The same plus `wasi:http`: for plugins with a `grants.hosts` list.
+    http_linker: Linker<HostState>,
     cache_dir: Option<PathBuf>,
     /// Hex digest of the engine's compatibility hash and wasmtime version.
     cache_tag: String,
@@ -137,7 +142,9 @@ impl PluginEngine {
         let engine = Engine::new(&config).map_err(|e| PluginError::Engine(error_chain(&e)))?;
 
         let mut linker = Linker::new(&engine);
-        sandbox::add_to_linker(&mut linker).map_err(|e| PluginError::Engine(error_chain(&e)))?;
+        sandbox::add_to_linker(&mut linker, false).map_err(|e| PluginError::Engine(error_chain(&e)))?;
+        let mut http_linker = Linker::new(&engine);
+        sandbox::add_to_linker(&mut http_linker, true).map_err(|e| PluginError::Engine(error_chain(&e)))?;
 
         let cache_tag = cache_tag(&engine);
         if let Some(dir) = &options.cache_dir {
@@ -162,6 +169,7 @@ impl PluginEngine {
             inner: Arc::new(Inner {
                 engine,
                 linker,
+                http_linker,
                 cache_dir: options.cache_dir,
                 cache_tag,
             }),
@@ -193,10 +201,10 @@ impl PluginEngine {
         }
         let component = self.compile(&spec.name, &sha256, &bytes)?;
         let info = ComponentInfo::of(&self.inner.engine, &component);
-        info.check(&spec.name, spec.kind)?;
-        let pre = self
-            .inner
-            .linker
+        let http = !spec.grants.hosts.is_empty();
+        info.check(&spec.name, spec.kind, http)?;
+        let linker = if http { &self.inner.http_linker } else { &self.inner.linker };
+        let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| PluginError::Instantiate {
                 plugin: spec.name.clone(),
@@ -300,8 +308,9 @@ impl ComponentInfo {
         None
     }
 
-    /// Vets the component for use as a `kind` plugin.
-    fn check(&self, plugin: &str, kind: PluginKind) -> Result<(), PluginError> {
+    /// Vets the component for use as a `kind` plugin; `http` says whether it
+    /// is granted outbound HTTP (any `grants.hosts`).
+    fn check(&self, plugin: &str, kind: PluginKind, http: bool) -> Result<(), PluginError> {
         let expected = format!("{WIT_PACKAGE}@{WIT_VERSION}");
         // A different package version anywhere (export or import) is the most
         // useful thing to report, so look for it first.
@@ -339,7 +348,13 @@ impl ComponentInfo {
                 hint: hint.to_string(),
             };
             if import.starts_with("wasi:http/") {
-                return Err(refused("; outbound HTTP (wasi:http) is not available to plugins yet"));
+                if http {
+                    continue;
+                }
+                return Err(refused(
+                    "; outbound HTTP (wasi:http) is linked only for plugins granted hosts: \
+                     list the origins it may reach in its manifest entry's grants.hosts",
+                ));
             }
             if let Some((iface, _)) = split_keyward_name(import) {
                 if !matches!(iface, "types" | "log") {

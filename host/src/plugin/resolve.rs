@@ -4,7 +4,8 @@
 //! bundled plugin of the same name), then among the plugins embedded in the
 //! binary. Embedded plugins get host-chosen grants: the `fs` keystore sees
 //! exactly its configured directory as `/data`; `audit-file` sees the
-//! directory of its log file as `/logs`.
+//! directory of its log file as `/logs`; `audit-webhook` may reach exactly the
+//! origin (`scheme://host:port`) of its configured `url` over HTTP.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -118,6 +119,19 @@ impl Plugins {
                     .map_err(|e| config_error(name, format!("cannot create '{}': {e}", dir.display())))?;
                 config.insert("path".into(), Value::String(format!("/logs/{file_name}")));
                 (Grants::dir(dir, "/logs"), config)
+            }
+            "audit-webhook" => {
+                let url = match config.get("url") {
+                    Some(Value::String(u)) if !u.is_empty() => u.clone(),
+                    _ => return Err(config_error(name, "config needs a 'url' string")),
+                };
+                let origin = super::sandbox::Origin::parse(&url)
+                    .map_err(|m| config_error(name, format!("url {url:?}: {m}")))?;
+                let grants = Grants {
+                    hosts: vec![origin.to_string()],
+                    ..Grants::default()
+                };
+                (grants, config)
             }
             _ => (Grants::default(), config),
         };

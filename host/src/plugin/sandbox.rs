@@ -8,27 +8,46 @@
 //! * stdin empty, stdout discarded, stderr forwarded line by line to the host
 //!   log (so a panicking plugin's message is not lost);
 //! * sockets: TCP, UDP and name lookup all disabled;
-//! * clocks and random: the host's.
+//! * clocks and random: the host's;
+//! * outbound HTTP (`wasi:http/outgoing-handler` and `wasi:http/types`): linked
+//!   only for plugins whose grants list hosts (see below).
 //!
-//! ## Outbound HTTP seam
+//! ## Outbound HTTP
 //!
-//! `grants.hosts` is parsed and validated by the manifest but nothing here links
-//! `wasi:http` yet. When the etcd/vault/webhook plugins arrive, this is where
-//! it goes: add `wasmtime-wasi-http`, give [`HostState`] a `WasiHttpCtx`,
-//! implement `WasiHttpView::send_request` to refuse any authority not in
-//! [`HostState::allowed_hosts`], call `wasmtime_wasi_http::add_only_http_to_linker_async`
-//! in [`add_to_linker`], and drop `wasi:http` from the refused imports in
-//! `engine.rs`.
+//! A plugin whose `grants.hosts` is empty is vetted and linked without
+//! `wasi:http` (the engine refuses a component importing it, see `engine.rs`).
+//! One with hosts gets wasmtime's `wasi:http` implementation behind
+//! [`HttpPolicy`], whose `send_request` hook:
+//!
+//! * compares the request's origin (`scheme://host:port`, default port filled
+//!   in, case-insensitive) with the granted origins, and answers
+//!   `HttpRequestDenied` — before any DNS lookup or connection — when it is
+//!   not one of them, logging the refusal at `warn` with the plugin's name;
+//! * bounds the whole exchange by the call's deadline: sending and waiting
+//!   for the response head, each read of the response body, and the
+//!   connection itself all end at the deadline. A plugin blocked on the
+//!   network is not running WebAssembly, so the epoch cannot stop it; this
+//!   makes its request fail at the deadline, and the epoch check then ends
+//!   the call as timed out as soon as the plugin runs again.
+//!
+//! HTTPS uses wasmtime-wasi-http's default sender: rustls with the webpki
+//! (Mozilla) root certificates.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::{DnsErrorPayload, ErrorCode};
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::bindings::wit_log;
 use super::{Grants, Limits, PluginError};
@@ -54,9 +73,10 @@ pub struct HostState {
     /// Set by the epoch callback when it interrupted a call at its deadline,
     /// so the caller can tell a timeout from any other trap.
     pub(crate) timed_out: bool,
-    /// Outbound HTTP allow-list, kept for the `wasi:http` seam (module docs).
-    #[allow(dead_code)]
-    pub(crate) allowed_hosts: Arc<[String]>,
+    /// `wasi:http` state; reachable only when the plugin was linked with HTTP.
+    http: WasiHttpCtx,
+    /// The outbound HTTP allow-list and the current call's deadline.
+    http_policy: HttpPolicy,
 }
 
 impl HostState {
@@ -85,6 +105,16 @@ impl HostState {
                 b.env(name, value);
             }
         }
+        let allowed = grants
+            .hosts
+            .iter()
+            .map(|h| {
+                Origin::parse(h).map_err(|m| PluginError::Sandbox {
+                    plugin: plugin.to_string(),
+                    message: format!("grants.hosts: {h:?}: {m}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         // Linear memory is the plugin's; usize is at least 32 bits and the
         // manifest caps memory at 4GiB, so this conversion only saturates on
         // 16-bit targets we do not build for.
@@ -99,7 +129,12 @@ impl HostState {
                 .build(),
             deadline: None,
             timed_out: false,
-            allowed_hosts: grants.hosts.clone().into(),
+            http: WasiHttpCtx::new(),
+            http_policy: HttpPolicy {
+                plugin: plugin.clone(),
+                allowed: allowed.into(),
+                deadline: None,
+            },
         })
     }
 }
@@ -110,6 +145,212 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        // Every wasi:http host call comes through here, so the policy always
+        // sees the deadline of the call in progress.
+        self.http_policy.deadline = self.deadline;
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_policy,
+        }
+    }
+}
+
+/// An HTTP origin as the allow-list compares them: lowercase scheme and host,
+/// explicit port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// The origin of an `http://` or `https://` URL (a bare origin such as
+    /// `https://vault:8200` or a full URL with a path).
+    pub(crate) fn parse(url: &str) -> Result<Origin, String> {
+        let uri: http::Uri = url.trim().parse().map_err(|e| format!("not a URL: {e}"))?;
+        Origin::of_uri(&uri).ok_or_else(|| "must be an http:// or https:// URL with a host and no credentials".into())
+    }
+
+    fn of_uri(uri: &http::Uri) -> Option<Origin> {
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return None,
+        };
+        let authority = uri.authority()?;
+        // Userinfo would end up in the address the sender connects to.
+        if authority.as_str().contains('@') {
+            return None;
+        }
+        let host = authority.host().to_ascii_lowercase();
+        if host.is_empty() {
+            return None;
+        }
+        Some(Origin {
+            scheme,
+            host,
+            port: authority.port_u16().unwrap_or(default_port),
+        })
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+/// The [`WasiHttpHooks`] of one instance: the allow-list and the deadline.
+struct HttpPolicy {
+    plugin: Arc<str>,
+    allowed: Arc<[Origin]>,
+    deadline: Option<Instant>,
+}
+
+/// How long a denied request's body is swallowed when no call deadline is
+/// armed (never the case during a call; a bound all the same).
+const DENIED_BODY_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+type HttpResult<T> = Result<T, wasmtime_wasi_http::Error>;
+type IoFuture = Box<dyn Future<Output = HttpResult<()>> + Send>;
+
+impl WasiHttpHooks for HttpPolicy {
+    fn p2_error_from_connect(&mut self, err: &std::io::Error) -> ErrorCode {
+        self.note("connection failed", err);
+        match err.kind() {
+            std::io::ErrorKind::TimedOut => ErrorCode::ConnectionTimeout,
+            _ => ErrorCode::ConnectionRefused,
+        }
+    }
+
+    fn p2_error_from_hyper(&mut self, err: &hyper::Error) -> ErrorCode {
+        self.note("protocol error", err);
+        if err.is_timeout() {
+            ErrorCode::HttpResponseTimeout
+        } else {
+            ErrorCode::HttpProtocolError
+        }
+    }
+
+    fn p2_error_from_tls(&mut self, err: &std::io::Error) -> ErrorCode {
+        self.note("TLS failure", err);
+        let rustls_error = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+        match rustls_error {
+            Some(rustls::Error::InvalidCertificate(_)) => ErrorCode::TlsCertificateError,
+            _ => ErrorCode::TlsProtocolError,
+        }
+    }
+
+    fn p2_error_from_dns(&mut self, err: &rustls::pki_types::InvalidDnsNameError) -> ErrorCode {
+        self.note("invalid host name", err);
+        ErrorCode::DnsError(DnsErrorPayload {
+            rcode: Some("invalid dns name".to_string()),
+            info_code: None,
+        })
+    }
+
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _request_body_errors: IoFuture,
+    ) -> Box<dyn Future<Output = HttpResult<(http::Response<WasiBody>, IoFuture)>> + Send> {
+        let origin = Origin::of_uri(request.uri());
+        if !origin.as_ref().is_some_and(|o| self.allowed.contains(o)) {
+            let shown = origin.map_or_else(|| request.uri().to_string(), |o| o.to_string());
+            tracing::warn!(
+                target: "keyward::plugin",
+                plugin = &*self.plugin,
+                "outbound HTTP request denied: {shown} is not in the plugin's grants.hosts"
+            );
+            // Nothing is sent anywhere, but the plugin may be writing the
+            // request body after `handle` (the usual order); swallow it until
+            // it ends (or the call's deadline passes), so the plugin learns of
+            // the denial from the response rather than from a broken stream.
+            let until = self.deadline.unwrap_or_else(|| Instant::now() + DENIED_BODY_DRAIN);
+            let mut body = request.into_body();
+            return Box::new(async move {
+                let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+                let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(until), drain).await;
+                Err(wasmtime_wasi_http::Error::HttpRequestDenied)
+            });
+        }
+        let deadline = self.deadline.map(tokio::time::Instant::from_std);
+        Box::new(async move {
+            let send = wasmtime_wasi_http::default_send_request(request, options);
+            let (response, io) = match deadline {
+                Some(at) => tokio::time::timeout_at(at, send)
+                    .await
+                    .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??,
+                None => send.await?,
+            };
+            let response = response.map(|inner| {
+                DeadlineBody {
+                    inner: inner.boxed_unsync(),
+                    sleep: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+                }
+                .boxed_unsync()
+            });
+            // The connection is driven by this future; it never outlives the
+            // call that opened it.
+            let io: IoFuture = Box::new(async move {
+                match deadline {
+                    Some(at) => tokio::time::timeout_at(at, io).await.unwrap_or(Ok(())),
+                    None => io.await,
+                }
+            });
+            Ok((response, io))
+        })
+    }
+}
+
+/// Network failures are the plugin's to report (it answers with its own
+/// error, which the host logs and counts); the host notes them only at debug
+/// level, tagged with the plugin, instead of wasmtime-wasi-http's untagged
+/// warnings.
+impl HttpPolicy {
+    fn note(&self, what: &str, err: &dyn std::fmt::Display) {
+        tracing::debug!(target: "keyward::plugin", plugin = &*self.plugin, "outbound HTTP {what}: {err}");
+    }
+}
+
+/// A response body whose reads fail once the call's deadline has passed.
+struct DeadlineBody {
+    inner: WasiBody,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<HttpResult<Frame<Bytes>>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if let Some(sleep) = &mut this.sleep {
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)));
+            }
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -144,9 +385,13 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// Adds everything a plugin may import to `linker`: WASI 0.2 (gated per
-/// instance by its [`WasiCtx`]) and `keyward:plugin/log`.
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+/// instance by its [`WasiCtx`]), `keyward:plugin/log`, and with `http` the
+/// `wasi:http` outgoing handler and types (gated by [`HttpPolicy`]).
+pub fn add_to_linker(linker: &mut Linker<HostState>, http: bool) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    if http {
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    }
     wit_log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
 }

@@ -48,7 +48,7 @@ pub mod bindings {
     #[allow(missing_docs)]
     pub mod keystore {
         wit_bindgen::generate!({
-            path: "../wit",
+            path: "../../wit",
             world: "keyward:plugin/keystore@0.1.0",
             // Used from plugin crates, so the export macro must be exported and
             // must find these bindings by absolute path.
@@ -65,7 +65,7 @@ pub mod bindings {
     #[allow(missing_docs)]
     pub mod audit_sink {
         wit_bindgen::generate!({
-            path: "../wit",
+            path: "../../wit",
             world: "keyward:plugin/audit-sink@0.1.0",
             pub_export_macro: true,
             export_macro_name: "export",
