@@ -9,11 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// (crate name in plugins/, file name of its component)
-const BUNDLED: &[(&str, &str)] = &[
-    ("keystore-fs", "keystore_fs.wasm"),
-    ("audit-file", "audit_file.wasm"),
-    ("audit-webhook", "audit_webhook.wasm"),
-];
+const BUNDLED: &[(&str, &str)] =
+    &[("keystore-fs", "keystore_fs.wasm"), ("audit-file", "audit_file.wasm"), ("audit-webhook", "audit_webhook.wasm")];
 /// Test fixtures (hostile plugins), built alongside and found by the tests
 /// through `KEYWARD_TEST_PLUGINS_DIR`; never embedded.
 const FIXTURES: &[&str] = &["hostile", "future-wit", "http-probe"];
@@ -22,7 +19,16 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
     let root = manifest_dir.parent().map(Path::to_path_buf).unwrap_or_default();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default());
-    for dir in ["plugins/keystore-fs", "plugins/audit-file", "plugins/audit-webhook", "plugins/fixtures", "plugins/Cargo.toml", "plugins/Cargo.lock", "plugins/sdk", "wit"] {
+    for dir in [
+        "plugins/keystore-fs",
+        "plugins/audit-file",
+        "plugins/audit-webhook",
+        "plugins/fixtures",
+        "plugins/Cargo.toml",
+        "plugins/Cargo.lock",
+        "plugins/sdk",
+        "wit",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     println!("cargo:rerun-if-env-changed=KEYWARD_PLUGINS_DIR");
@@ -53,10 +59,8 @@ fn main() {
 /// workspace, in a target directory of its own (so it never waits on the
 /// outer build's lock) that is shared by every profile of the host.
 fn build_plugins(root: &Path) -> PathBuf {
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("plugins");
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target")).join("plugins");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root.join("plugins"))
@@ -66,7 +70,15 @@ fn build_plugins(root: &Path) -> PathBuf {
         cmd.args(["-p", name]);
     }
     // The outer build's settings are for the host target, not wasm.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_PROFILE_RELEASE_DEBUG"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PROFILE_RELEASE_DEBUG",
+    ] {
         cmd.env_remove(var);
     }
     // Reproducible components: paths end up in panic messages, so map the

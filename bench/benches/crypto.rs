@@ -79,9 +79,7 @@ fn bench(c: &mut Criterion) {
         for &n in &sizes {
             let pt = vec![7u8; n];
             g.throughput(Throughput::Bytes(n as u64));
-            g.bench_with_input(BenchmarkId::from_parameter(n), &pt, |b, pt| {
-                b.iter(|| key.encrypt(pt, b"").unwrap())
-            });
+            g.bench_with_input(BenchmarkId::from_parameter(n), &pt, |b, pt| b.iter(|| key.encrypt(pt, b"").unwrap()));
         }
         g.finish();
 
@@ -89,21 +87,11 @@ fn bench(c: &mut Criterion) {
         for &n in &sizes {
             let pt = vec![7u8; n];
             let raw = key.encrypt(&pt, b"").unwrap();
-            let formats = [
-                ("raw", raw.clone()),
-                ("msgpack", to_msgpack(&raw, &key)),
-                ("json", to_json(&raw, &key)),
-            ];
+            let formats = [("raw", raw.clone()), ("msgpack", to_msgpack(&raw, &key)), ("json", to_json(&raw, &key))];
             g.throughput(Throughput::Bytes(n as u64));
             for (format, ct) in formats {
-                assert_eq!(
-                    &key.decrypt(&ct, b"").unwrap()[..],
-                    &pt[..],
-                    "{format} ciphertext must decrypt"
-                );
-                g.bench_with_input(BenchmarkId::new(format, n), &ct, |b, ct| {
-                    b.iter(|| key.decrypt(ct, b"").unwrap())
-                });
+                assert_eq!(&key.decrypt(&ct, b"").unwrap()[..], &pt[..], "{format} ciphertext must decrypt");
+                g.bench_with_input(BenchmarkId::new(format, n), &ct, |b, ct| b.iter(|| key.decrypt(ct, b"").unwrap()));
             }
         }
         g.finish();
@@ -113,9 +101,7 @@ fn bench(c: &mut Criterion) {
     let hmac = stored.hmac_key.clone().unwrap();
     let msg = [7u8; 64];
     c.bench_function("hmac/64", |b| b.iter(|| hmac.sign(&msg)));
-    c.bench_function("generate_data_key/AES256", |b| {
-        b.iter(|| generate_data_key(&stored.key, b"").unwrap())
-    });
+    c.bench_function("generate_data_key/AES256", |b| b.iter(|| generate_data_key(&stored.key, b"").unwrap()));
     let encoded = stored.encode();
     c.bench_function("stored_key/decode", |b| b.iter(|| StoredKey::decode(&encoded).unwrap()));
 }

@@ -10,16 +10,11 @@ fn bench(c: &mut Criterion) {
     let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
     let chain = [der];
     let id = keyward::tls::identity_of_chain(&chain).unwrap();
-    assert_eq!(
-        keyward::tls::identity_of_cert(pem.as_bytes()).as_deref(),
-        Some(id.as_str())
-    );
+    assert_eq!(keyward::tls::identity_of_cert(pem.as_bytes()).as_deref(), Some(id.as_str()));
     c.bench_function("identity/of_chain (DER, per connection)", |b| {
         b.iter(|| keyward::tls::identity_of_chain(&chain).unwrap())
     });
-    c.bench_function("identity/of_cert (PEM)", |b| {
-        b.iter(|| keyward::tls::identity_of_cert(pem.as_bytes()).unwrap())
-    });
+    c.bench_function("identity/of_cert (PEM)", |b| b.iter(|| keyward::tls::identity_of_cert(pem.as_bytes()).unwrap()));
 }
 
 criterion_group!(benches, bench);

@@ -26,21 +26,13 @@ fn bench(c: &mut Criterion) {
     let value = StoredKey::generate(Algorithm::Aes256, "bench").encode();
     std::fs::write(keys.join("k1"), &value).unwrap();
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let engine = PluginEngine::new(EngineOptions {
-        cache_dir: Some(tmp.0.join("cache")),
-    })
-    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let engine = PluginEngine::new(EngineOptions { cache_dir: Some(tmp.0.join("cache")) }).unwrap();
     let bytes = keyward::bundled::find("fs").expect("bundled fs plugin");
     let spec = PluginSpec::embedded("fs", PluginKind::Keystore, bytes, Grants::dir(&keys, "/data"));
     // First load compiles and fills the cache; later loads read the artifact.
     let loaded = engine.load(&spec).unwrap();
-    let ks = rt
-        .block_on(PluginKeystore::start(loaded.clone(), CONFIG, PoolOptions::default()))
-        .unwrap();
+    let ks = rt.block_on(PluginKeystore::start(loaded.clone(), CONFIG, PoolOptions::default())).unwrap();
     assert_eq!(rt.block_on(ks.get("k1")).unwrap(), value);
 
     let mut g = c.benchmark_group("keystore_get");
@@ -53,12 +45,9 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("plugin");
-    g.bench_function("load from precompiled cache", |b| {
-        b.iter(|| engine.load(&spec).unwrap())
-    });
+    g.bench_function("load from precompiled cache", |b| b.iter(|| engine.load(&spec).unwrap()));
     g.bench_function("start instance (instantiate + init)", |b| {
-        b.to_async(&rt)
-            .iter(|| PluginKeystore::start(loaded.clone(), CONFIG, PoolOptions::default()))
+        b.to_async(&rt).iter(|| PluginKeystore::start(loaded.clone(), CONFIG, PoolOptions::default()))
     });
     g.finish();
     drop(ks);

@@ -45,9 +45,7 @@ pub struct BaselineArgs {
 type Keys = Arc<RwLock<HashMap<String, Arc<StoredKey>>>>;
 
 pub async fn run(args: &BaselineArgs) -> Result<()> {
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listen on {}", args.listen))?;
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
     eprintln!("baseline listening on https://{}", listener.local_addr()?);
     serve_on(listener, &args.cert, &args.key).await
 }
@@ -69,9 +67,7 @@ pub async fn serve_on(listener: TcpListener, cert: &std::path::Path, key: &std::
                 return;
             };
             let service = service_fn(move |req| serve(keys.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
         });
     }
 }
@@ -127,8 +123,7 @@ struct HmacRequest {
 }
 
 fn b64(s: &str) -> Result<Vec<u8>, Fail> {
-    B64.decode(s)
-        .map_err(|_| Fail(StatusCode::BAD_REQUEST, "invalid base64"))
+    B64.decode(s).map_err(|_| Fail(StatusCode::BAD_REQUEST, "invalid base64"))
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Fail> {
@@ -136,9 +131,7 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Fail> {
 }
 
 async fn serve(keys: Keys, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(handle(keys, req)
-        .await
-        .unwrap_or_else(|Fail(status, message)| error(status, message)))
+    Ok(handle(keys, req).await.unwrap_or_else(|Fail(status, message)| error(status, message)))
 }
 
 async fn handle(keys: Keys, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Fail> {
@@ -169,12 +162,7 @@ async fn handle(keys: Keys, req: Request<Incoming>) -> Result<Response<Full<Byte
         map.insert(name.to_string(), Arc::new(StoredKey::generate(Algorithm::Aes256, "")));
         return Ok(reply(StatusCode::OK, Bytes::new()));
     }
-    let key = keys
-        .read()
-        .unwrap()
-        .get(name)
-        .cloned()
-        .ok_or(Fail(StatusCode::NOT_FOUND, "key does not exist"))?;
+    let key = keys.read().unwrap().get(name).cloned().ok_or(Fail(StatusCode::NOT_FOUND, "key does not exist"))?;
     match op {
         "encrypt" => {
             let r: EncryptRequest = parse(&body)?;
@@ -186,35 +174,22 @@ async fn handle(keys: Keys, req: Request<Incoming>) -> Result<Response<Full<Byte
         }
         "decrypt" => {
             let r: DecryptRequest = parse(&body)?;
-            let pt = key.key.decrypt(&b64(&r.ciphertext)?, &b64(&r.context)?).map_err(|_| {
-                Fail(
-                    StatusCode::BAD_REQUEST,
-                    "decryption failed: ciphertext is not authentic",
-                )
-            })?;
+            let pt = key
+                .key
+                .decrypt(&b64(&r.ciphertext)?, &b64(&r.context)?)
+                .map_err(|_| Fail(StatusCode::BAD_REQUEST, "decryption failed: ciphertext is not authentic"))?;
             Ok(json(&serde_json::json!({ "plaintext": B64.encode(&pt[..]) })))
         }
         "generate" => {
-            let r: GenerateRequest = if body.is_empty() {
-                GenerateRequest::default()
-            } else {
-                parse(&body)?
-            };
+            let r: GenerateRequest = if body.is_empty() { GenerateRequest::default() } else { parse(&body)? };
             let (pt, ct) = keyward::crypto::generate_data_key(&key.key, &b64(&r.context)?)
                 .map_err(|_| Fail(StatusCode::INTERNAL_SERVER_ERROR, "failed to generate encryption key"))?;
-            Ok(json(
-                &serde_json::json!({ "plaintext": B64.encode(&pt[..]), "ciphertext": B64.encode(ct) }),
-            ))
+            Ok(json(&serde_json::json!({ "plaintext": B64.encode(&pt[..]), "ciphertext": B64.encode(ct) })))
         }
         "hmac" => {
             let r: HmacRequest = parse(&body)?;
-            let hmac_key = key
-                .hmac_key
-                .as_ref()
-                .ok_or(Fail(StatusCode::CONFLICT, "key does not support HMAC"))?;
-            Ok(json(
-                &serde_json::json!({ "hmac": B64.encode(hmac_key.sign(&b64(&r.message)?)) }),
-            ))
+            let hmac_key = key.hmac_key.as_ref().ok_or(Fail(StatusCode::CONFLICT, "key does not support HMAC"))?;
+            Ok(json(&serde_json::json!({ "hmac": B64.encode(hmac_key.sign(&b64(&r.message)?)) })))
         }
         _ => Err(Fail(StatusCode::NOT_FOUND, "not found")),
     }

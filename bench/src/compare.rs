@@ -36,12 +36,7 @@ pub struct CompareArgs {
     /// Warm-up before each measurement (same connections, not counted).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
     pub warmup: Duration,
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "encrypt,decrypt,generate,hmac"
-    )]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "encrypt,decrypt,generate,hmac")]
     pub routes: Vec<Route>,
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     pub connections: Vec<usize>,
@@ -361,21 +356,10 @@ impl Ctx {
         let port = free_port()?;
         let config = keyward_config(&self.files, &dir, port, audit, long_cache)?;
         let mut cmd = command(&self.keyward, self.server_cpus.as_deref());
-        cmd.arg("server")
-            .arg("--config")
-            .arg(&config)
-            .env("KEYWARD_CACHE_DIR", cache_dir);
+        cmd.arg("server").arg("--config").arg(&config).env("KEYWARD_CACHE_DIR", cache_dir);
         let started = Instant::now();
         let child = spawn_logged(cmd, &dir)?;
-        Ok((
-            Server {
-                name: name.to_string(),
-                child,
-                port,
-                dir,
-            },
-            started,
-        ))
+        Ok((Server { name: name.to_string(), child, port, dir }, started))
     }
 
     fn spawn_baseline(&self) -> Result<(Server, Instant)> {
@@ -391,15 +375,7 @@ impl Ctx {
             .arg(&self.files.server_key);
         let started = Instant::now();
         let child = spawn_logged(cmd, &dir)?;
-        Ok((
-            Server {
-                name: TARGET_BASELINE.into(),
-                child,
-                port,
-                dir,
-            },
-            started,
-        ))
+        Ok((Server { name: TARGET_BASELINE.into(), child, port, dir }, started))
     }
 
     /// Polls `/version` until it answers 2xx; the time since `since`.
@@ -408,9 +384,7 @@ impl Ctx {
         let name = ServerName::try_from("localhost").expect("valid name");
         loop {
             let probe = load::get_status(self.probe_config.clone(), server.addr(), name.clone(), "/version");
-            let ok = self
-                .rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(5), probe).await });
+            let ok = self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), probe).await });
             if let Ok(Ok(status)) = ok {
                 if status.is_success() {
                     return Ok(since.elapsed());
@@ -420,11 +394,7 @@ impl Ctx {
                 bail!("{} exited ({status}) before serving:\n{}", server.name, server.stderr());
             }
             if since.elapsed() > limit {
-                bail!(
-                    "{} did not answer /version within {limit:?}:\n{}",
-                    server.name,
-                    server.stderr()
-                );
+                bail!("{} did not answer /version within {limit:?}:\n{}", server.name, server.stderr());
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -510,10 +480,7 @@ fn machine(keyward: &Path, taskset: Option<&String>) -> Machine {
     Machine {
         cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         cpu_model,
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
         keyward_version: version,
         busy_at_start: 0.0,
         builders_at_start: Vec::new(),
@@ -536,11 +503,7 @@ fn wait_quiet(limit: Duration) -> Vec<String> {
             eprintln!(
                 "waiting (at most {limit:?}) for the machine to be quiet: {:.0}% busy{}",
                 load * 100.0,
-                if busy.is_empty() {
-                    String::new()
-                } else {
-                    format!(", compilers: {}", busy.join(" "))
-                }
+                if busy.is_empty() { String::new() } else { format!(", compilers: {}", busy.join(" ")) }
             );
             said = true;
         }
@@ -581,9 +544,8 @@ pub fn run(mut args: CompareArgs) -> Result<()> {
     }
     let (server_cpus, client_cpus) = match &args.taskset {
         Some(spec) => {
-            let (s, c) = spec
-                .split_once(':')
-                .ok_or_else(|| anyhow!("--taskset wants SERVER_CPUS:CLIENT_CPUS, e.g. 0:1"))?;
+            let (s, c) =
+                spec.split_once(':').ok_or_else(|| anyhow!("--taskset wants SERVER_CPUS:CLIENT_CPUS, e.g. 0:1"))?;
             (Some(s.to_string()), Some(c.to_string()))
         }
         None => (None, None),
@@ -599,11 +561,8 @@ pub fn run(mut args: CompareArgs) -> Result<()> {
             .collect::<Result<_>>()?,
     };
 
-    let mut results = Results {
-        date: now_rfc3339(),
-        machine: machine(&keyward, args.taskset.as_ref()),
-        ..Results::default()
-    };
+    let mut results =
+        Results { date: now_rfc3339(), machine: machine(&keyward, args.taskset.as_ref()), ..Results::default() };
     let still_busy = wait_quiet(args.wait_quiet);
     results.machine.builders_at_start = still_busy;
     results.machine.busy_at_start = procfs::machine_busy(Duration::from_secs(1));
@@ -720,13 +679,8 @@ fn run_load_matrix(
         noaudit = Some(s);
     }
     std::thread::sleep(Duration::from_secs(1));
-    for s in [Some(&baseline), Some(&keyward), noaudit.as_ref()]
-        .into_iter()
-        .flatten()
-    {
-        results
-            .idle_rss_kib
-            .push((s.name.clone(), procfs::rss_kib(s.pid()).unwrap_or(0)));
+    for s in [Some(&baseline), Some(&keyward), noaudit.as_ref()].into_iter().flatten() {
+        results.idle_rss_kib.push((s.name.clone(), procfs::rss_kib(s.pid()).unwrap_or(0)));
     }
 
     let total: usize = args
@@ -796,11 +750,7 @@ fn run_load_matrix(
                             audit_bytes: bytes,
                         });
                     }
-                    results.load.push(Measurement {
-                        target: server.name.clone(),
-                        round: round + 1,
-                        report,
-                    });
+                    results.load.push(Measurement { target: server.name.clone(), round: round + 1, report });
                 }
             }
         }
@@ -865,35 +815,18 @@ fn run_memory(ctx: &Ctx, args: &CompareArgs, cache: &Path) -> Result<Memory> {
     let populate_s = t.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(1));
     let rss_idle_kib = procfs::rss_kib(srv.pid()).unwrap_or(0);
-    let first_touch = ctx.load(
-        &srv,
-        Route::Encrypt,
-        &many("k", args.memory_keys, 16),
-        "keyward/100k/first-touch",
-    )?;
+    let first_touch = ctx.load(&srv, Route::Encrypt, &many("k", args.memory_keys, 16), "keyward/100k/first-touch")?;
     eprintln!(
         "touched {} keys (cache misses through the fs plugin): {:.0} req/s, {} errors{}",
         first_touch.requests,
         first_touch.rps,
         first_touch.errors,
-        first_touch
-            .first_error
-            .as_deref()
-            .map(|e| format!(" ({e})"))
-            .unwrap_or_default()
+        first_touch.first_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
     );
     std::thread::sleep(Duration::from_secs(1));
     let rss_after_touch_kib = procfs::rss_kib(srv.pid()).unwrap_or(0);
-    let second_touch = ctx.load(
-        &srv,
-        Route::Encrypt,
-        &many("k", args.memory_keys, 16),
-        "keyward/100k/second-touch",
-    )?;
-    eprintln!(
-        "touched them again (cached): {:.0} req/s, {} errors",
-        second_touch.rps, second_touch.errors
-    );
+    let second_touch = ctx.load(&srv, Route::Encrypt, &many("k", args.memory_keys, 16), "keyward/100k/second-touch")?;
+    eprintln!("touched them again (cached): {:.0} req/s, {} errors", second_touch.rps, second_touch.errors);
     std::thread::sleep(Duration::from_millis(500));
     let rss_after_second_touch_kib = procfs::rss_kib(srv.pid()).unwrap_or(0);
     srv.stop();
@@ -904,12 +837,7 @@ fn run_memory(ctx: &Ctx, args: &CompareArgs, cache: &Path) -> Result<Memory> {
         Ok(t) => Ok(t.as_secs_f64() * 1e3),
         Err(e) => {
             let msg = format!("{e:#}");
-            let last = msg
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .to_string();
+            let last = msg.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
             Err(last)
         }
     };
@@ -1014,13 +942,7 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
         let mm = |v: &[f64]| {
             let min = v.iter().copied().fold(f64::INFINITY, f64::min);
             let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            format!(
-                "{} ms (min {}, max {}, n={})",
-                fmt0(median(v.to_vec())),
-                fmt0(min),
-                fmt0(max),
-                v.len()
-            )
+            format!("{} ms (min {}, max {}, n={})", fmt0(median(v.to_vec())), fmt0(min), fmt0(max), v.len())
         };
         o.push_str("### Start-up (spawn → first 200 from /version; audit-file + fs plugins)\n\n");
         o.push_str("| plugin artifacts | median |\n|---|---|\n");
@@ -1039,12 +961,8 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
                 let k_rps = med(reports(r, TARGET_KEYWARD, route, c), |x| x.rps);
                 let b_p99 = med(reports(r, TARGET_BASELINE, route, c), |x| x.latency_us.p99);
                 let k_p99 = med(reports(r, TARGET_KEYWARD, route, c), |x| x.latency_us.p99);
-                let b_cpu = med(reports(r, TARGET_BASELINE, route, c), |x| {
-                    x.server_cpu_us_per_req.unwrap_or(f64::NAN)
-                });
-                let k_cpu = med(reports(r, TARGET_KEYWARD, route, c), |x| {
-                    x.server_cpu_us_per_req.unwrap_or(f64::NAN)
-                });
+                let b_cpu = med(reports(r, TARGET_BASELINE, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN));
+                let k_cpu = med(reports(r, TARGET_KEYWARD, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN));
                 let errors: u64 = r
                     .load
                     .iter()
@@ -1082,12 +1000,8 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
                 let a_rps = med(reports(r, TARGET_KEYWARD, route, c), |x| x.rps);
                 let n_p99 = med(reports(r, TARGET_NOAUDIT, route, c), |x| x.latency_us.p99);
                 let a_p99 = med(reports(r, TARGET_KEYWARD, route, c), |x| x.latency_us.p99);
-                let n_cpu = med(reports(r, TARGET_NOAUDIT, route, c), |x| {
-                    x.server_cpu_us_per_req.unwrap_or(f64::NAN)
-                });
-                let a_cpu = med(reports(r, TARGET_KEYWARD, route, c), |x| {
-                    x.server_cpu_us_per_req.unwrap_or(f64::NAN)
-                });
+                let n_cpu = med(reports(r, TARGET_NOAUDIT, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN));
+                let a_cpu = med(reports(r, TARGET_KEYWARD, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN));
                 let (lines, sent) = r
                     .audit
                     .iter()
@@ -1116,13 +1030,9 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
                 o.push_str(&format!(
                     "| {route} | {c} | {} | {} | {} | {} |\n",
                     fmt1(med(reports(r, TARGET_BASELINE, route, c), |x| x.client_cpu_us_per_req)),
-                    fmt1(med(reports(r, TARGET_BASELINE, route, c), |x| x
-                        .server_cpu_us_per_req
-                        .unwrap_or(f64::NAN))),
+                    fmt1(med(reports(r, TARGET_BASELINE, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN))),
                     fmt1(med(reports(r, TARGET_KEYWARD, route, c), |x| x.client_cpu_us_per_req)),
-                    fmt1(med(reports(r, TARGET_KEYWARD, route, c), |x| x
-                        .server_cpu_us_per_req
-                        .unwrap_or(f64::NAN))),
+                    fmt1(med(reports(r, TARGET_KEYWARD, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN))),
                 ));
             }
         }
@@ -1135,17 +1045,11 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
             o.push_str(&format!("| keyward just after a cached start | {:.1} |\n", mib(k)));
         }
         if let Some(k) = s.rss_after_cold_start_kib {
-            o.push_str(&format!(
-                "| keyward just after a cold start (plugins compiled in-process) | {:.1} |\n",
-                mib(k)
-            ));
+            o.push_str(&format!("| keyward just after a cold start (plugins compiled in-process) | {:.1} |\n", mib(k)));
         }
     }
     for (name, kib) in &r.idle_rss_kib {
-        o.push_str(&format!(
-            "| {name} idle (after start, before load) | {:.1} |\n",
-            mib(*kib)
-        ));
+        o.push_str(&format!("| {name} idle (after start, before load) | {:.1} |\n", mib(*kib)));
     }
     for target in [TARGET_BASELINE, TARGET_KEYWARD, TARGET_NOAUDIT] {
         let max = r
@@ -1179,10 +1083,9 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
             n = mem.keys,
         ));
         match &mem.restart_ms {
-            Ok(ms) => o.push_str(&format!(
-                "Restart on the {}-key keystore: {ms:.0} ms to the first /version.\n",
-                mem.keys
-            )),
+            Ok(ms) => {
+                o.push_str(&format!("Restart on the {}-key keystore: {ms:.0} ms to the first /version.\n", mem.keys))
+            }
             Err(e) => o.push_str(&format!("Restart on the {}-key keystore **failed**: `{e}`\n", mem.keys)),
         }
     }
@@ -1223,10 +1126,7 @@ mod tests {
         // …and it says what the benchmark needs.
         let text = std::fs::read_to_string(path).unwrap();
         let value: toml::Value = toml::from_str(&text).unwrap();
-        assert_eq!(
-            value["policy"]["bench"]["identities"][0].as_str(),
-            Some(files.client_id.as_str())
-        );
+        assert_eq!(value["policy"]["bench"]["identities"][0].as_str(), Some(files.client_id.as_str()));
         assert_ne!(files.client_id, files.admin_id);
         assert_eq!(value["log"]["audit"].as_str(), Some("off"));
         assert_eq!(value["audit"][0]["plugin"].as_str(), Some("audit-file"));

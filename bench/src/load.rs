@@ -205,15 +205,9 @@ async fn connect(s: &Shared) -> Result<(Sender, Conn)> {
 }
 
 async fn connect_inner(s: &Shared) -> Result<(Sender, Conn)> {
-    let tcp = TcpStream::connect(s.addr)
-        .await
-        .with_context(|| format!("connect {}", s.addr))?;
+    let tcp = TcpStream::connect(s.addr).await.with_context(|| format!("connect {}", s.addr))?;
     tcp.set_nodelay(true)?;
-    let tls = s
-        .connector
-        .connect(s.server_name.clone(), tcp)
-        .await
-        .context("TLS handshake")?;
+    let tls = s.connector.connect(s.server_name.clone(), tcp).await.context("TLS handshake")?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     Ok((sender, Box::pin(conn)))
 }
@@ -277,10 +271,7 @@ async fn worker(s: Arc<Shared>, (mut sender, mut conn): (Sender, Conn)) -> Worke
         if let Some(remaining) = &s.remaining {
             if now >= s.measure_start {
                 // Take one request from the budget; stop when it is spent.
-                if remaining
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                    .is_err()
-                {
+                if remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err() {
                     break;
                 }
             }
@@ -353,12 +344,9 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Sends one setup request on `sender` and returns status and body.
 async fn setup_call(c: &mut (Sender, Conn), authority: &str, path: &str, body: Bytes) -> Result<(StatusCode, Bytes)> {
-    tokio::time::timeout(
-        SETUP_TIMEOUT,
-        exchange(&mut c.0, &mut c.1, request(authority, path, body)),
-    )
-    .await
-    .map_err(|_| anyhow!("PUT {path} timed out after {SETUP_TIMEOUT:?}"))?
+    tokio::time::timeout(SETUP_TIMEOUT, exchange(&mut c.0, &mut c.1, request(authority, path, body)))
+        .await
+        .map_err(|_| anyhow!("PUT {path} timed out after {SETUP_TIMEOUT:?}"))?
 }
 
 fn b64_field(name: &str, bytes: &[u8]) -> Bytes {
@@ -374,18 +362,11 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
     if keys > 1 && args.route == Route::Decrypt {
         bail!("--keys is not supported with --route decrypt");
     }
-    let uri: http::Uri = args
-        .url
-        .parse()
-        .with_context(|| format!("invalid --url {}", args.url))?;
+    let uri: http::Uri = args.url.parse().with_context(|| format!("invalid --url {}", args.url))?;
     if uri.scheme_str() != Some("https") {
         bail!("--url must be https://");
     }
-    let host = uri
-        .host()
-        .ok_or_else(|| anyhow!("--url has no host"))?
-        .trim_matches(['[', ']'])
-        .to_string();
+    let host = uri.host().ok_or_else(|| anyhow!("--url has no host"))?.trim_matches(['[', ']']).to_string();
     let port = uri.port_u16().unwrap_or(443);
     let addr = tokio::net::lookup_host((host.as_str(), port))
         .await
@@ -395,10 +376,7 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
     let name = args.server_name.clone().unwrap_or_else(|| host.clone());
     let server_name = ServerName::try_from(name.clone()).map_err(|_| anyhow!("invalid server name {name}"))?;
     let config = crate::tls::client_config(args.cacert.as_deref(), &args.cert, &args.key, args.insecure)?;
-    let authority = uri
-        .authority()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| format!("{host}:{port}"));
+    let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| format!("{host}:{port}"));
 
     let mut shared = Shared {
         connector: TlsConnector::from(config),
@@ -445,10 +423,7 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
             let path = format!("/v1/key/encrypt/{}", args.key_name);
             let (status, body) = setup_call(&mut setup, &authority, &path, b64_field("plaintext", &payload)).await?;
             if !status.is_success() {
-                bail!(
-                    "encrypt (to get a ciphertext): HTTP {status}: {}",
-                    String::from_utf8_lossy(&body)
-                );
+                bail!("encrypt (to get a ciphertext): HTTP {status}: {}", String::from_utf8_lossy(&body));
             }
             #[derive(Deserialize)]
             struct Enc {
@@ -459,18 +434,11 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
         }
     };
     // One request of the real route, so a misconfiguration fails loudly here.
-    let probe_path = if keys > 1 {
-        format!("/v1/key/{}/{}", args.route.as_str(), key_names[0])
-    } else {
-        shared.path.clone()
-    };
+    let probe_path =
+        if keys > 1 { format!("/v1/key/{}/{}", args.route.as_str(), key_names[0]) } else { shared.path.clone() };
     let (status, body) = setup_call(&mut setup, &authority, &probe_path, shared.body.clone()).await?;
     if !status.is_success() {
-        bail!(
-            "{} {probe_path}: HTTP {status}: {}",
-            args.route.as_str(),
-            String::from_utf8_lossy(&body)
-        );
+        bail!("{} {probe_path}: HTTP {status}: {}", args.route.as_str(), String::from_utf8_lossy(&body));
     }
 
     // Open every connection before the clock starts.
@@ -481,11 +449,7 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
 
     let t0 = Instant::now() + Duration::from_millis(5);
     shared.measure_start = t0 + args.warmup;
-    shared.measure_end = if args.requests.is_some() {
-        None
-    } else {
-        Some(shared.measure_start + args.duration)
-    };
+    shared.measure_end = if args.requests.is_some() { None } else { Some(shared.measure_start + args.duration) };
     let shared = Arc::new(shared);
 
     // Sample CPU at the window's start and the server's RSS while it runs.
@@ -496,11 +460,7 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
         let pid = args.server_pid;
         tokio::spawn(async move {
             tokio::time::sleep_until(shared.measure_start.into()).await;
-            let start = (
-                procfs::self_cpu_time(),
-                pid.and_then(procfs::cpu_time),
-                procfs::cpu_jiffies(),
-            );
+            let start = (procfs::self_cpu_time(), pid.and_then(procfs::cpu_time), procfs::cpu_jiffies());
             let mut rss_max = 0;
             let mut rss_last = None;
             while !done.load(Ordering::Relaxed) {
@@ -515,10 +475,7 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
     };
 
     tokio::time::sleep_until(t0.into()).await;
-    let handles: Vec<_> = senders
-        .into_iter()
-        .map(|sender| tokio::spawn(worker(shared.clone(), sender)))
-        .collect();
+    let handles: Vec<_> = senders.into_iter().map(|sender| tokio::spawn(worker(shared.clone(), sender))).collect();
     let mut results = Vec::with_capacity(handles.len());
     for h in handles {
         results.push(h.await.context("worker panicked")?);

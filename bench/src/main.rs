@@ -58,10 +58,7 @@ fn main() {
     let outcome = match cli.command {
         // The load generator needs no more threads than connections.
         Cmd::Load(args) => runtime(Some(args.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .min(args.connections)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(args.connections)
         })))
         .and_then(|rt| {
             let report = rt.block_on(load::run(&args))?;
@@ -119,12 +116,7 @@ mod tests {
             let (cert, key) = (dir.join("s.crt"), dir.join("s.key"));
             tokio::spawn(async move { baseline::serve_on(listener, &cert, &key).await })
         };
-        for route in [
-            load::Route::Encrypt,
-            load::Route::Decrypt,
-            load::Route::Generate,
-            load::Route::Hmac,
-        ] {
+        for route in [load::Route::Encrypt, load::Route::Decrypt, load::Route::Generate, load::Route::Hmac] {
             let args = load::LoadArgs {
                 url: format!("https://127.0.0.1:{port}"),
                 cacert: Some(dir.join("s.crt")),

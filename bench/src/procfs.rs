@@ -60,10 +60,7 @@ pub fn busy_builders() -> Vec<String> {
         };
         if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
             let comm = comm.trim();
-            if matches!(
-                comm,
-                "rustc" | "cc1" | "cc1plus" | "ld" | "wasm-ld" | "rust-lld" | "clippy-driver"
-            ) {
+            if matches!(comm, "rustc" | "cc1" | "cc1plus" | "ld" | "wasm-ld" | "rust-lld" | "clippy-driver") {
                 found.push(format!("{comm}[{pid}]"));
             }
         }

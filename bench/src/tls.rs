@@ -27,26 +27,20 @@ pub fn client_config(cacert: Option<&Path>, cert: &Path, key: &Path, insecure: b
         .with_safe_default_protocol_versions()
         .context("TLS versions")?;
     let builder = if insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoServerVerification(
-                provider.signature_verification_algorithms,
-            )))
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoServerVerification(
+            provider.signature_verification_algorithms,
+        )))
     } else {
         let mut roots = RootCertStore::empty();
         let ca = cacert.ok_or_else(|| anyhow!("--cacert is required (or --insecure)"))?;
         for c in certs(ca)? {
-            roots
-                .add(c)
-                .with_context(|| format!("{}: unusable CA certificate", ca.display()))?;
+            roots.add(c).with_context(|| format!("{}: unusable CA certificate", ca.display()))?;
         }
         builder.with_root_certificates(roots)
     };
     let chain = certs(cert)?;
     let key = keyward::tls::load_key(key, None).map_err(|e| anyhow!("{}: {e}", key.display()))?;
-    let mut config = builder
-        .with_client_auth_cert(chain, key)
-        .context("client certificate and key do not match")?;
+    let mut config = builder.with_client_auth_cert(chain, key).context("client certificate and key do not match")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

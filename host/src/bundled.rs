@@ -6,11 +6,8 @@
 include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 
 /// The config name of each bundled plugin and the crate that builds it.
-const NAMES: &[(&str, &str)] = &[
-    ("fs", "keystore-fs"),
-    ("audit-file", "audit-file"),
-    ("audit-webhook", "audit-webhook"),
-];
+const NAMES: &[(&str, &str)] =
+    &[("fs", "keystore-fs"), ("audit-file", "audit-file"), ("audit-webhook", "audit-webhook")];
 
 /// The embedded component for a plugin name used in configs (`fs`,
 /// `audit-file`, `audit-webhook`).

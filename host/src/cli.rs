@@ -273,10 +273,7 @@ pub enum IdentityCommand {
     ///
     /// Example: keyward identity new my-app
     ///          keyward identity new --key app.key --cert app.crt --dns app.internal my-app
-    #[command(
-        verbatim_doc_comment,
-        about = "Create a private key and a self-signed client certificate"
-    )]
+    #[command(verbatim_doc_comment, about = "Create a private key and a self-signed client certificate")]
     New {
         /// The certificate's common name.
         name: String,
@@ -346,10 +343,7 @@ pub enum LogCommand {
     ///
     /// Example: keyward log audit
     ///          keyward log audit --json | jq .request.path
-    #[command(
-        verbatim_doc_comment,
-        about = "Follow the audit log: one line per request (Ctrl-C to stop)"
-    )]
+    #[command(verbatim_doc_comment, about = "Follow the audit log: one line per request (Ctrl-C to stop)")]
     Audit {
         #[command(flatten)]
         client: ClientArgs,

@@ -27,10 +27,7 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { key: key.into(), message: message.into() }
 }
 
 /// The file as written, before `${VAR}` expansion and validation.
@@ -159,12 +156,7 @@ pub fn expand_env(key: &str, value: &str) -> Result<String, ConfigError> {
         }
         match std::env::var(var) {
             Ok(v) => out.push_str(&v),
-            Err(_) => {
-                return Err(ConfigError::MissingEnv {
-                    key: key.to_string(),
-                    var: var.to_string(),
-                })
-            }
+            Err(_) => return Err(ConfigError::MissingEnv { key: key.to_string(), var: var.to_string() }),
         }
         rest = &after[end + 1..];
     }
@@ -218,10 +210,8 @@ impl File {
 
     /// Reads and parses a config file, then expands `${VAR}` references.
     pub fn load(path: &Path) -> Result<File, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let mut file = File::parse(path, &text)?;
         file.expand_env()?;
         Ok(file)
@@ -250,11 +240,7 @@ impl File {
             expand_opt(&format!("api.\"{path}\".timeout"), &mut api.timeout)?;
         }
         for (name, p) in &mut self.policy {
-            for (list, field) in [
-                (&mut p.allow, "allow"),
-                (&mut p.deny, "deny"),
-                (&mut p.identities, "identities"),
-            ] {
+            for (list, field) in [(&mut p.allow, "allow"), (&mut p.deny, "deny"), (&mut p.identities, "identities")] {
                 for (i, v) in list.iter_mut().enumerate() {
                     expand_in_place(&format!("policy.{name}.{field}[{i}]"), v)?;
                 }
@@ -333,11 +319,7 @@ pub struct CacheSettings {
 
 impl Default for CacheSettings {
     fn default() -> Self {
-        CacheSettings {
-            any: Duration::from_secs(300),
-            unused: Duration::from_secs(20),
-            offline: Duration::ZERO,
-        }
+        CacheSettings { any: Duration::from_secs(300), unused: Duration::from_secs(20), offline: Duration::ZERO }
     }
 }
 
@@ -425,11 +407,7 @@ impl Settings {
             .parse()
             .map_err(|e| invalid("address", format!("invalid listen address '{address_text}': {e}")))?;
 
-        let admin_text = file
-            .admin
-            .as_ref()
-            .map(|a| a.identity.trim().to_string())
-            .unwrap_or_default();
+        let admin_text = file.admin.as_ref().map(|a| a.identity.trim().to_string()).unwrap_or_default();
         let admin = if admin_text.is_empty() {
             return Err(invalid("admin.identity", "no admin identity"));
         } else if admin_text.eq_ignore_ascii_case("disabled") {
@@ -461,10 +439,7 @@ impl Settings {
         };
         let ca = tls.ca.filter(|c| !c.trim().is_empty()).map(PathBuf::from);
         if auth == ClientAuth::Verify && ca.is_none() {
-            return Err(invalid(
-                "tls.ca",
-                "tls.auth = \"on\" needs a CA file to verify client certificates against",
-            ));
+            return Err(invalid("tls.ca", "tls.auth = \"on\" needs a CA file to verify client certificates against"));
         }
         let tls = TlsSettings {
             key: PathBuf::from(tls.key.trim()),
@@ -498,13 +473,7 @@ impl Settings {
                 None => None,
                 Some(t) => Some(parse_duration(&key, t)?),
             };
-            api.insert(
-                path,
-                ApiSettings {
-                    skip_auth: section.skip_auth,
-                    timeout,
-                },
-            );
+            api.insert(path, ApiSettings { skip_auth: section.skip_auth, timeout });
         }
 
         let mut policies = BTreeMap::new();
@@ -537,14 +506,7 @@ impl Settings {
                 }
                 identities.push(id);
             }
-            policies.insert(
-                name,
-                PolicySettings {
-                    allow: p.allow,
-                    deny: p.deny,
-                    identities,
-                },
-            );
+            policies.insert(name, PolicySettings { allow: p.allow, deny: p.deny, identities });
         }
 
         let mut keys = Vec::new();
@@ -557,10 +519,7 @@ impl Settings {
                 ));
             }
             if keys.contains(&name) {
-                return Err(invalid(
-                    format!("keys[{i}].name"),
-                    format!("key '{name}' is listed twice"),
-                ));
+                return Err(invalid(format!("keys[{i}].name"), format!("key '{name}' is listed twice")));
             }
             keys.push(name);
         }
@@ -644,10 +603,7 @@ mod tests {
         std::env::set_var("KEYWARD_TEST_ADMIN_ID", ID);
         let text = "[admin]\nidentity = \"${KEYWARD_TEST_ADMIN_ID}\"\n[tls]\nkey = \"${KEYWARD_TEST_UNSET_VAR}\"\ncert = \"c\"\n";
         let err = parse(text).unwrap_err().to_string();
-        assert!(
-            err.contains("KEYWARD_TEST_UNSET_VAR") && err.contains("tls.key"),
-            "{err}"
-        );
+        assert!(err.contains("KEYWARD_TEST_UNSET_VAR") && err.contains("tls.key"), "{err}");
         let text = format!("[admin]\nidentity = \"${{KEYWARD_TEST_ADMIN_ID}}\"\n[tls]\nkey = \"k\"\ncert = \"c\"\n");
         assert_eq!(parse(&text).unwrap().admin, Admin::Identity(ID.into()));
     }
@@ -675,10 +631,7 @@ mod tests {
         assert!(parse(&text).unwrap_err().to_string().contains("cache.expiry.any"));
         let text = format!("{}[log]\naudit = \"loud\"\n", minimal());
         assert!(parse(&text).unwrap_err().to_string().contains("log.audit"));
-        let text = format!(
-            "{}[api.\"/v1/ready\"]\nskip_auth = true\ntimeout = \"15s\"\n",
-            minimal()
-        );
+        let text = format!("{}[api.\"/v1/ready\"]\nskip_auth = true\ntimeout = \"15s\"\n", minimal());
         let s = parse(&text).unwrap();
         assert_eq!(s.api["/v1/ready"].timeout, Some(Duration::from_secs(15)));
     }
@@ -693,10 +646,7 @@ mod tests {
 
     #[test]
     fn keystore_config_becomes_json() {
-        let text = format!(
-            "{}[keystore]\nplugin = \"fs\"\n[keystore.config]\npath = \"/data\"\n",
-            minimal()
-        );
+        let text = format!("{}[keystore]\nplugin = \"fs\"\n[keystore.config]\npath = \"/data\"\n", minimal());
         let s = parse(&text).unwrap();
         let ks = s.keystore.unwrap();
         assert_eq!(ks.plugin, "fs");

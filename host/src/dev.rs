@@ -34,10 +34,7 @@ pub struct DevFiles {
 
 /// Writes `contents` to `path`, readable only by the owner.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), DevError> {
-    let err = |source| DevError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+    let err = |source| DevError::Write { path: path.to_path_buf(), source };
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -55,11 +52,8 @@ pub fn self_signed(common_name: &str, names: Vec<String>, client: bool) -> Resul
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(names)?;
     params.distinguished_name.push(DnType::CommonName, common_name);
-    params.extended_key_usages = vec![if client {
-        ExtendedKeyUsagePurpose::ClientAuth
-    } else {
-        ExtendedKeyUsagePurpose::ServerAuth
-    }];
+    params.extended_key_usages =
+        vec![if client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth }];
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(1);
     params.not_after = now + time::Duration::days(365);
@@ -70,15 +64,9 @@ pub fn self_signed(common_name: &str, names: Vec<String>, client: bool) -> Resul
 /// Creates a temp directory with a server and an admin certificate.
 pub fn prepare() -> Result<DevFiles, DevError> {
     let dir = std::env::temp_dir().join(format!("keyward-dev-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|source| DevError::Write {
-        path: dir.clone(),
-        source,
-    })?;
-    let (server_cert, server_key) = self_signed(
-        "localhost",
-        vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
-        false,
-    )?;
+    std::fs::create_dir_all(&dir).map_err(|source| DevError::Write { path: dir.clone(), source })?;
+    let (server_cert, server_key) =
+        self_signed("localhost", vec!["localhost".into(), "127.0.0.1".into(), "::1".into()], false)?;
     let (admin_cert, admin_key) = self_signed("keyward-admin", vec![], true)?;
     let files = DevFiles {
         server_cert: dir.join("server.crt"),
@@ -108,10 +96,7 @@ pub fn settings(files: &DevFiles, address: SocketAddr) -> Settings {
             auth: ClientAuth::Any,
         },
         cache: CacheSettings::default(),
-        log: LogSettings {
-            error: true,
-            audit: true,
-        },
+        log: LogSettings { error: true, audit: true },
         api: BTreeMap::new(),
         policies: BTreeMap::new(),
         keys: Vec::new(),

@@ -130,16 +130,9 @@ pub fn convert(text: &str, file: &str) -> Result<String, ImportError> {
     let kes: KesFile = if text.trim().is_empty() {
         KesFile::default()
     } else {
-        serde_yaml::from_str(text).map_err(|e| ImportError::Yaml {
-            file: file.to_string(),
-            message: e.to_string(),
-        })?
+        serde_yaml::from_str(text).map_err(|e| ImportError::Yaml { file: file.to_string(), message: e.to_string() })?
     };
-    Converter {
-        file: file.to_string(),
-        out: String::new(),
-    }
-    .run(kes)
+    Converter { file: file.to_string(), out: String::new() }.run(kes)
 }
 
 struct Converter {
@@ -149,11 +142,7 @@ struct Converter {
 
 impl Converter {
     fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ImportError {
-        ImportError::Invalid {
-            file: self.file.clone(),
-            key: key.into(),
-            message: message.into(),
-        }
+        ImportError::Invalid { file: self.file.clone(), key: key.into(), message: message.into() }
     }
 
     fn line(&mut self, text: impl AsRef<str>) {
@@ -208,10 +197,7 @@ impl Converter {
             // Before 2023 `keys` held the keystore.
             (Some(Value::Mapping(_)), None) => self.keystore("keys", kes.keys.clone())?,
             (Some(Value::Mapping(_)), Some(_)) => {
-                return Err(self.err(
-                    "keys",
-                    "must be a list of `- name: …` entries when `keystore` is present",
-                ))
+                return Err(self.err("keys", "must be a list of `- name: …` entries when `keystore` is present"))
             }
             _ => {
                 self.keys(&kes.keys)?;
@@ -229,10 +215,9 @@ impl Converter {
         let identity = match (from_admin, self.string("root", &kes.root)?) {
             (Some(id), _) | (None, Some(id)) => id,
             (None, None) => {
-                return Err(self.err(
-                    "admin.identity",
-                    "missing: KES and keyward need an admin identity (or \"disabled\")",
-                ))
+                return Err(
+                    self.err("admin.identity", "missing: KES and keyward need an admin identity (or \"disabled\")")
+                )
             }
         };
         self.line("");
@@ -334,10 +319,7 @@ impl Converter {
         let lower = s.to_ascii_lowercase();
         let (base, offset) = match lower.split_once(['+', '-']) {
             Some((b, n)) => {
-                let n: i32 = n
-                    .trim()
-                    .parse()
-                    .map_err(|_| self.err(key, format!("invalid log level '{s}'")))?;
+                let n: i32 = n.trim().parse().map_err(|_| self.err(key, format!("invalid log level '{s}'")))?;
                 (b.trim().to_string(), if lower.contains('-') { -n } else { n })
             }
             None => (lower.clone(), 0),
@@ -479,10 +461,9 @@ impl Converter {
                 .find(|(k, _)| *k == kind)
                 .map(|(_, why)| why.to_string())
                 .unwrap_or_else(|| "is not a keystore keyward knows".to_string());
-            return Err(self.err(
-                format!("{section}.{full}"),
-                format!("the KES keystore '{full}' {why}; keyward supports: fs"),
-            ));
+            return Err(
+                self.err(format!("{section}.{full}"), format!("the KES keystore '{full}' {why}; keyward supports: fs"))
+            );
         }
         let Value::Mapping(fs) = cfg else {
             return Err(self.err(format!("{section}.fs"), "must be a map with `path`"));
@@ -491,10 +472,7 @@ impl Converter {
             return Err(self.err(format!("{section}.fs"), format!("unknown field {}", describe(other))));
         }
         let Some(path) = self.string(&format!("{section}.fs.path"), &fs.get("path").cloned())? else {
-            return Err(self.err(
-                format!("{section}.fs.path"),
-                "missing: the fs keystore needs a directory",
-            ));
+            return Err(self.err(format!("{section}.fs.path"), "missing: the fs keystore needs a directory"));
         };
         self.line("");
         self.line("[keystore]");
@@ -556,19 +534,13 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         if num_len == 0 {
             return Err("invalid duration (expected a number)".into());
         }
-        let n: f64 = rest[..num_len]
-            .parse()
-            .map_err(|_| "invalid number in duration".to_string())?;
+        let n: f64 = rest[..num_len].parse().map_err(|_| "invalid number in duration".to_string())?;
         rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let nanos_per = match &rest[..unit_len] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -680,20 +652,14 @@ mod tests {
         let yaml = format!("root: {ID}\ntls:\n  key: k\n  cert: c\nkeys:\n  fs:\n    path: ./keys\n");
         let s = load(&convert(&yaml, "old.yml").unwrap());
         let ks = s.keystore.unwrap();
-        assert_eq!(
-            (ks.plugin.as_str(), ks.config_json.as_str()),
-            ("fs", r#"{"path":"./keys"}"#)
-        );
+        assert_eq!((ks.plugin.as_str(), ks.config_json.as_str()), ("fs", r#"{"path":"./keys"}"#));
     }
 
     #[test]
     fn unsupported_keystores_are_named() {
         for (yaml_ks, name) in [
             ("vault:\n    endpoint: https://vault:8200", "vault"),
-            (
-                "aws:\n    secretsmanager:\n      region: us-east-1",
-                "aws.secretsmanager",
-            ),
+            ("aws:\n    secretsmanager:\n      region: us-east-1", "aws.secretsmanager"),
             ("azure:\n    keyvault:\n      endpoint: x", "azure.keyvault"),
         ] {
             let yaml = format!("admin:\n  identity: {ID}\ntls:\n  key: k\n  cert: c\nkeystore:\n  {yaml_ks}\n");
@@ -704,10 +670,7 @@ mod tests {
 
     #[test]
     fn log_levels_become_switches() {
-        let c = Converter {
-            file: "f".into(),
-            out: String::new(),
-        };
+        let c = Converter { file: "f".into(), out: String::new() };
         let lvl = |s: &str| c.level("log.error", &Some(Value::String(s.into()))).unwrap();
         assert_eq!(lvl("off").as_deref(), Some("off"));
         assert_eq!(lvl("ERROR+1").as_deref(), Some("off"));

@@ -139,27 +139,11 @@ impl Metrics {
                 "Audit events dropped because a sink's queue was full or a sink failed.",
             ),
             keystore_errors,
-            up_time: gauge(
-                &r,
-                "kes_system_up_time",
-                "The time the server has been up and running in seconds.",
-            ),
-            num_cpu: gauge(
-                &r,
-                "kes_system_num_cpu",
-                "The number of logical CPUs available on the system.",
-            ),
-            num_cpu_used: gauge(
-                &r,
-                "kes_system_num_cpu_used",
-                "The number of logical CPUs usable by the server.",
-            ),
+            up_time: gauge(&r, "kes_system_up_time", "The time the server has been up and running in seconds."),
+            num_cpu: gauge(&r, "kes_system_num_cpu", "The number of logical CPUs available on the system."),
+            num_cpu_used: gauge(&r, "kes_system_num_cpu_used", "The number of logical CPUs usable by the server."),
             num_threads: gauge(&r, "kes_system_num_threads", "The number of concurrent threads."),
-            mem_heap_used: gauge(
-                &r,
-                "kes_system_mem_heap_used",
-                "The number of bytes that are currently allocated.",
-            ),
+            mem_heap_used: gauge(&r, "kes_system_mem_heap_used", "The number of bytes that are currently allocated."),
             mem_heap_objects: gauge(
                 &r,
                 "kes_system_mem_heap_objects",
@@ -193,9 +177,7 @@ impl Metrics {
 
     /// Renders the Prometheus text format, refreshing the system gauges first.
     pub fn render(&self, cached_keys: usize) -> Vec<u8> {
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get() as i64)
-            .unwrap_or(1);
+        let cpus = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
         let p = ProcessStats::read();
         self.up_time.set(self.uptime_secs() as i64);
         self.num_cpu.set(cpus);

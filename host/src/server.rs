@@ -40,10 +40,7 @@ pub enum StartError {
     #[error(transparent)]
     Plugin(#[from] ResolveError),
     #[error("cannot listen on {address}: {source}")]
-    Listen {
-        address: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { address: std::net::SocketAddr, source: std::io::Error },
     #[error("keys: cannot create '{name}' at start-up: {source}")]
     BootKey { name: String, source: KeyError },
 }
@@ -55,10 +52,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The plugin engine, shared by every load and reload.
 fn plugin_engine() -> Result<PluginEngine, StartError> {
-    PluginEngine::new(EngineOptions {
-        cache_dir: default_cache_dir(),
-    })
-    .map_err(|e| StartError::Plugin(e.into()))
+    PluginEngine::new(EngineOptions { cache_dir: default_cache_dir() }).map_err(|e| StartError::Plugin(e.into()))
 }
 
 /// Builds the keystore named in the config: the built-in in-memory store
@@ -128,22 +122,11 @@ impl Server {
             let key = StoredKey::generate(state.default_algorithm, admin.clone());
             match keys.create(name, key).await {
                 Ok(()) | Err(KeyError::Exists) => {}
-                Err(source) => {
-                    return Err(StartError::BootKey {
-                        name: name.clone(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(StartError::BootKey { name: name.clone(), source }),
             }
         }
         tokio::spawn(keys.clone().run_expiry(settings.cache));
-        Ok(Server {
-            state,
-            acceptor,
-            engine,
-            settings,
-            config_path,
-        })
+        Ok(Server { state, acceptor, engine, settings, config_path })
     }
 
     /// Re-reads the config file and manifest: policies, identities, `[api]`
@@ -155,17 +138,11 @@ impl Server {
             return Ok(());
         };
         let settings = Settings::load(path)?;
-        let plugins = Plugins::new(
-            self.engine.clone(),
-            settings.plugin_manifest.as_deref(),
-            self.settings.dev,
-        )?;
+        let plugins = Plugins::new(self.engine.clone(), settings.plugin_manifest.as_deref(), self.settings.dev)?;
         let store = open_keystore(&settings, &plugins).await?;
         let sinks = open_audit_sinks(&settings, &plugins).await?;
         self.state.keys.swap_store(store);
-        self.state
-            .authority
-            .store(Arc::new(Authority::from_settings(&settings, self.state.started_at)));
+        self.state.authority.store(Arc::new(Authority::from_settings(&settings, self.state.started_at)));
         self.state.overrides.store(Arc::new(RouteOverrides::new(&settings.api)));
         self.state.audit.set_sinks(sinks);
         Ok(())
@@ -174,9 +151,7 @@ impl Server {
     /// Binds the configured address.
     pub async fn bind(&self) -> Result<TcpListener, StartError> {
         let address = self.settings.address;
-        TcpListener::bind(address)
-            .await
-            .map_err(|source| StartError::Listen { address, source })
+        TcpListener::bind(address).await.map_err(|source| StartError::Listen { address, source })
     }
 
     /// Serves until SIGTERM/SIGINT, then lets in-flight requests finish.
@@ -246,16 +221,10 @@ async fn serve_connection(
         let chain = conn.peer_certificates().unwrap_or(&[]);
         crate::tls::identity_of_chain(chain)
     };
-    let peer = Arc::new(Peer {
-        ip: Some(addr.ip().to_string()),
-        identity,
-    });
+    let peer = Arc::new(Peer { ip: Some(addr.ip().to_string()), identity });
     let service = service_fn(move |req| api::serve(state.clone(), peer.clone(), req));
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
@@ -305,9 +274,7 @@ fn hangup_stream() -> Hangup {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        Hangup {
-            inner: signal(SignalKind::hangup()).ok(),
-        }
+        Hangup { inner: signal(SignalKind::hangup()).ok() }
     }
     #[cfg(not(unix))]
     Hangup {}
@@ -320,10 +287,7 @@ fn init_tracing(enabled: bool) {
     } else {
         tracing_subscriber::EnvFilter::new("off")
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 async fn run_server(args: crate::cli::ServerArgs) -> Result<(), String> {

@@ -21,10 +21,7 @@ pub struct RouteOverrides {
 
 impl RouteOverrides {
     pub fn new(api: &std::collections::BTreeMap<String, ApiSettings>) -> Self {
-        let entries = api
-            .iter()
-            .map(|(p, s)| (p.trim_end_matches('/').to_string(), s.clone()))
-            .collect();
+        let entries = api.iter().map(|(p, s)| (p.trim_end_matches('/').to_string(), s.clone())).collect();
         RouteOverrides { entries }
     }
 

@@ -51,12 +51,7 @@ pub enum IdentityError {
 /// the certificate is a CA. `None` if the certificate cannot be parsed.
 fn spki_identity(cert: &[u8]) -> Option<(String, bool)> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
-    let is_ca = parsed
-        .basic_constraints()
-        .ok()
-        .flatten()
-        .map(|bc| bc.value.ca)
-        .unwrap_or(false);
+    let is_ca = parsed.basic_constraints().ok().flatten().map(|bc| bc.value.ca).unwrap_or(false);
     let spki = parsed.tbs_certificate.subject_pki.raw;
     Some((hex::encode(Sha256::digest(spki)), is_ca))
 }
@@ -152,9 +147,8 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 /// Loads all certificates from a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let bytes = read(path)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("invalid PEM: {e}"))?;
+    let certs: Vec<_> =
+        CertificateDer::pem_slice_iter(&bytes).collect::<Result<_, _>>().map_err(|e| format!("invalid PEM: {e}"))?;
     if certs.is_empty() {
         return Err("no certificate found".to_string());
     }
@@ -174,48 +168,33 @@ pub fn load_key(path: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'st
         let (_, doc) = pkcs8::SecretDocument::from_pem(&text).map_err(|e| format!("invalid PEM: {e}"))?;
         let encrypted = pkcs8::EncryptedPrivateKeyInfo::from_der(doc.as_bytes())
             .map_err(|e| format!("invalid encrypted key: {e}"))?;
-        let plain = encrypted
-            .decrypt(password)
-            .map_err(|_| "cannot decrypt the key: wrong tls.password?".to_string())?;
-        return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            plain.as_bytes().to_vec(),
-        )));
+        let plain =
+            encrypted.decrypt(password).map_err(|_| "cannot decrypt the key: wrong tls.password?".to_string())?;
+        return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(plain.as_bytes().to_vec())));
     }
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| format!("no usable private key: {e}"))
 }
 
 /// Builds the rustls server configuration from the `[tls]` settings.
 pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs = load_certs(&settings.cert).map_err(|message| TlsError::Cert {
-        path: settings.cert.display().to_string(),
-        message,
-    })?;
-    let key = load_key(&settings.key, settings.password.as_deref()).map_err(|message| TlsError::Key {
-        path: settings.key.display().to_string(),
-        message,
-    })?;
+    let certs = load_certs(&settings.cert)
+        .map_err(|message| TlsError::Cert { path: settings.cert.display().to_string(), message })?;
+    let key = load_key(&settings.key, settings.password.as_deref())
+        .map_err(|message| TlsError::Key { path: settings.key.display().to_string(), message })?;
     let provider = provider();
     let verifier: Arc<dyn ClientCertVerifier> = match (settings.auth, &settings.ca) {
         (ClientAuth::Verify, Some(ca)) => {
             let mut roots = RootCertStore::empty();
-            let cas = load_certs(ca).map_err(|message| TlsError::Ca {
-                path: ca.display().to_string(),
-                message,
-            })?;
+            let cas = load_certs(ca).map_err(|message| TlsError::Ca { path: ca.display().to_string(), message })?;
             for c in cas {
-                roots.add(c).map_err(|e| TlsError::Ca {
-                    path: ca.display().to_string(),
-                    message: e.to_string(),
-                })?;
+                roots.add(c).map_err(|e| TlsError::Ca { path: ca.display().to_string(), message: e.to_string() })?;
             }
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .allow_unauthenticated()
                 .build()
                 .map_err(|e| TlsError::Config(e.to_string()))?
         }
-        _ => Arc::new(AnyClientCert {
-            algorithms: provider.signature_verification_algorithms,
-        }),
+        _ => Arc::new(AnyClientCert { algorithms: provider.signature_verification_algorithms }),
     };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

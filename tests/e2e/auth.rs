@@ -78,10 +78,7 @@ async fn self_describe_shows_policy_to_every_caller() {
 
 #[tokio::test]
 async fn disabled_admin_has_no_special_rights() {
-    let s = TestServer::start_with(Setup {
-        disable_admin: true,
-        ..Setup::default()
-    });
+    let s = TestServer::start_with(Setup { disable_admin: true, ..Setup::default() });
     let c = s.admin_client();
     c.put_empty("/v1/key/create/k").await.expect(403, "not authorized: insufficient permissions");
     let me = c.get("/v1/identity/self/describe").await.json();

@@ -5,7 +5,6 @@ use serde_json::json;
 
 use crate::harness::{b64, unb64, TestServer};
 
-
 #[tokio::test]
 async fn malformed_bodies_and_names_are_refused_and_nothing_changes() {
     let s = TestServer::start("");
@@ -19,7 +18,9 @@ async fn malformed_bodies_and_names_are_refused_and_nothing_changes() {
         r.expect(400, bad);
     }
     c.put("/v1/key/decrypt/k", &json!({"ciphertext": "%%%"})).await.expect(400, bad);
-    c.put("/v1/key/decrypt/k", &json!({"ciphertext": b64(b"short")})).await.expect(400, "decryption failed: ciphertext is not authentic");
+    c.put("/v1/key/decrypt/k", &json!({"ciphertext": b64(b"short")}))
+        .await
+        .expect(400, "decryption failed: ciphertext is not authentic");
     c.put("/v1/key/hmac/k", &json!({"message": 12})).await.expect(400, bad);
     c.send("PUT", "/v1/key/generate/k", Some(b"{"), &[]).await.expect(400, bad);
     // Oversize body (limit 1 MiB).
@@ -36,7 +37,12 @@ async fn malformed_bodies_and_names_are_refused_and_nothing_changes() {
     // `..` as raw bytes on the wire (client libraries normalise it away).
     for path in ["/v1/key/create/..", "/v1/key/create/%2E%2E", "/v1/key/delete/../create/x"] {
         let method = if path.contains("delete") { "DELETE" } else { "PUT" };
-        let raw = crate::harness::raw_request(&s, &s.admin, &format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")).await;
+        let raw = crate::harness::raw_request(
+            &s,
+            &s.admin,
+            &format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
         assert!(raw.starts_with("HTTP/1.1 400"), "{path}: {raw}");
         assert!(raw.contains("{\"message\":"), "{path}: {raw}");
     }

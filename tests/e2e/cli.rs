@@ -28,9 +28,7 @@ const CLIENT_ENV: &[&str] = &[
 ];
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/kes")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/kes").join(name)
 }
 
 /// Runs `keyward ARGS` with only `env` set among the client variables.
@@ -41,13 +39,9 @@ fn kw_env(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
         cmd.env_remove(v);
     }
     cmd.envs(env.iter().copied());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     if let Some(input) = stdin {
         use std::io::Write;
@@ -70,13 +64,7 @@ fn stderr(o: &Output) -> String {
 
 #[track_caller]
 fn ok(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        stdout(o),
-        stderr(o)
-    );
+    assert_eq!(o.status.code(), Some(0), "stdout: {}\nstderr: {}", stdout(o), stderr(o));
     stdout(o)
 }
 
@@ -84,25 +72,12 @@ fn ok(o: &Output) -> String {
 /// output; returns that line.
 #[track_caller]
 fn fails(o: &Output, code: i32) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(o),
-        stderr(o)
-    );
+    assert_eq!(o.status.code(), Some(code), "stdout: {}\nstderr: {}", stdout(o), stderr(o));
     let err = stderr(o);
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "expected one line, got: {err:?}");
     assert!(lines[0].starts_with("keyward: "), "{err:?}");
-    for bad in [
-        "panicked",
-        "backtrace",
-        "RUST_BACKTRACE",
-        "Os {",
-        "Error {",
-        "kind:",
-    ] {
+    for bad in ["panicked", "backtrace", "RUST_BACKTRACE", "Os {", "Error {", "kind:"] {
         assert!(!err.contains(bad), "debug output {bad:?} in {err:?}");
     }
     lines[0].to_string()
@@ -159,10 +134,7 @@ impl DevServer {
             if up && text.contains("keyward status") {
                 break text;
             }
-            assert!(
-                Instant::now() < deadline,
-                "dev server did not start:\n{text}"
-            );
+            assert!(Instant::now() < deadline, "dev server did not start:\n{text}");
             std::thread::sleep(Duration::from_millis(25));
         };
         DevServer {
@@ -179,9 +151,7 @@ impl DevServer {
 
     /// The connection flags built from the banner.
     fn flags(&self) -> Vec<&str> {
-        vec![
-            "--server", &self.url, "--cert", &self.cert, "--key", &self.key, "--cacert", &self.ca,
-        ]
+        vec!["--server", &self.url, "--cert", &self.cert, "--key", &self.key, "--cacert", &self.ca]
     }
 
     /// Runs a client command with the banner's credentials as flags.
@@ -203,18 +173,9 @@ fn dev_banner_credentials_drive_every_key_command() {
     assert_eq!(s.identity.len(), 64);
 
     // create, duplicate, ls (text and JSON, prefix)
-    assert_eq!(
-        ok(&s.run(&["key", "create", "app-1", "app-2", "other"])),
-        ""
-    );
-    assert_eq!(
-        fails(&s.run(&["key", "create", "app-1"]), 1),
-        "keyward: key already exists"
-    );
-    let names: Vec<String> = ok(&s.run(&["key", "ls"]))
-        .lines()
-        .map(str::to_string)
-        .collect();
+    assert_eq!(ok(&s.run(&["key", "create", "app-1", "app-2", "other"])), "");
+    assert_eq!(fails(&s.run(&["key", "create", "app-1"]), 1), "keyward: key already exists");
+    let names: Vec<String> = ok(&s.run(&["key", "ls"])).lines().map(str::to_string).collect();
     assert_eq!(names, ["app-1", "app-2", "other"]);
     assert_eq!(ok(&s.run(&["key", "ls", "app-"])), "app-1\napp-2\n");
     let json: Value = serde_json::from_str(&ok(&s.run(&["key", "ls", "--json", "oth"]))).unwrap();
@@ -222,45 +183,24 @@ fn dev_banner_credentials_drive_every_key_command() {
 
     // describe
     let text = ok(&s.run(&["key", "describe", "app-1"]));
-    assert!(
-        text.contains("Name:") && text.contains("app-1") && text.contains("Algorithm:"),
-        "{text}"
-    );
+    assert!(text.contains("Name:") && text.contains("app-1") && text.contains("Algorithm:"), "{text}");
     assert!(text.contains(&s.identity), "created by the admin: {text}");
-    let json: Value =
-        serde_json::from_str(&ok(&s.run(&["key", "describe", "--json", "app-1"]))).unwrap();
+    let json: Value = serde_json::from_str(&ok(&s.run(&["key", "describe", "--json", "app-1"]))).unwrap();
     assert_eq!(json["name"], "app-1");
-    assert_eq!(
-        fails(&s.run(&["key", "describe", "no-such-key"]), 1),
-        "keyward: key does not exist"
-    );
+    assert_eq!(fails(&s.run(&["key", "describe", "no-such-key"]), 1), "keyward: key does not exist");
 
     // encrypt / decrypt, with and without context, from arguments and stdin
-    let ct = ok(&s.run(&["key", "encrypt", "app-1", "hello world", "--context", "ctx"]))
-        .trim()
-        .to_string();
+    let ct = ok(&s.run(&["key", "encrypt", "app-1", "hello world", "--context", "ctx"])).trim().to_string();
     assert!(B64.decode(&ct).is_ok(), "{ct}");
-    assert_eq!(
-        ok(&s.run(&["key", "decrypt", "app-1", &ct, "--context", "ctx"])),
-        "hello world"
-    );
+    assert_eq!(ok(&s.run(&["key", "decrypt", "app-1", &ct, "--context", "ctx"])), "hello world");
     assert_eq!(
         fails(&s.run(&["key", "decrypt", "app-1", &ct]), 1),
         "keyward: decryption failed: ciphertext is not authentic"
     );
-    let ct2 = ok(&s.run_in(&["key", "encrypt", "app-2"], Some(b"from stdin\n")))
-        .trim()
-        .to_string();
-    assert_eq!(
-        ok(&s.run_in(&["key", "decrypt", "app-2"], Some(ct2.as_bytes()))),
-        "from stdin\n"
-    );
-    let json: Value =
-        serde_json::from_str(&ok(&s.run(&["key", "decrypt", "--json", "app-2", &ct2]))).unwrap();
-    assert_eq!(
-        B64.decode(json["plaintext"].as_str().unwrap()).unwrap(),
-        b"from stdin\n"
-    );
+    let ct2 = ok(&s.run_in(&["key", "encrypt", "app-2"], Some(b"from stdin\n"))).trim().to_string();
+    assert_eq!(ok(&s.run_in(&["key", "decrypt", "app-2"], Some(ct2.as_bytes()))), "from stdin\n");
+    let json: Value = serde_json::from_str(&ok(&s.run(&["key", "decrypt", "--json", "app-2", &ct2]))).unwrap();
+    assert_eq!(B64.decode(json["plaintext"].as_str().unwrap()).unwrap(), b"from stdin\n");
     assert_eq!(
         fails(&s.run(&["key", "decrypt", "app-2", "not base64!"]), 2),
         "keyward: the ciphertext is not valid base64"
@@ -270,48 +210,26 @@ fn dev_banner_credentials_drive_every_key_command() {
     let dek: Value = serde_json::from_str(&ok(&s.run(&["key", "dek", "--json", "app-1"]))).unwrap();
     let plain = B64.decode(dek["plaintext"].as_str().unwrap()).unwrap();
     assert_eq!(plain.len(), 32);
-    let back: Value = serde_json::from_str(&ok(&s.run(&[
-        "key",
-        "decrypt",
-        "--json",
-        "app-1",
-        dek["ciphertext"].as_str().unwrap(),
-    ])))
-    .unwrap();
-    assert_eq!(
-        B64.decode(back["plaintext"].as_str().unwrap()).unwrap(),
-        plain
-    );
+    let back: Value =
+        serde_json::from_str(&ok(&s.run(&["key", "decrypt", "--json", "app-1", dek["ciphertext"].as_str().unwrap()])))
+            .unwrap();
+    assert_eq!(B64.decode(back["plaintext"].as_str().unwrap()).unwrap(), plain);
     let text = ok(&s.run(&["key", "dek", "app-1"]));
-    assert!(
-        text.contains("plaintext:") && text.contains("ciphertext:"),
-        "{text}"
-    );
+    assert!(text.contains("plaintext:") && text.contains("ciphertext:"), "{text}");
 
     // hmac: hex, deterministic, JSON is base64 of the same bytes
-    let mac = ok(&s.run(&["key", "hmac", "app-1", "message"]))
-        .trim()
-        .to_string();
+    let mac = ok(&s.run(&["key", "hmac", "app-1", "message"])).trim().to_string();
     assert_eq!(mac.len(), 64);
     assert_eq!(ok(&s.run(&["key", "hmac", "app-1", "message"])).trim(), mac);
-    let json: Value =
-        serde_json::from_str(&ok(&s.run(&["key", "hmac", "--json", "app-1", "message"]))).unwrap();
-    assert_eq!(
-        hex::encode(B64.decode(json["hmac"].as_str().unwrap()).unwrap()),
-        mac
-    );
+    let json: Value = serde_json::from_str(&ok(&s.run(&["key", "hmac", "--json", "app-1", "message"]))).unwrap();
+    assert_eq!(hex::encode(B64.decode(json["hmac"].as_str().unwrap()).unwrap()), mac);
 
     // import: known key material, usable right away
     let material = B64.encode([7u8; 32]);
     assert_eq!(ok(&s.run(&["key", "import", "imported", &material])), "");
-    let ct = ok(&s.run(&["key", "encrypt", "imported", "x"]))
-        .trim()
-        .to_string();
+    let ct = ok(&s.run(&["key", "encrypt", "imported", "x"])).trim().to_string();
     assert_eq!(ok(&s.run(&["key", "decrypt", "imported", &ct])), "x");
-    assert_eq!(
-        fails(&s.run(&["key", "import", "bad", "%%%"]), 2),
-        "keyward: the key is not valid base64"
-    );
+    assert_eq!(fails(&s.run(&["key", "import", "bad", "%%%"]), 2), "keyward: the key is not valid base64");
     let short = B64.encode([1u8; 16]);
     let line = fails(&s.run(&["key", "import", "short", &short]), 1);
     assert!(line.contains("invalid key size"), "{line}");
@@ -319,10 +237,7 @@ fn dev_banner_credentials_drive_every_key_command() {
     // rm
     assert_eq!(ok(&s.run(&["key", "rm", "app-2", "imported"])), "");
     assert_eq!(ok(&s.run(&["key", "ls"])), "app-1\nother\n");
-    assert_eq!(
-        fails(&s.run(&["key", "rm", "app-2"]), 1),
-        "keyward: key does not exist"
-    );
+    assert_eq!(fails(&s.run(&["key", "rm", "app-2"]), 1), "keyward: key does not exist");
 }
 
 #[test]
@@ -332,31 +247,17 @@ fn dev_banner_credentials_drive_policy_identity_status_metrics_and_logs() {
     // policy: the dev server has none
     assert_eq!(ok(&s.run(&["policy", "ls"])), "");
     assert_eq!(ok(&s.run(&["policy", "ls", "--json"])).trim(), "[]");
-    assert_eq!(
-        fails(&s.run(&["policy", "show", "nope"]), 1),
-        "keyward: policy does not exist"
-    );
+    assert_eq!(fails(&s.run(&["policy", "show", "nope"]), 1), "keyward: policy does not exist");
 
     // identity self / ls / describe
     let text = ok(&s.run(&["identity", "self"]));
-    assert!(
-        text.contains(&s.identity) && text.contains("Admin:") && text.contains("yes"),
-        "{text}"
-    );
+    assert!(text.contains(&s.identity) && text.contains("Admin:") && text.contains("yes"), "{text}");
     let json: Value = serde_json::from_str(&ok(&s.run(&["identity", "self", "--json"]))).unwrap();
-    assert_eq!(
-        (json["identity"].as_str(), json["admin"].as_bool()),
-        (Some(s.identity.as_str()), Some(true))
-    );
-    assert!(ok(&s.run(&["identity", "ls"]))
-        .lines()
-        .any(|l| l == s.identity));
+    assert_eq!((json["identity"].as_str(), json["admin"].as_bool()), (Some(s.identity.as_str()), Some(true)));
+    assert!(ok(&s.run(&["identity", "ls"])).lines().any(|l| l == s.identity));
     let text = ok(&s.run(&["identity", "describe", &s.identity]));
     assert!(text.contains("Admin:") && text.contains("yes"), "{text}");
-    assert_eq!(
-        fails(&s.run(&["identity", "describe", &"ab".repeat(32)]), 1),
-        "keyward: identity does not exist"
-    );
+    assert_eq!(fails(&s.run(&["identity", "describe", &"ab".repeat(32)]), 1), "keyward: identity does not exist");
 
     // status / metrics
     let text = ok(&s.run(&["status"]));
@@ -420,11 +321,7 @@ fn dev_banner_credentials_drive_policy_identity_status_metrics_and_logs() {
     let still_running = follower.try_wait().unwrap().is_none();
     let _ = follower.kill();
     let out = follower.wait_with_output().unwrap();
-    assert!(
-        still_running,
-        "log error exited: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(still_running, "log error exited: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -446,11 +343,7 @@ fn banner_examples_work_exactly_as_printed() {
     assert!(examples.len() >= 2, "no keyward examples in:\n{}", s.banner);
     // Run them through a shell with the binary first on PATH: as a user would paste them.
     let bin_dir = Path::new(BIN).parent().unwrap();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
     let script = format!("set -e\n{export}\n{}\n", examples.join("\n"));
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(&script).env("PATH", path);
@@ -458,20 +351,12 @@ fn banner_examples_work_exactly_as_printed() {
         cmd.env_remove(v);
     }
     let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "script:\n{script}\nstdout: {}\nstderr: {}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert!(out.status.success(), "script:\n{script}\nstdout: {}\nstderr: {}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("Keystore:"), "{}", stdout(&out));
 
     // The KES variable names work too (no CA variable in KES: -k).
-    let env = [
-        ("KES_SERVER", s.url.as_str()),
-        ("KES_CLIENT_CERT", s.cert.as_str()),
-        ("KES_CLIENT_KEY", s.key.as_str()),
-    ];
+    let env =
+        [("KES_SERVER", s.url.as_str()), ("KES_CLIENT_CERT", s.cert.as_str()), ("KES_CLIENT_KEY", s.key.as_str())];
     ok(&kw_env(&["key", "ls", "-k"], &env, None));
     // …and KEYWARD_* take precedence over them.
     let env = [
@@ -484,18 +369,10 @@ fn banner_examples_work_exactly_as_printed() {
     ok(&kw_env(&["status"], &env, None));
 
     // The curl example, when curl is installed.
-    if let Some(curl) = s
-        .banner
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("curl "))
-    {
+    if let Some(curl) = s.banner.lines().map(str::trim).find(|l| l.starts_with("curl ")) {
         if Command::new("curl").arg("--version").output().is_ok() {
-            let out = Command::new("sh")
-                .arg("-c")
-                .arg(format!("{curl} --silent --show-error --fail"))
-                .output()
-                .unwrap();
+            let out =
+                Command::new("sh").arg("-c").arg(format!("{curl} --silent --show-error --fail")).output().unwrap();
             assert!(out.status.success(), "{curl}: {}", stderr(&out));
         }
     }
@@ -508,105 +385,46 @@ fn bad_usage_prints_one_clear_line() {
     let other_key = dir.0.join("other.key");
     let other_crt = dir.0.join("other.crt");
     let (ok_, oc) = (other_key.to_str().unwrap(), other_crt.to_str().unwrap());
-    ok(&kw(&[
-        "identity", "new", "--key", ok_, "--cert", oc, "other",
-    ]));
+    ok(&kw(&["identity", "new", "--key", ok_, "--cert", oc, "other"]));
 
     // missing credentials: usage
     let line = fails(&kw(&["key", "ls", "--server", &s.url]), 2);
     assert!(line.contains("no client certificate"), "{line}");
-    let line = fails(
-        &kw(&["key", "ls", "--server", &s.url, "--cert", &s.cert]),
-        2,
-    );
+    let line = fails(&kw(&["key", "ls", "--server", &s.url, "--cert", &s.cert]), 2);
     assert!(line.contains("no private key"), "{line}");
     // unreadable credential files
-    let line = fails(
-        &kw(&["key", "ls", "--cert", "/nonexistent/c.crt", "--key", &s.key]),
-        1,
-    );
+    let line = fails(&kw(&["key", "ls", "--cert", "/nonexistent/c.crt", "--key", &s.key]), 1);
     assert!(line.contains("/nonexistent/c.crt"), "{line}");
     // a key that does not belong to the certificate
-    let line = fails(
-        &kw(&[
-            "status", "--server", &s.url, "--cert", &s.cert, "--key", ok_, "--cacert", &s.ca,
-        ]),
-        1,
-    );
+    let line = fails(&kw(&["status", "--server", &s.url, "--cert", &s.cert, "--key", ok_, "--cacert", &s.ca]), 1);
     assert!(line.contains("does not belong"), "{line}");
 
     // unreachable server
     let dead = format!("https://127.0.0.1:{}", free_port());
-    let line = fails(
-        &kw(&[
-            "status", "--server", &dead, "--cert", &s.cert, "--key", &s.key, "--cacert", &s.ca,
-        ]),
-        1,
-    );
-    assert!(
-        line.contains(&dead) && line.contains("connection refused"),
-        "{line}"
-    );
+    let line = fails(&kw(&["status", "--server", &dead, "--cert", &s.cert, "--key", &s.key, "--cacert", &s.ca]), 1);
+    assert!(line.contains(&dead) && line.contains("connection refused"), "{line}");
 
     // wrong CA, and no CA at all (system roots do not know the dev server)
-    let line = fails(
-        &kw(&[
-            "status", "--server", &s.url, "--cert", &s.cert, "--key", &s.key, "--cacert", oc,
-        ]),
-        1,
-    );
+    let line = fails(&kw(&["status", "--server", &s.url, "--cert", &s.cert, "--key", &s.key, "--cacert", oc]), 1);
     assert!(line.contains("not trusted"), "{line}");
-    let line = fails(
-        &kw(&[
-            "status", "--server", &s.url, "--cert", &s.cert, "--key", &s.key,
-        ]),
-        1,
-    );
-    assert!(
-        line.contains("not trusted") && line.contains("--cacert"),
-        "{line}"
-    );
+    let line = fails(&kw(&["status", "--server", &s.url, "--cert", &s.cert, "--key", &s.key]), 1);
+    assert!(line.contains("not trusted") && line.contains("--cacert"), "{line}");
     // …which --insecure skips
-    ok(&kw(&[
-        "status",
-        "--server",
-        &s.url,
-        "--cert",
-        &s.cert,
-        "--key",
-        &s.key,
-        "--insecure",
-    ]));
+    ok(&kw(&["status", "--server", &s.url, "--cert", &s.cert, "--key", &s.key, "--insecure"]));
 
     // plain http and clap usage errors
     let http = s.url.replace("https://", "http://");
-    fails(
-        &kw(&[
-            "status", "--server", &http, "--cert", &s.cert, "--key", &s.key,
-        ]),
-        2,
-    );
+    fails(&kw(&["status", "--server", &http, "--cert", &s.cert, "--key", &s.key]), 2);
     assert_eq!(kw(&["key", "frobnicate"]).status.code(), Some(2));
     assert_eq!(kw(&["key", "create"]).status.code(), Some(2));
 
     // an identity without a policy: the server says no
-    let args = [
-        "key", "ls", "--cert", oc, "--key", ok_, "--server", &s.url, "--cacert", &s.ca,
-    ];
-    assert_eq!(
-        fails(&kw(&args), 1),
-        "keyward: not authorized: insufficient permissions"
-    );
-    let self_args = [
-        "identity", "self", "--json", "--cert", oc, "--key", ok_, "--server", &s.url, "--cacert",
-        &s.ca,
-    ];
+    let args = ["key", "ls", "--cert", oc, "--key", ok_, "--server", &s.url, "--cacert", &s.ca];
+    assert_eq!(fails(&kw(&args), 1), "keyward: not authorized: insufficient permissions");
+    let self_args = ["identity", "self", "--json", "--cert", oc, "--key", ok_, "--server", &s.url, "--cacert", &s.ca];
     let json: Value = serde_json::from_str(&ok(&kw(&self_args))).unwrap();
     assert_eq!(json["admin"], false);
-    assert_eq!(
-        json["identity"].as_str().unwrap(),
-        ok(&kw(&["identity", "of", oc])).trim()
-    );
+    assert_eq!(json["identity"].as_str().unwrap(), ok(&kw(&["identity", "of", oc])).trim());
 }
 
 #[test]
@@ -615,19 +433,7 @@ fn identity_new_writes_private_files_and_refuses_to_overwrite() {
     let key = dir.0.join("app.key");
     let crt = dir.0.join("app.crt");
     let (k, c) = (key.to_str().unwrap(), crt.to_str().unwrap());
-    let id = ok(&kw(&[
-        "identity",
-        "new",
-        "--ip",
-        "10.0.0.1",
-        "--dns",
-        "app.internal",
-        "--key",
-        k,
-        "--cert",
-        c,
-        "app",
-    ]));
+    let id = ok(&kw(&["identity", "new", "--ip", "10.0.0.1", "--dns", "app.internal", "--key", k, "--cert", c, "app"]));
     let id = id.trim();
     assert_eq!(id.len(), 64, "{id}");
     assert_eq!(ok(&kw(&["identity", "of", c])).trim(), id);
@@ -635,40 +441,19 @@ fn identity_new_writes_private_files_and_refuses_to_overwrite() {
     {
         use std::os::unix::fs::PermissionsExt;
         for p in [&key, &crt] {
-            assert_eq!(
-                std::fs::metadata(p).unwrap().permissions().mode() & 0o777,
-                0o600,
-                "{}",
-                p.display()
-            );
+            assert_eq!(std::fs::metadata(p).unwrap().permissions().mode() & 0o777, 0o600, "{}", p.display());
         }
     }
     let line = fails(&kw(&["identity", "new", "--key", k, "--cert", c, "app"]), 1);
-    assert!(
-        line.contains("exists") && line.contains("--force"),
-        "{line}"
-    );
-    assert_eq!(
-        ok(&kw(&["identity", "of", c])).trim(),
-        id,
-        "a refused run must not touch the files"
-    );
-    let id2 = ok(&kw(&[
-        "identity", "new", "--force", "--key", k, "--cert", c, "app",
-    ]));
+    assert!(line.contains("exists") && line.contains("--force"), "{line}");
+    assert_eq!(ok(&kw(&["identity", "of", c])).trim(), id, "a refused run must not touch the files");
+    let id2 = ok(&kw(&["identity", "new", "--force", "--key", k, "--cert", c, "app"]));
     assert_ne!(id2.trim(), id);
 
     // Default file names in the working directory; JSON output.
-    let out = Command::new(BIN)
-        .args(["identity", "new", "--json", "svc"])
-        .current_dir(&dir.0)
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["identity", "new", "--json", "svc"]).current_dir(&dir.0).output().unwrap();
     let json: Value = serde_json::from_str(&ok(&out)).unwrap();
-    assert_eq!(
-        (json["key"].as_str(), json["cert"].as_str()),
-        (Some("svc.key"), Some("svc.crt"))
-    );
+    assert_eq!((json["key"].as_str(), json["cert"].as_str()), (Some("svc.key"), Some("svc.crt")));
     assert!(dir.0.join("svc.key").exists() && dir.0.join("svc.crt").exists());
     fails(&kw(&["identity", "new", "../escape"]), 2);
     let line = fails(&kw(&["identity", "of", k]), 1);
@@ -679,10 +464,7 @@ fn identity_new_writes_private_files_and_refuses_to_overwrite() {
 fn completions_and_help_examples() {
     for shell in ["bash", "zsh", "fish"] {
         let out = ok(&kw(&["completions", shell]));
-        assert!(
-            out.contains("keyward") && out.contains("encrypt"),
-            "{shell}"
-        );
+        assert!(out.contains("keyward") && out.contains("encrypt"), "{shell}");
     }
     assert_eq!(kw(&["completions", "tcsh"]).status.code(), Some(2));
     let commands: &[&[&str]] = &[
@@ -714,10 +496,7 @@ fn completions_and_help_examples() {
         let mut args = c.to_vec();
         args.push("--help");
         let help = ok(&kw(&args));
-        assert!(
-            help.contains("Example: keyward "),
-            "{c:?} --help has no example:\n{help}"
-        );
+        assert!(help.contains("Example: keyward "), "{c:?} --help has no example:\n{help}");
     }
 }
 
@@ -729,8 +508,7 @@ fn import(name: &str) -> String {
 }
 
 fn load(toml: &str) -> keyward::config::Settings {
-    let file = keyward::config::File::parse(Path::new("imported.toml"), toml)
-        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let file = keyward::config::File::parse(Path::new("imported.toml"), toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
     keyward::config::Settings::from_file(file).unwrap_or_else(|e| panic!("{e}\n{toml}"))
 }
 
@@ -739,10 +517,7 @@ fn config_import_converts_every_section() {
     use keyward::config::{Admin, ClientAuth};
     let s = load(&import("full.yml"));
     assert_eq!(s.address.to_string(), "0.0.0.0:7373");
-    assert_eq!(
-        s.admin,
-        Admin::Identity("3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22".into())
-    );
+    assert_eq!(s.admin, Admin::Identity("3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22".into()));
     assert_eq!(s.tls.key, Path::new("./server.key"));
     assert_eq!(s.tls.cert, Path::new("./server.cert"));
     assert_eq!(s.tls.password.as_deref(), Some("s3cret"));
@@ -755,24 +530,11 @@ fn config_import_converts_every_section() {
     assert!(s.api["/v1/ready"].skip_auth);
     assert_eq!(s.api["/v1/ready"].timeout, Some(Duration::from_secs(15)));
     assert!(!s.api["/v1/status"].skip_auth);
-    assert_eq!(
-        s.api["/v1/status"].timeout,
-        Some(Duration::from_millis(1500))
-    );
+    assert_eq!(s.api["/v1/status"].timeout, Some(Duration::from_millis(1500)));
     let app = &s.policies["my-app"];
-    assert_eq!(
-        app.allow,
-        [
-            "/v1/key/create/my-app*",
-            "/v1/key/generate/my-app*",
-            "/v1/key/decrypt/my-app*"
-        ]
-    );
+    assert_eq!(app.allow, ["/v1/key/create/my-app*", "/v1/key/generate/my-app*", "/v1/key/decrypt/my-app*"]);
     assert_eq!(app.deny, ["/v1/key/generate/my-app-internal*"]);
-    assert_eq!(
-        app.identities,
-        ["aa21fd0bbd7bd6a1fb6ef5e30b3c1a3a6ab6b3fd0de3c9ebd83dcb85f0a4cc1a"]
-    );
+    assert_eq!(app.identities, ["aa21fd0bbd7bd6a1fb6ef5e30b3c1a3a6ab6b3fd0de3c9ebd83dcb85f0a4cc1a"]);
     assert_eq!(s.policies["monitoring"].identities.len(), 2);
     assert!(s.policies["monitoring"].deny.is_empty());
     assert_eq!(s.keys, ["minio-default-key", "backup-key"]);
@@ -800,10 +562,7 @@ fn config_import_keeps_env_references_verbatim() {
         "KES_BOOT_KEY",
         "KES_KEYSTORE_DIR",
     ] {
-        assert!(
-            toml.contains(&format!("\"${{{var}}}\"")),
-            "${{{var}}} not kept:\n{toml}"
-        );
+        assert!(toml.contains(&format!("\"${{{var}}}\"")), "${{{var}}} not kept:\n{toml}");
     }
     // Still valid TOML for keyward as written…
     keyward::config::File::parse(Path::new("imported.toml"), &toml).unwrap();
@@ -823,26 +582,17 @@ fn config_import_keeps_env_references_verbatim() {
     assert_eq!(s.admin, keyward::config::Admin::Identity(id));
     assert_eq!(s.policies["app"].identities, [app]);
     assert_eq!(s.keys, ["boot"]);
-    assert_eq!(
-        s.keystore.unwrap().config_json,
-        r#"{"path":"/var/lib/keyward"}"#
-    );
+    assert_eq!(s.keystore.unwrap().config_json, r#"{"path":"/var/lib/keyward"}"#);
 }
 
 #[test]
 fn config_import_handles_old_layouts_and_refuses_what_it_cannot_convert() {
     let s = load(&import("old.yml"));
-    assert_eq!(
-        s.keystore.unwrap().config_json,
-        r#"{"path":"/var/lib/kes"}"#
-    );
+    assert_eq!(s.keystore.unwrap().config_json, r#"{"path":"/var/lib/kes"}"#);
 
     let run = |name: &str| kw(&["config", "import", fixture(name).to_str().unwrap()]);
     let line = fails(&run("vault.yml"), 1);
-    assert!(
-        line.contains("'vault'") && line.contains("not supported yet"),
-        "{line}"
-    );
+    assert!(line.contains("'vault'") && line.contains("not supported yet"), "{line}");
     let line = fails(&run("aws.yml"), 1);
     assert!(line.contains("'aws.secretsmanager'"), "{line}");
     let line = fails(&run("proxy.yml"), 1);

@@ -28,11 +28,7 @@ struct Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_a_burst_of_creates_loses_no_acknowledged_key() {
     let keys = TempDir::new("crash-keys");
-    let setup = Setup {
-        admin: Some(Ident::new("admin")),
-        keystore: Some(fs_keystore(&keys.0)),
-        ..Setup::default()
-    };
+    let setup = Setup { admin: Some(Ident::new("admin")), keystore: Some(fs_keystore(&keys.0)), ..Setup::default() };
     let mut s = TestServer::start_with(setup.clone());
     let acked = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -51,7 +47,10 @@ async fn kill_9_during_a_burst_of_creates_loses_no_acknowledged_key() {
                 assert_eq!(r.status, 200, "create {name}: {}", r.text());
                 acked.fetch_add(1, Ordering::SeqCst);
                 let body = serde_json::json!({ "plaintext": b64(name.as_bytes()) });
-                let ct = match c.try_send("PUT", &format!("/v1/key/encrypt/{name}"), Some(body.to_string().as_bytes()), &[]).await {
+                let ct = match c
+                    .try_send("PUT", &format!("/v1/key/encrypt/{name}"), Some(body.to_string().as_bytes()), &[])
+                    .await
+                {
                     Ok(r) if r.status == 200 => Some(unb64(r.json()["ciphertext"].as_str().unwrap())),
                     Ok(r) => panic!("encrypt {name}: {} {}", r.status, r.text()),
                     Err(_) => None,
@@ -109,12 +108,8 @@ async fn kill_9_during_a_burst_of_creates_loses_no_acknowledged_key() {
     // nothing that was never asked for.
     let listed = c.get_json("/v1/key/list/*").await;
     listed.ok();
-    let listed: Vec<String> = listed.json()["names"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n.as_str().unwrap().to_string())
-        .collect();
+    let listed: Vec<String> =
+        listed.json()["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
     let listed_set: HashSet<&str> = listed.iter().map(String::as_str).collect();
     for name in &listed {
         assert!(tried.contains(name), "listed {name:?} was never created");

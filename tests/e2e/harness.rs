@@ -34,11 +34,7 @@ impl Ident {
         let cert = params.self_signed(&key).unwrap();
         let cert_pem = cert.pem();
         let id = keyward::tls::identity_of_cert(cert_pem.as_bytes()).unwrap();
-        Ident {
-            cert_pem,
-            key_pem: key.serialize_pem(),
-            id,
-        }
+        Ident { cert_pem, key_pem: key.serialize_pem(), id }
     }
 }
 
@@ -121,19 +117,15 @@ pub fn toml_str(s: &str) -> String {
 impl TestServer {
     /// Starts a server whose config is the basics plus `extra` TOML.
     pub fn start(extra: &str) -> TestServer {
-        Self::start_with(Setup {
-            extra_config: extra.to_string(),
-            ..Setup::default()
-        })
+        Self::start_with(Setup { extra_config: extra.to_string(), ..Setup::default() })
     }
 
     pub fn start_with(setup: Setup) -> TestServer {
         let dir = TempDir::new("srv");
         let admin = setup.admin.unwrap_or_else(|| Ident::new("admin"));
-        let (cert, key) = setup
-            .server_tls
-            .clone()
-            .unwrap_or_else(|| keyward::dev::self_signed("localhost", vec!["localhost".into(), "127.0.0.1".into()], false).unwrap());
+        let (cert, key) = setup.server_tls.clone().unwrap_or_else(|| {
+            keyward::dev::self_signed("localhost", vec!["localhost".into(), "127.0.0.1".into()], false).unwrap()
+        });
         std::fs::write(dir.0.join("server.crt"), &cert).unwrap();
         std::fs::write(dir.0.join("server.key"), &key).unwrap();
         let port = free_port();
@@ -165,9 +157,8 @@ impl TestServer {
     /// Like [`TestServer::start_with`] but returns `None` (with stderr) if the
     /// process exits instead of listening.
     pub fn try_start(setup: Setup) -> Result<TestServer, String> {
-        std::panic::catch_unwind(|| Self::start_with(setup)).map_err(|e| {
-            e.downcast_ref::<String>().cloned().unwrap_or_default()
-        })
+        std::panic::catch_unwind(|| Self::start_with(setup))
+            .map_err(|e| e.downcast_ref::<String>().cloned().unwrap_or_default())
     }
 
     /// Polls `/version` until the server answers (or panics after 20 s).
@@ -188,9 +179,7 @@ impl TestServer {
     fn child_status(&self) -> std::io::Result<Option<std::process::ExitStatus>> {
         // try_wait needs &mut; poll /proc instead to keep &self.
         let alive = std::path::Path::new(&format!("/proc/{}", self.child.id())).exists()
-            && !std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-                .unwrap_or_default()
-                .contains(") Z ");
+            && !std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default().contains(") Z ");
         if alive {
             Ok(None)
         } else {
@@ -226,10 +215,7 @@ impl TestServer {
     pub fn client(&self, who: &Ident) -> Client {
         let pem = format!("{}\n{}", who.cert_pem, who.key_pem);
         let identity = reqwest::Identity::from_pem(pem.as_bytes()).unwrap();
-        Client {
-            http: self.builder().identity(identity).build().unwrap(),
-            base: self.url(""),
-        }
+        Client { http: self.builder().identity(identity).build().unwrap(), base: self.url("") }
     }
 
     pub fn admin_client(&self) -> Client {
@@ -238,10 +224,7 @@ impl TestServer {
 
     /// An HTTPS client without a client certificate.
     pub fn anonymous(&self) -> Client {
-        Client {
-            http: self.builder().build().unwrap(),
-            base: self.url(""),
-        }
+        Client { http: self.builder().build().unwrap(), base: self.url("") }
     }
 
     /// The key directory of the default `fs` keystore.
@@ -295,7 +278,8 @@ pub struct Resp {
 
 impl Resp {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> String {
@@ -304,7 +288,12 @@ impl Resp {
 
     /// The `message` of an error answer; asserts it is JSON.
     pub fn message(&self) -> String {
-        assert!(self.content_type.starts_with("application/json"), "error content type {:?} body {:?}", self.content_type, self.text());
+        assert!(
+            self.content_type.starts_with("application/json"),
+            "error content type {:?} body {:?}",
+            self.content_type,
+            self.text()
+        );
         self.json()["message"].as_str().unwrap_or_else(|| panic!("no message in {}", self.text())).to_string()
     }
 
@@ -335,14 +324,18 @@ pub struct Client {
 
 impl Client {
     pub async fn send(&self, method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Resp {
-        self.try_send(method, path, body, headers)
-            .await
-            .unwrap_or_else(|e| panic!("request {path} failed: {e:?}"))
+        self.try_send(method, path, body, headers).await.unwrap_or_else(|e| panic!("request {path} failed: {e:?}"))
     }
 
     /// Like [`Client::send`], but a failed connection or transfer (e.g. the
     /// server was killed) is an `Err` instead of a panic.
-    pub async fn try_send(&self, method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Result<Resp, reqwest::Error> {
+    pub async fn try_send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Result<Resp, reqwest::Error> {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         for (k, v) in headers {
@@ -356,12 +349,7 @@ impl Client {
         let headers = r.headers().clone();
         let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         let body = r.bytes().await?.to_vec();
-        Ok(Resp {
-            status,
-            content_type,
-            headers,
-            body,
-        })
+        Ok(Resp { status, content_type, headers, body })
     }
 
     pub async fn get(&self, path: &str) -> Resp {
@@ -441,12 +429,13 @@ pub async fn raw_request(server: &TestServer, who: &Ident, request: &str) -> Str
     }
     let certs = vec![CertificateDer::from_pem_slice(who.cert_pem.as_bytes()).unwrap()];
     let key = PrivateKeyDer::from_pem_slice(who.key_pem.as_bytes()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .unwrap();
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .unwrap();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let mut tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();

@@ -103,7 +103,10 @@ async fn an_infinite_loop_is_a_503_within_a_second_and_everything_else_keeps_ser
     let audit = logs.0.join("audit.jsonl");
     let h = Hostile::start(
         "call_timeout = \"300ms\"",
-        &format!("[[audit]]\nplugin = \"audit-file\"\n[audit.config]\npath = {}\n", toml_str(&audit.display().to_string())),
+        &format!(
+            "[[audit]]\nplugin = \"audit-file\"\n[audit.config]\npath = {}\n",
+            toml_str(&audit.display().to_string())
+        ),
     );
     let c = h.client();
     c.put_empty("/v1/key/create/cached").await.ok();
@@ -269,10 +272,8 @@ async fn status_reports_an_unavailable_keystore_as_unreachable() {
 /// get 503.
 #[tokio::test]
 async fn offline_cache_keeps_cached_keys_serving_while_the_keystore_is_down() {
-    let h = Hostile::start(
-        "call_timeout = \"300ms\"",
-        "[cache.expiry]\nany = \"2s\"\nunused = \"0s\"\noffline = \"1m\"\n",
-    );
+    let h =
+        Hostile::start("call_timeout = \"300ms\"", "[cache.expiry]\nany = \"2s\"\nunused = \"0s\"\noffline = \"1m\"\n");
     let c = h.client();
     c.put_empty("/v1/key/create/cached").await.ok();
     let ct = c.encrypt("cached", b"secret", None).await;
@@ -323,10 +324,7 @@ async fn route_timeout_cuts_a_slow_create() {
 
 /// Start-up failures: the process exits, and stderr names what is wrong.
 fn refused(manifest: &Path, name: &str) -> String {
-    match TestServer::try_start(Setup {
-        keystore: Some(keystore_section(manifest, name)),
-        ..Setup::default()
-    }) {
+    match TestServer::try_start(Setup { keystore: Some(keystore_section(manifest, name)), ..Setup::default() }) {
         Ok(_) => panic!("the server started"),
         Err(message) => message,
     }

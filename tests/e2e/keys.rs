@@ -74,9 +74,7 @@ fn independent_aes_decrypt(key: &[u8], ciphertext: &[u8], context: &[u8]) -> Vec
     mac.update(iv);
     let derived = mac.finalize().into_bytes();
     let cipher = aes_gcm::Aes256Gcm::new_from_slice(&derived).unwrap();
-    cipher
-        .decrypt(aes_gcm::Nonce::from_slice(nonce), Payload { msg: sealed, aad: context })
-        .unwrap()
+    cipher.decrypt(aes_gcm::Nonce::from_slice(nonce), Payload { msg: sealed, aad: context }).unwrap()
 }
 
 /// ChaCha20: per-message key HChaCha20(key, iv), IETF ChaCha20-Poly1305.
@@ -87,9 +85,7 @@ fn independent_chacha_decrypt(key: &[u8], ciphertext: &[u8], context: &[u8]) -> 
     let (iv, nonce) = rest.split_at(16);
     let derived = chacha20::hchacha::<chacha20::cipher::consts::U10>(key.into(), iv.into());
     let cipher = ChaCha20Poly1305::new_from_slice(&derived).unwrap();
-    cipher
-        .decrypt(chacha20poly1305::Nonce::from_slice(nonce), Payload { msg: sealed, aad: context })
-        .unwrap()
+    cipher.decrypt(chacha20poly1305::Nonce::from_slice(nonce), Payload { msg: sealed, aad: context }).unwrap()
 }
 
 #[tokio::test]
@@ -117,9 +113,8 @@ async fn vectors_in_all_three_formats_decrypt() {
     let mut checked = 0;
     for (i, case) in v["decrypt"].as_array().unwrap().iter().enumerate() {
         let name = format!("vec-{i}");
-        let r = c
-            .put(&format!("/v1/key/import/{name}"), &json!({"key": case["key"], "cipher": case["algorithm"]}))
-            .await;
+        let r =
+            c.put(&format!("/v1/key/import/{name}"), &json!({"key": case["key"], "cipher": case["algorithm"]})).await;
         r.ok();
         let ctx = case["context"].as_str().map(unb64);
         for format in ["ciphertext_raw", "ciphertext_msgpack", "ciphertext_json"] {
@@ -131,9 +126,7 @@ async fn vectors_in_all_three_formats_decrypt() {
     }
     for (i, case) in v["decrypt_kes_tests"].as_array().unwrap().iter().enumerate() {
         let name = format!("kes-{i}");
-        c.put(&format!("/v1/key/import/{name}"), &json!({"key": case["key"], "cipher": case["algorithm"]}))
-            .await
-            .ok();
+        c.put(&format!("/v1/key/import/{name}"), &json!({"key": case["key"], "cipher": case["algorithm"]})).await.ok();
         let ctx = case["context"].as_str().map(unb64);
         let r = c.decrypt(&name, &unb64(case["ciphertext"].as_str().unwrap()), ctx.as_deref()).await;
         assert_eq!(r.status, 200, "{}: {}", case["name"], r.text());
@@ -142,9 +135,7 @@ async fn vectors_in_all_three_formats_decrypt() {
     }
     for (i, case) in v["tampered"].as_array().unwrap().iter().enumerate() {
         let name = format!("bad-{i}");
-        c.put(&format!("/v1/key/import/{name}"), &json!({"key": case["key"], "cipher": case["algorithm"]}))
-            .await
-            .ok();
+        c.put(&format!("/v1/key/import/{name}"), &json!({"key": case["key"], "cipher": case["algorithm"]})).await.ok();
         let ctx = case["context"].as_str().map(unb64);
         c.decrypt(&name, &unb64(case["ciphertext"].as_str().unwrap()), ctx.as_deref())
             .await
@@ -162,10 +153,14 @@ async fn import_old_and_new_shapes_and_their_errors() {
     c.post("/v1/key/import/old", &json!({"bytes": key, "algorithm": "AES256-GCM_SHA256"})).await.ok();
     c.post("/v1/key/import/old2", &json!({"bytes": key, "algorithm": "XCHACHA20-POLY1305"})).await.ok();
     c.post("/v1/key/import/old3", &json!({"bytes": key, "algorithm": "DES"})).await.expect(400, "invalid algorithm");
-    c.post("/v1/key/import/old4", &json!({"bytes": b64(&[1u8; 16]), "algorithm": ""})).await.expect(400, "invalid key size");
+    c.post("/v1/key/import/old4", &json!({"bytes": b64(&[1u8; 16]), "algorithm": ""}))
+        .await
+        .expect(400, "invalid key size");
     c.put("/v1/key/import/new", &json!({"key": key, "cipher": "AES256"})).await.ok();
     c.put("/v1/key/import/new", &json!({"key": key, "cipher": "AES256"})).await.expect(400, "key already exists");
-    c.put("/v1/key/import/n2", &json!({"key": key, "cipher": "DES"})).await.expect(406, "algorithm 'DES' is not supported");
+    c.put("/v1/key/import/n2", &json!({"key": key, "cipher": "DES"}))
+        .await
+        .expect(406, "algorithm 'DES' is not supported");
     c.put("/v1/key/import/n3", &json!({"key": b64(&[1u8; 31]), "cipher": "ChaCha20"}))
         .await
         .expect(406, "invalid key size for 'ChaCha20'");

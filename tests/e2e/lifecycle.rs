@@ -24,7 +24,8 @@ async fn sigterm_exits_zero_quickly() {
 fn unknown_config_key_is_refused_with_its_name_and_line() {
     let dir = TempDir::new("badcfg");
     let path = dir.0.join("bad.toml");
-    std::fs::write(&path, "[admin]\nidentity = \"disabled\"\n[tls]\nkey = \"k\"\ncert = \"c\"\nkeystroke = 1\n").unwrap();
+    std::fs::write(&path, "[admin]\nidentity = \"disabled\"\n[tls]\nkey = \"k\"\ncert = \"c\"\nkeystroke = 1\n")
+        .unwrap();
     let mut child = spawn(&path, &dir.0);
     let status = child.wait().unwrap();
     assert!(!status.success());

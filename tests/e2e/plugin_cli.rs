@@ -9,11 +9,8 @@ fn wasm(name: &str) -> std::path::PathBuf {
 }
 
 fn keyward(args: &[&str], cache: &TempDir) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(args)
-        .env("KEYWARD_CACHE_DIR", &cache.0)
-        .output()
-        .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_keyward")).args(args).env("KEYWARD_CACHE_DIR", &cache.0).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -58,10 +58,7 @@ async fn default_store_is_keystore_fs_with_kes_files() {
 #[tokio::test]
 async fn keys_survive_a_restart() {
     let keys = TempDir::new("restart-keys");
-    let setup = Setup {
-        keystore: Some(fs_keystore(&keys.0)),
-        ..Setup::default()
-    };
+    let setup = Setup { keystore: Some(fs_keystore(&keys.0)), ..Setup::default() };
     let s = TestServer::start_with(setup.clone());
     let c = s.admin_client();
     c.put_empty("/v1/key/create/durable").await.ok();
@@ -79,20 +76,13 @@ async fn keys_survive_a_restart() {
 async fn a_kes_key_directory_is_served_as_is() {
     let v = vectors();
     let keys = TempDir::new("kes-dir");
-    let stored: Vec<&serde_json::Value> = v["stored_keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|k| k["should_fail"].as_bool() != Some(true))
-        .collect();
+    let stored: Vec<&serde_json::Value> =
+        v["stored_keys"].as_array().unwrap().iter().filter(|k| k["should_fail"].as_bool() != Some(true)).collect();
     assert!(stored.len() >= 5);
     for k in &stored {
         std::fs::write(keys.0.join(k["name"].as_str().unwrap()), k["raw"].as_str().unwrap()).unwrap();
     }
-    let s = TestServer::start_with(Setup {
-        keystore: Some(fs_keystore(&keys.0)),
-        ..Setup::default()
-    });
+    let s = TestServer::start_with(Setup { keystore: Some(fs_keystore(&keys.0)), ..Setup::default() });
     let c = s.admin_client();
     let listed = c.get_json("/v1/key/list/*").await.json();
     assert_eq!(listed["names"].as_array().unwrap().len(), stored.len(), "{listed}");
@@ -101,9 +91,7 @@ async fn a_kes_key_directory_is_served_as_is() {
         // Same key bytes: a ciphertext from the KES key opens with an imported
         // copy of the vector's key.
         let copy = format!("{name}-copy");
-        c.put(&format!("/v1/key/import/{copy}"), &json!({"key": k["key"], "cipher": k["algorithm"]}))
-            .await
-            .ok();
+        c.put(&format!("/v1/key/import/{copy}"), &json!({"key": k["key"], "cipher": k["algorithm"]})).await.ok();
         let ct = c.encrypt(name, b"migrated", None).await;
         let r = c.decrypt(&copy, &ct, None).await;
         r.ok();

@@ -66,12 +66,18 @@ async fn old_api_writes_assigns_and_deletes_policies() {
     let a = s.client(&app);
     a.put_empty("/v1/key/create/k").await.expect(403, "not authorized: insufficient permissions");
     // Old-API policies are globs: `*` stays within one path segment.
-    admin.post("/v1/policy/write/p", &json!({"allow": ["/v1/key/create/*"], "deny": ["/v1/key/create/no*"]})).await.ok();
+    admin
+        .post("/v1/policy/write/p", &json!({"allow": ["/v1/key/create/*"], "deny": ["/v1/key/create/no*"]}))
+        .await
+        .ok();
     admin.post("/v1/policy/assign/p", &json!({"identity": app.id})).await.ok();
     a.put_empty("/v1/key/create/k").await.ok();
     a.put_empty("/v1/key/create/nope").await.expect(403, "not authorized: insufficient permissions");
     admin.post("/v1/policy/assign/p", &json!({"identity": ""})).await.expect(400, "identity is unknown");
-    admin.post("/v1/policy/assign/p", &json!({"identity": s.admin.id})).await.expect(403, "identity cannot assign policy to itself");
+    admin
+        .post("/v1/policy/assign/p", &json!({"identity": s.admin.id}))
+        .await
+        .expect(403, "identity cannot assign policy to itself");
     admin.delete("/v1/policy/delete/p").await.ok();
     admin.delete("/v1/policy/delete/p").await.ok();
     a.put_empty("/v1/key/create/k2").await.expect(403, "not authorized: insufficient permissions");

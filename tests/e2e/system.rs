@@ -12,7 +12,17 @@ async fn version_status_ready_api() {
     let st = c.get("/v1/status").await;
     st.ok();
     let j = st.json();
-    for field in ["version", "os", "arch", "uptime", "num_cpu", "num_cpu_used", "mem_heap_used", "mem_stack_used", "keystore_latency"] {
+    for field in [
+        "version",
+        "os",
+        "arch",
+        "uptime",
+        "num_cpu",
+        "num_cpu_used",
+        "mem_heap_used",
+        "mem_stack_used",
+        "keystore_latency",
+    ] {
         assert!(!j[field].is_null(), "status lacks {field}: {j}");
     }
     assert!(j["uptime"].is_u64());
@@ -39,7 +49,14 @@ async fn metrics_count_requests_by_class() {
     let m = c.get("/v1/metrics").await;
     m.ok();
     let text = m.text();
-    for name in ["kes_http_request_success", "kes_http_request_error", "kes_http_request_failure", "kes_http_response_time_bucket", "kes_system_up_time", "kes_log_audit_events"] {
+    for name in [
+        "kes_http_request_success",
+        "kes_http_request_error",
+        "kes_http_request_failure",
+        "kes_http_response_time_bucket",
+        "kes_system_up_time",
+        "kes_log_audit_events",
+    ] {
         assert!(text.contains(name), "{name} missing");
     }
     let error_line = text.lines().find(|l| l.starts_with("kes_http_request_error ")).unwrap();
@@ -86,7 +103,8 @@ async fn audit_log_stream_follows_requests() {
     // The stream's own request is audited too; read until the create shows.
     let mut seen = String::new();
     while !seen.contains("/v1/key/create/seen") {
-        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), stream.chunk()).await.unwrap().unwrap().unwrap();
+        let chunk =
+            tokio::time::timeout(std::time::Duration::from_secs(5), stream.chunk()).await.unwrap().unwrap().unwrap();
         seen.push_str(std::str::from_utf8(&chunk).unwrap());
     }
     for line in seen.lines() {

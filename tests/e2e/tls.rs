@@ -20,14 +20,7 @@ fn ca_and_client() -> (String, Ident) {
     let cert = params.signed_by(&key, &issuer).unwrap();
     let cert_pem = cert.pem();
     let id = keyward::tls::identity_of_cert(cert_pem.as_bytes()).unwrap();
-    (
-        ca_cert.pem(),
-        Ident {
-            cert_pem,
-            key_pem: key.serialize_pem(),
-            id,
-        },
-    )
+    (ca_cert.pem(), Ident { cert_pem, key_pem: key.serialize_pem(), id })
 }
 
 #[tokio::test]

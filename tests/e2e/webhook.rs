@@ -146,11 +146,7 @@ async fn webhook_gets_every_event_and_a_dead_receiver_costs_nothing() {
             2 => "/v1/status".to_string(),
             _ => format!("/v1/key/create/hooked-{i}"),
         };
-        let r = if path.starts_with("/v1/key/create/") {
-            c.put_empty(&path).await
-        } else {
-            c.get(&path).await
-        };
+        let r = if path.starts_with("/v1/key/create/") { c.put_empty(&path).await } else { c.get(&path).await };
         assert!(r.status == 200 || r.status == 404, "{path}: {}", r.status);
         sent.push(path);
     }
@@ -206,12 +202,9 @@ async fn webhook_needs_an_http_url() {
         ("[[audit]]\nplugin = \"audit-webhook\"\n", "url"),
         ("[[audit]]\nplugin = \"audit-webhook\"\n[audit.config]\nurl = \"ftp://127.0.0.1/x\"\n", "http"),
     ] {
-        let e = TestServer::try_start(crate::harness::Setup {
-            extra_config: config.to_string(),
-            ..Default::default()
-        })
-        .err()
-        .unwrap_or_else(|| panic!("{config}: the server started"));
+        let e = TestServer::try_start(crate::harness::Setup { extra_config: config.to_string(), ..Default::default() })
+            .err()
+            .unwrap_or_else(|| panic!("{config}: the server started"));
         assert!(e.contains("audit-webhook") && e.contains(needle), "{config}: {e}");
     }
 }

@@ -22,9 +22,10 @@ fn event(i: u32) -> AuditEvent {
 async fn audit_file_appends_json_lines() {
     let dir = TempDir::new("audit");
     let spec = pinned("audit-file", "audit_file", PluginKind::AuditSink, Grants::dir(dir.path(), "/logs"));
-    let sink = PluginAuditSink::load(&shared_engine(), &spec, r#"{"path": "/logs/audit.jsonl"}"#, PoolOptions::default())
-        .await
-        .unwrap();
+    let sink =
+        PluginAuditSink::load(&shared_engine(), &spec, r#"{"path": "/logs/audit.jsonl"}"#, PoolOptions::default())
+            .await
+            .unwrap();
     let batch1: Vec<AuditEvent> = (0..3).map(event).collect();
     let batch2: Vec<AuditEvent> = (3..5).map(event).collect();
     sink.write(&batch1).await.unwrap();
@@ -38,9 +39,10 @@ async fn audit_file_appends_json_lines() {
     }
 
     // A file that exists already is appended to, not truncated.
-    let sink2 = PluginAuditSink::load(&shared_engine(), &spec, r#"{"path": "/logs/audit.jsonl"}"#, PoolOptions::default())
-        .await
-        .unwrap();
+    let sink2 =
+        PluginAuditSink::load(&shared_engine(), &spec, r#"{"path": "/logs/audit.jsonl"}"#, PoolOptions::default())
+            .await
+            .unwrap();
     sink2.write(&[event(9)]).await.unwrap();
     let text = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
     assert_eq!(text.lines().count(), 6);
@@ -53,8 +55,5 @@ async fn audit_file_without_grant_fails_at_load() {
     let e = PluginAuditSink::load(&shared_engine(), &spec, r#"{"path": "/logs/audit.jsonl"}"#, PoolOptions::default())
         .await
         .unwrap_err();
-    assert!(
-        matches!(&e, PluginError::Init { source: StoreError::Invalid(m), .. } if m.contains("preopen")),
-        "{e}"
-    );
+    assert!(matches!(&e, PluginError::Init { source: StoreError::Invalid(m), .. } if m.contains("preopen")), "{e}");
 }

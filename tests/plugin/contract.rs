@@ -102,9 +102,7 @@ pub async fn keystore_contract(store: Arc<dyn Keystore>) {
     let mut tasks = Vec::new();
     for i in 0..16 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            (i, store.create("race", format!("v{i}").as_bytes()).await)
-        }));
+        tasks.push(tokio::spawn(async move { (i, store.create("race", format!("v{i}").as_bytes()).await) }));
     }
     let mut winners = Vec::new();
     for t in tasks {

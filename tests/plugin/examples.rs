@@ -44,25 +44,18 @@ fn example_dev_config_is_valid() {
 fn example_production_config_is_valid_and_its_plugins_are_in_the_manifest() {
     let s = settings("production.toml");
     assert_eq!(s.tls.auth, keyward::config::ClientAuth::Verify);
-    assert!(
-        s.keystore.as_ref().unwrap().seal.is_some(),
-        "production seals keys at rest"
-    );
+    assert!(s.keystore.as_ref().unwrap().seal.is_some(), "production seals keys at rest");
     assert_eq!(s.policies["my-app"].identities, vec!["a1".repeat(32)]);
     // The manifest it names is the example one (relative to examples/, the
     // working directory the config's comments run it from).
     assert_eq!(s.plugin_manifest.as_deref(), Some(Path::new("plugins.toml")));
     let m = manifest();
     let keystore = s.keystore.as_ref().unwrap();
-    let entry = m
-        .get(&keystore.plugin)
-        .unwrap_or_else(|| panic!("no manifest entry {:?}", keystore.plugin));
+    let entry = m.get(&keystore.plugin).unwrap_or_else(|| panic!("no manifest entry {:?}", keystore.plugin));
     assert_eq!(entry.kind, PluginKind::Keystore);
     assert!(!s.audit.is_empty());
     for a in &s.audit {
-        let entry = m
-            .get(&a.plugin)
-            .unwrap_or_else(|| panic!("no manifest entry {:?}", a.plugin));
+        let entry = m.get(&a.plugin).unwrap_or_else(|| panic!("no manifest entry {:?}", a.plugin));
         assert_eq!(entry.kind, PluginKind::AuditSink);
     }
 }
@@ -77,9 +70,7 @@ fn example_plugins_toml_pins_the_plugins_this_build_made() {
         let file = entry.path.file_name().unwrap();
         // The entry points at the release build of the first-party plugins.
         assert!(
-            entry
-                .path
-                .ends_with(Path::new("target/plugins/wasm32-wasip2/release").join(file)),
+            entry.path.ends_with(Path::new("target/plugins/wasm32-wasip2/release").join(file)),
             "{}: {}",
             entry.name,
             entry.path.display()

@@ -101,19 +101,13 @@ async fn fs_bad_config_fails_at_load() {
     let e = PluginKeystore::load(&shared_engine(), &spec, r#"{"path": "/elsewhere"}"#, PoolOptions::default())
         .await
         .unwrap_err();
-    assert!(
-        matches!(&e, PluginError::Init { source: StoreError::Invalid(m), .. } if m.contains("/elsewhere")),
-        "{e}"
-    );
-    let e = PluginKeystore::load(&shared_engine(), &spec, r#"{"pth": "/data"}"#, PoolOptions::default())
-        .await
-        .unwrap_err();
+    assert!(matches!(&e, PluginError::Init { source: StoreError::Invalid(m), .. } if m.contains("/elsewhere")), "{e}");
+    let e =
+        PluginKeystore::load(&shared_engine(), &spec, r#"{"pth": "/data"}"#, PoolOptions::default()).await.unwrap_err();
     assert!(e.to_string().contains("pth"), "{e}");
     // A granted host directory that does not exist.
     let spec = pinned("fs", "keystore_fs", PluginKind::Keystore, Grants::dir(dir.path().join("nope"), "/data"));
-    let e = PluginKeystore::load(&shared_engine(), &spec, "{}", PoolOptions::default())
-        .await
-        .unwrap_err();
+    let e = PluginKeystore::load(&shared_engine(), &spec, "{}", PoolOptions::default()).await.unwrap_err();
     assert!(matches!(e, PluginError::Sandbox { .. }), "{e}");
     assert!(e.to_string().contains("nope"), "{e}");
 }

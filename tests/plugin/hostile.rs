@@ -60,10 +60,7 @@ async fn trap_discards_the_instance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_limit_contains_a_huge_allocation() {
-    let limits = Limits {
-        memory: 64 << 20,
-        ..Limits::default()
-    };
+    let limits = Limits { memory: 64 << 20, ..Limits::default() };
     let ks = hostile(limits, Grants::default(), "{}", 1).await.unwrap();
     assert!(matches!(ks.get("alloc").await, Err(StoreError::Internal(_))));
     assert_eq!(ks.get("ok").await.unwrap(), b"ok");
@@ -72,22 +69,12 @@ async fn memory_limit_contains_a_huge_allocation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_failures_are_load_errors() {
-    let e = hostile(Limits::default(), Grants::default(), r#"{"fail": true}"#, 1)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&e, PluginError::Init { source: StoreError::Invalid(m), .. } if m == "asked to fail"),
-        "{e}"
-    );
+    let e = hostile(Limits::default(), Grants::default(), r#"{"fail": true}"#, 1).await.unwrap_err();
+    assert!(matches!(&e, PluginError::Init { source: StoreError::Invalid(m), .. } if m == "asked to fail"), "{e}");
     assert!(e.to_string().contains("hostile"), "{e}");
     let started = Instant::now();
-    let e = hostile(short_timeout(), Grants::default(), r#"{"hang": true}"#, 1)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&e, PluginError::Init { source: StoreError::Unavailable(m), .. } if m == TIMEOUT_MESSAGE),
-        "{e}"
-    );
+    let e = hostile(short_timeout(), Grants::default(), r#"{"hang": true}"#, 1).await.unwrap_err();
+    assert!(matches!(&e, PluginError::Init { source: StoreError::Unavailable(m), .. } if m == TIMEOUT_MESSAGE), "{e}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
@@ -212,10 +199,7 @@ async fn cancelled_call_discards_its_instance() {
 /// plugin is busy instead of queueing without bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_pool_answers_busy_within_the_timeout() {
-    let limits = Limits {
-        call_timeout: Duration::from_millis(400),
-        ..Limits::default()
-    };
+    let limits = Limits { call_timeout: Duration::from_millis(400), ..Limits::default() };
     let ks = Arc::new(hostile(limits, Grants::default(), "{}", 1).await.unwrap());
     let spinner = {
         let ks = ks.clone();

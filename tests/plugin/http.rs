@@ -57,7 +57,9 @@ impl Receiver {
                 (seen.clone(), connections.clone(), fail_first.clone(), status.clone());
             tokio::spawn(async move {
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else { return };
+                    let Ok((stream, _)) = listener.accept().await else {
+                        return;
+                    };
                     connections.fetch_add(1, Ordering::SeqCst);
                     let (seen, fail_first, status) = (seen.clone(), fail_first.clone(), status.clone());
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -93,14 +95,7 @@ impl Receiver {
                 }
             })
         };
-        Receiver {
-            addr,
-            seen,
-            connections,
-            fail_first,
-            status,
-            task,
-        }
+        Receiver { addr, seen, connections, fail_first, status, task }
     }
 
     fn origin(&self) -> String {
@@ -123,10 +118,7 @@ impl Drop for Receiver {
 }
 
 fn hosts(origins: &[String]) -> Grants {
-    Grants {
-        hosts: origins.to_vec(),
-        ..Grants::default()
-    }
+    Grants { hosts: origins.to_vec(), ..Grants::default() }
 }
 
 async fn probe(grants: Grants, limits: Limits) -> Result<PluginKeystore, PluginError> {
@@ -148,9 +140,7 @@ async fn a_granted_host_is_reachable() {
     let rx = Receiver::start().await;
     // Granted by name with a trailing slash and in upper case: origins compare
     // case-insensitively, paths in grants are not part of the origin.
-    let ks = probe(hosts(&[format!("HTTP://127.0.0.1:{}/", rx.addr.port())]), Limits::default())
-        .await
-        .unwrap();
+    let ks = probe(hosts(&[format!("HTTP://127.0.0.1:{}/", rx.addr.port())]), Limits::default()).await.unwrap();
     assert_eq!(ks.get(&rx.url("/hello?x=1")).await.unwrap(), b"hello /hello");
     assert_eq!(ks.get(&rx.url("/again")).await.unwrap(), b"hello /again");
     let seen = rx.seen();
@@ -195,11 +185,11 @@ async fn hosts_not_granted_are_denied_before_connecting() {
     let ks = probe(hosts(&[granted.origin()]), Limits::default()).await.unwrap();
     let port = granted.addr.port();
     for url in [
-        other.url("/secret"),                              // another port
-        format!("http://localhost:{port}/secret"),         // same address, other name
-        format!("https://127.0.0.1:{port}/secret"),        // other scheme
-        format!("http://127.0.0.2:{port}/secret"),         // other host
-        format!("http://user@127.0.0.1:{port}/secret"),    // credentials in the authority
+        other.url("/secret"),                           // another port
+        format!("http://localhost:{port}/secret"),      // same address, other name
+        format!("https://127.0.0.1:{port}/secret"),     // other scheme
+        format!("http://127.0.0.2:{port}/secret"),      // other host
+        format!("http://user@127.0.0.1:{port}/secret"), // credentials in the authority
     ] {
         let m = probe_error(ks.get(&url).await);
         eprintln!("{url}: {m}");
@@ -255,10 +245,7 @@ async fn a_request_cannot_outlive_the_call_deadline() {
             }
         })
     };
-    let limits = Limits {
-        call_timeout: Duration::from_millis(300),
-        ..Limits::default()
-    };
+    let limits = Limits { call_timeout: Duration::from_millis(300), ..Limits::default() };
     let ks = probe(hosts(&[format!("http://127.0.0.1:{}", addr.port())]), limits).await.unwrap();
     let started = Instant::now();
     let r = ks.get(&format!("http://127.0.0.1:{}/never", addr.port())).await;
@@ -294,9 +281,7 @@ async fn webhook(url: &str, origin: &str, extra: &str) -> Result<PluginAuditSink
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_posts_each_batch_as_ndjson() {
     let rx = Receiver::start().await;
-    let sink = webhook(&rx.url("/audit"), &rx.origin(), r#", "headers": {"X-Audit-Token": "s3cret"}"#)
-        .await
-        .unwrap();
+    let sink = webhook(&rx.url("/audit"), &rx.origin(), r#", "headers": {"X-Audit-Token": "s3cret"}"#).await.unwrap();
     let first: Vec<AuditEvent> = (0..3).map(event).collect();
     sink.write(&first).await.unwrap();
     sink.write(&[]).await.unwrap();
@@ -316,9 +301,7 @@ async fn webhook_posts_each_batch_as_ndjson() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_retries_5xx_with_backoff_then_gives_up() {
     let rx = Receiver::start().await;
-    let sink = webhook(&rx.url("/audit"), &rx.origin(), r#", "retries": 2, "backoff_ms": 50"#)
-        .await
-        .unwrap();
+    let sink = webhook(&rx.url("/audit"), &rx.origin(), r#", "retries": 2, "backoff_ms": 50"#).await.unwrap();
     // Two failures, then success: delivered on the third attempt.
     rx.fail_first.store(2, Ordering::SeqCst);
     let started = Instant::now();
@@ -346,9 +329,7 @@ async fn webhook_with_the_receiver_down_fails_fast() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let origin = format!("http://127.0.0.1:{port}");
     // Loads even though nothing listens: the receiver may come up later.
-    let sink = webhook(&format!("{origin}/audit"), &origin, r#", "retries": 2, "backoff_ms": 20"#)
-        .await
-        .unwrap();
+    let sink = webhook(&format!("{origin}/audit"), &origin, r#", "retries": 2, "backoff_ms": 20"#).await.unwrap();
     let started = Instant::now();
     match sink.write(&[event(1)]).await {
         Err(StoreError::Unavailable(m)) => {
@@ -370,9 +351,7 @@ async fn webhook_config_errors_are_load_errors() {
         (r#"{"url": "http://127.0.0.1:1/x", "colour": "blue"}"#, "colour"),
     ] {
         let spec = pinned("webhook", "audit_webhook", PluginKind::AuditSink, hosts(&["http://127.0.0.1:1".into()]));
-        let e = PluginAuditSink::load(&shared_engine(), &spec, config, PoolOptions::default())
-            .await
-            .unwrap_err();
+        let e = PluginAuditSink::load(&shared_engine(), &spec, config, PoolOptions::default()).await.unwrap_err();
         assert!(
             matches!(&e, PluginError::Init { source: StoreError::Invalid(m), .. } if m.contains(needle)),
             "{config}: {e}"

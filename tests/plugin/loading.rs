@@ -7,8 +7,8 @@ use std::time::Instant;
 use keyward::keys::store::{Keystore, StoreError};
 use keyward::plugin::resolve::{Plugins, ResolveError};
 use keyward::plugin::{
-    sha256_hex, EngineOptions, Grants, Limits, Manifest, ManifestError, PluginEngine, PluginError,
-    PluginKeystore, PluginKind, PluginSource, PluginSpec, PoolOptions,
+    sha256_hex, EngineOptions, Grants, Limits, Manifest, ManifestError, PluginEngine, PluginError, PluginKeystore,
+    PluginKind, PluginSource, PluginSpec, PoolOptions,
 };
 
 use crate::{dir_names, engine, pinned, shared_engine, wasm, wasm_bytes, TempDir};
@@ -16,16 +16,11 @@ use crate::{dir_names, engine, pinned, shared_engine, wasm, wasm_bytes, TempDir}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_sha256_is_refused_before_compiling() {
     let cache = TempDir::new("pin-cache");
-    let engine = PluginEngine::new(EngineOptions {
-        cache_dir: Some(cache.path().to_path_buf()),
-    })
-    .unwrap();
+    let engine = PluginEngine::new(EngineOptions { cache_dir: Some(cache.path().to_path_buf()) }).unwrap();
     let mut spec = pinned("fs", "keystore_fs", PluginKind::Keystore, Grants::default());
     let real = spec.sha256.clone().unwrap();
     spec.sha256 = Some("0".repeat(64));
-    let e = PluginKeystore::load(&engine, &spec, "{}", PoolOptions::default())
-        .await
-        .unwrap_err();
+    let e = PluginKeystore::load(&engine, &spec, "{}", PoolOptions::default()).await.unwrap_err();
     match &e {
         PluginError::Sha256Mismatch { plugin, expected, actual } => {
             assert_eq!(plugin, "fs");
@@ -62,12 +57,7 @@ async fn wrong_sha256_is_refused_before_compiling() {
 async fn precompiled_cache_is_used_and_survives_corruption() {
     let cache = TempDir::new("cache-reuse");
     let spec = pinned("fs", "keystore_fs", PluginKind::Keystore, Grants::default());
-    let new_engine = || {
-        PluginEngine::new(EngineOptions {
-            cache_dir: Some(cache.path().to_path_buf()),
-        })
-        .unwrap()
-    };
+    let new_engine = || PluginEngine::new(EngineOptions { cache_dir: Some(cache.path().to_path_buf()) }).unwrap();
 
     let cold = Instant::now();
     new_engine().load(&spec).unwrap();
@@ -104,11 +94,12 @@ async fn wrong_world_and_wrong_version_are_refused_by_name() {
     let e = engine.load(&spec).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, PluginError::WrongWorld { .. }), "{msg}");
-    assert!(msg.contains("keyward:plugin/audit-sink-api@0.1.0") && msg.contains("keystore-api") && msg.contains("fs"), "{msg}");
+    assert!(
+        msg.contains("keyward:plugin/audit-sink-api@0.1.0") && msg.contains("keystore-api") && msg.contains("fs"),
+        "{msg}"
+    );
     // Declared as one kind in the manifest, configured as the other.
-    let e = PluginKeystore::load(&engine, &spec, "{}", PoolOptions::default())
-        .await
-        .unwrap_err();
+    let e = PluginKeystore::load(&engine, &spec, "{}", PoolOptions::default()).await.unwrap_err();
     assert!(matches!(e, PluginError::KindMismatch { .. }), "{e}");
 
     // Built against keyward:plugin@0.2.0.
@@ -169,9 +160,7 @@ call_timeout = "1s"
     assert_eq!(entry.limits.call_timeout, std::time::Duration::from_secs(1));
     // Relative paths are resolved against the manifest's directory.
     assert_eq!(entry.grants.dirs[0].host, keys);
-    let ks = PluginKeystore::load(&engine(), &entry.spec(), "{}", PoolOptions::default())
-        .await
-        .unwrap();
+    let ks = PluginKeystore::load(&engine(), &entry.spec(), "{}", PoolOptions::default()).await.unwrap();
     ks.create("from-manifest", b"v").await.unwrap();
     assert_eq!(std::fs::read(keys.join("from-manifest")).unwrap(), b"v");
     assert_eq!(ks.sha256(), sha);
@@ -209,9 +198,7 @@ async fn embedded_bytes_need_no_pin() {
     let bytes: &'static [u8] = BYTES.get_or_init(|| wasm_bytes("keystore_fs"));
     let dir = TempDir::new("embedded");
     let spec = PluginSpec::embedded("fs", PluginKind::Keystore, bytes, Grants::dir(dir.path(), "/data"));
-    let ks = PluginKeystore::load(&shared_engine(), &spec, "{}", PoolOptions::default())
-        .await
-        .unwrap();
+    let ks = PluginKeystore::load(&shared_engine(), &spec, "{}", PoolOptions::default()).await.unwrap();
     ks.create("embedded", b"v").await.unwrap();
     assert_eq!(ks.get("embedded").await.unwrap(), b"v");
 }
@@ -239,7 +226,9 @@ async fn config_names_resolve_to_bundled_or_manifest_plugins() {
     assert_eq!(ks.list("", "", 0).await.unwrap().names, vec!["resolved"]);
 
     match plugins.keystore("nosuch", "{}").await {
-        Err(e @ ResolveError::Unknown { .. }) => assert!(e.to_string().contains("nosuch") && e.to_string().contains("fs"), "{e}"),
+        Err(e @ ResolveError::Unknown { .. }) => {
+            assert!(e.to_string().contains("nosuch") && e.to_string().contains("fs"), "{e}")
+        }
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("an unknown plugin loaded"),
     }

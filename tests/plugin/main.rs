@@ -30,8 +30,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use keyward::plugin::{
-    sha256_hex, EngineOptions, Grants, Limits, PluginEngine, PluginError, PluginKeystore,
-    PluginKind, PluginSource, PluginSpec, PoolOptions,
+    sha256_hex, EngineOptions, Grants, Limits, PluginEngine, PluginError, PluginKeystore, PluginKind, PluginSource,
+    PluginSpec, PoolOptions,
 };
 
 /// Where `host/build.rs` put the components.
@@ -100,10 +100,7 @@ pub fn shared_engine() -> PluginEngine {
     ENGINE
         .get_or_init(|| {
             let cache = TempDir::new("cache");
-            let engine = PluginEngine::new(EngineOptions {
-                cache_dir: Some(cache.path().to_path_buf()),
-            })
-            .unwrap();
+            let engine = PluginEngine::new(EngineOptions { cache_dir: Some(cache.path().to_path_buf()) }).unwrap();
             (engine, cache)
         })
         .0
@@ -113,18 +110,11 @@ pub fn shared_engine() -> PluginEngine {
 /// `keystore-fs` on `dir`, granted as `/data`.
 pub async fn fs_keystore(dir: &Path, options: PoolOptions) -> PluginKeystore {
     let spec = pinned("fs", "keystore_fs", PluginKind::Keystore, Grants::dir(dir, "/data"));
-    PluginKeystore::load(&shared_engine(), &spec, r#"{"path": "/data"}"#, options)
-        .await
-        .unwrap()
+    PluginKeystore::load(&shared_engine(), &spec, r#"{"path": "/data"}"#, options).await.unwrap()
 }
 
 /// The hostile fixture with these limits, grants, `init` config and pool size.
-pub async fn hostile(
-    limits: Limits,
-    grants: Grants,
-    config: &str,
-    max: usize,
-) -> Result<PluginKeystore, PluginError> {
+pub async fn hostile(limits: Limits, grants: Grants, config: &str, max: usize) -> Result<PluginKeystore, PluginError> {
     let mut spec = pinned("hostile", "hostile", PluginKind::Keystore, grants);
     spec.limits = limits;
     PluginKeystore::load(&shared_engine(), &spec, config, PoolOptions { max_instances: max }).await
@@ -132,18 +122,13 @@ pub async fn hostile(
 
 /// Default limits with a 300 ms call timeout.
 pub fn short_timeout() -> Limits {
-    Limits {
-        call_timeout: Duration::from_millis(300),
-        ..Limits::default()
-    }
+    Limits { call_timeout: Duration::from_millis(300), ..Limits::default() }
 }
 
 /// The names in `dir`, sorted.
 pub fn dir_names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     v.sort();
     v
 }

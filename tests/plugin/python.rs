@@ -49,10 +49,7 @@ fn python_wasm() -> PathBuf {
 /// instance start-up takes milliseconds, but calls run interpreted Python on
 /// a CI machine busy with other tests, so the deadline has headroom.
 fn python_limits() -> Limits {
-    Limits {
-        call_timeout: Duration::from_secs(5),
-        ..Limits::default()
-    }
+    Limits { call_timeout: Duration::from_secs(5), ..Limits::default() }
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -78,12 +75,7 @@ fn stale(wasm: &Path) -> bool {
 fn python_engine() -> PluginEngine {
     static ENGINE: OnceLock<PluginEngine> = OnceLock::new();
     ENGINE
-        .get_or_init(|| {
-            PluginEngine::new(EngineOptions {
-                cache_dir: Some(harness::plugin_cache_dir()),
-            })
-            .unwrap()
-        })
+        .get_or_init(|| PluginEngine::new(EngineOptions { cache_dir: Some(harness::plugin_cache_dir()) }).unwrap())
         .clone()
 }
 
@@ -98,11 +90,7 @@ fn python_plugin() -> Option<PathBuf> {
     }
     let wasm = python_wasm();
     let build_sh = root().join("examples/python-keystore/build.sh");
-    let have_tool = Command::new("bash")
-        .arg(&build_sh)
-        .arg("--check")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let have_tool = Command::new("bash").arg(&build_sh).arg("--check").output().is_ok_and(|o| o.status.success());
     if !have_tool {
         let install = "python3 -m pip install componentize-py==0.25.1";
         if std::env::var_os("CI").is_some() {
@@ -140,9 +128,7 @@ fn python_plugin() -> Option<PathBuf> {
     // Compile once here, while holding the lock, so tests starting together
     // do not each compile it (a cache hit when the file has not changed).
     let started = Instant::now();
-    python_engine()
-        .load(&python_spec(&wasm, Path::new("/")))
-        .unwrap_or_else(|e| panic!("{e}"));
+    python_engine().load(&python_spec(&wasm, Path::new("/"))).unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
         "python keystore: {} bytes, compiled (or fetched from the cache) in {:.1?}",
         std::fs::metadata(&wasm).unwrap().len(),
@@ -166,14 +152,9 @@ fn python_spec(wasm: &Path, dir: &Path) -> PluginSpec {
 }
 
 async fn python_keystore(wasm: &Path, dir: &Path, options: PoolOptions) -> PluginKeystore {
-    PluginKeystore::load(
-        &python_engine(),
-        &python_spec(wasm, dir),
-        r#"{"path": "/data"}"#,
-        options,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
+    PluginKeystore::load(&python_engine(), &python_spec(wasm, dir), r#"{"path": "/data"}"#, options)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,30 +166,18 @@ async fn python_keystore_passes_the_keystore_contract() {
     // the file plus fetching the machine code from the cache; then starting
     // an instance (instantiate + `init`).
     let t = Instant::now();
-    let loaded = python_engine()
-        .load_async(&python_spec(&wasm, dir.path()))
-        .await
-        .unwrap();
+    let loaded = python_engine().load_async(&python_spec(&wasm, dir.path())).await.unwrap();
     let load = t.elapsed();
     let t = Instant::now();
-    let ks = PluginKeystore::start(loaded, r#"{"path": "/data"}"#, PoolOptions { max_instances: 4 })
-        .await
-        .unwrap();
+    let ks = PluginKeystore::start(loaded, r#"{"path": "/data"}"#, PoolOptions { max_instances: 4 }).await.unwrap();
     let start = t.elapsed();
     eprintln!("python keystore: load from the compile cache {load:.2?}, first instance + init {start:.2?}");
 
     let stats = ks.stats();
     keystore_contract(Arc::new(ks)).await;
     let s = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        s(&stats.instances_created) > 1,
-        "the concurrent part ran on one instance only"
-    );
-    assert_eq!(
-        (s(&stats.traps), s(&stats.timeouts)),
-        (0, 0),
-        "a Python instance trapped or timed out"
-    );
+    assert!(s(&stats.instances_created) > 1, "the concurrent part ran on one instance only");
+    assert_eq!((s(&stats.traps), s(&stats.timeouts)), (0, 0), "a Python instance trapped or timed out");
     assert!(dir_names(dir.path()).is_empty(), "{:?}", dir_names(dir.path()));
 }
 
@@ -234,34 +203,17 @@ async fn python_keystore_behaves_like_keystore_fs() {
     ks.create("k1", b"value-1").await.unwrap();
     // One plain file holding exactly the value; no temporary file left.
     assert_eq!(std::fs::read(dir.path().join("k1")).unwrap(), b"value-1");
-    assert_eq!(
-        dir_names(dir.path()),
-        vec![".DS_Store", ".tmp-deadbeef", "k1", "k99-subdir", "minio-key"]
-    );
+    assert_eq!(dir_names(dir.path()), vec![".DS_Store", ".tmp-deadbeef", "k1", "k99-subdir", "minio-key"]);
     assert_eq!(ks.list("", "", 0).await.unwrap().names, vec!["k1", "minio-key"]);
     assert_eq!(ks.list("k", "", 1).await.unwrap().next, "", "k99-subdir is not a key");
 
-    for bad in [
-        "",
-        "a/b",
-        "..",
-        "../escape",
-        ".hidden",
-        ".tmp-0123",
-        "x\0y",
-        "/abs",
-        "a\\b",
-        "tab\there",
-    ] {
+    for bad in ["", "a/b", "..", "../escape", ".hidden", ".tmp-0123", "x\0y", "/abs", "a\\b", "tab\there"] {
         match ks.create(bad, b"v").await {
             Err(StoreError::Invalid(_)) => {}
             other => panic!("create({bad:?}) = {other:?}"),
         }
         assert!(matches!(ks.get(bad).await, Err(StoreError::Invalid(_))), "get({bad:?})");
-        assert!(
-            matches!(ks.delete(bad).await, Err(StoreError::Invalid(_))),
-            "delete({bad:?})"
-        );
+        assert!(matches!(ks.delete(bad).await, Err(StoreError::Invalid(_))), "delete({bad:?})");
     }
     assert!(!dir.path().parent().unwrap().join("escape").exists());
     let long = "n".repeat(256);
@@ -283,9 +235,7 @@ async fn python_keystore_behaves_like_keystore_fs() {
         (r#"{"path": 7}"#, "path"),
         ("not json", "config"),
     ] {
-        let e = PluginKeystore::load(&python_engine(), &spec, config, PoolOptions::default())
-            .await
-            .unwrap_err();
+        let e = PluginKeystore::load(&python_engine(), &spec, config, PoolOptions::default()).await.unwrap_err();
         assert!(
             matches!(&e, PluginError::Init { source: StoreError::Invalid(m), .. } if m.contains(needle)),
             "config {config}: {e}"
@@ -326,16 +276,11 @@ async fn python_keystore_serves_a_real_server() {
     });
     let c = server.admin_client();
     c.put_empty("/v1/key/create/py-key").await.ok();
-    c.put_empty("/v1/key/create/py-key")
-        .await
-        .expect(400, "key already exists");
+    c.put_empty("/v1/key/create/py-key").await.expect(400, "key already exists");
     let ct = c.encrypt("py-key", b"hello from python", Some(b"ctx")).await;
     let r = c.decrypt("py-key", &ct, Some(b"ctx")).await;
     r.ok();
-    assert_eq!(
-        harness::unb64(r.json()["plaintext"].as_str().unwrap()),
-        b"hello from python"
-    );
+    assert_eq!(harness::unb64(r.json()["plaintext"].as_str().unwrap()), b"hello from python");
     // The key is a file the Python plugin wrote into the granted directory.
     assert_eq!(dir_names(&keys), vec!["py-key"]);
     c.delete("/v1/key/delete/py-key").await.ok();

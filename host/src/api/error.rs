@@ -21,11 +21,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-            allow: None,
-        }
+        ApiError { status, message: message.into(), allow: None }
     }
 
     pub fn bad_request(message: impl Into<Cow<'static, str>>) -> ApiError {
@@ -137,18 +133,10 @@ mod tests {
 
     #[test]
     fn store_failures_map_to_gateway_statuses() {
-        let e: ApiError = KeyError::Store {
-            op: "read",
-            source: StoreError::Unavailable("timed out".into()),
-        }
-        .into();
+        let e: ApiError = KeyError::Store { op: "read", source: StoreError::Unavailable("timed out".into()) }.into();
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(e.message, "failed to read key: keystore unavailable: timed out");
-        let e: ApiError = KeyError::Store {
-            op: "create",
-            source: StoreError::Internal("trap".into()),
-        }
-        .into();
+        let e: ApiError = KeyError::Store { op: "create", source: StoreError::Internal("trap".into()) }.into();
         assert_eq!(e.status, StatusCode::BAD_GATEWAY);
     }
 }

@@ -82,11 +82,7 @@ pub fn describe_self(call: &Call<'_>) -> Result<Reply, ApiError> {
     let admin = auth.is_admin(id);
     let rec = auth.identity(id).filter(|_| !admin);
     let policy = rec.and_then(|r| auth.policy(&r.policy));
-    let created_at = if admin {
-        Some(auth.started_at())
-    } else {
-        rec.map(|r| r.created_at)
-    };
+    let created_at = if admin { Some(auth.started_at()) } else { rec.map(|r| r.created_at) };
     json_reply(&SelfDescription {
         identity: id,
         admin,
@@ -129,11 +125,7 @@ struct ListOldLine<'a> {
 }
 
 fn sorted_with_admin(auth: &Authority, keep: impl Fn(&str) -> bool) -> Vec<String> {
-    let mut ids: Vec<String> = auth
-        .identities()
-        .map(|(id, _)| id.clone())
-        .filter(|id| keep(id))
-        .collect();
+    let mut ids: Vec<String> = auth.identities().map(|(id, _)| id.clone()).filter(|id| keep(id)).collect();
     if let Some(admin) = auth.admin() {
         if keep(admin) {
             ids.push(admin.to_string());
@@ -154,17 +146,13 @@ pub fn list(call: &Call<'_>) -> Result<Reply, ApiError> {
             continue_at: String::new(),
         });
     }
-    ndjson_reply(
-        auth.identities()
-            .filter(|(id, _)| selector.matches(id))
-            .map(|(id, r)| ListOldLine {
-                identity: id,
-                admin: false,
-                policy: &r.policy,
-                created_at: rfc3339(r.created_at),
-                created_by: &r.created_by,
-            }),
-    )
+    ndjson_reply(auth.identities().filter(|(id, _)| selector.matches(id)).map(|(id, r)| ListOldLine {
+        identity: id,
+        admin: false,
+        policy: &r.policy,
+        created_at: rfc3339(r.created_at),
+        created_by: &r.created_by,
+    }))
 }
 
 fn patterns(list: Option<&Vec<String>>) -> BTreeMap<&str, Empty> {

@@ -60,9 +60,7 @@ pub(super) struct ImportRequest {
 
 pub async fn import(call: &Call<'_>) -> Result<Reply, ApiError> {
     check_name(call)?;
-    let req: ImportRequest = call
-        .json()
-        .map_err(|_| ApiError::bad_request("invalid import key request body"))?;
+    let req: ImportRequest = call.json().map_err(|_| ApiError::bad_request("invalid import key request body"))?;
     let secret = match (req.key, req.bytes) {
         (Some(key), _) => {
             let cipher = req.cipher.unwrap_or_default();
@@ -137,16 +135,9 @@ pub async fn list(call: &Call<'_>) -> Result<Reply, ApiError> {
     let selector = call.selector()?;
     if call.wants_json {
         let page = call.state.keys.list(selector.prefix(), "", PAGE).await?;
-        return json_reply(&ListResponse {
-            names: page.names,
-            continue_at: page.next,
-        });
+        return json_reply(&ListResponse { names: page.names, continue_at: page.next });
     }
-    let all = call
-        .state
-        .keys
-        .list_all(selector.prefix(), |n| selector.matches(n))
-        .await?;
+    let all = call.state.keys.list_all(selector.prefix(), |n| selector.matches(n)).await?;
     ndjson_reply(all.iter().map(|n| NameLine { name: n }))
 }
 
@@ -164,19 +155,12 @@ struct GenerateResponse {
 
 pub async fn generate(call: &Call<'_>) -> Result<Reply, ApiError> {
     check_name(call)?;
-    let req: ContextRequest = if call.body.is_empty() {
-        ContextRequest::default()
-    } else {
-        call.json()?
-    };
+    let req: ContextRequest = if call.body.is_empty() { ContextRequest::default() } else { call.json()? };
     let key = call.state.keys.get(call.name).await?;
     let (plain, ciphertext) = crate::crypto::generate_data_key(&key.key, &req.context.0)
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to generate encryption key"))?;
     let plaintext = Zeroizing::new(B64.encode(&plain[..]));
-    json_reply(&GenerateResponse {
-        plaintext: plaintext.to_string(),
-        ciphertext: B64.encode(ciphertext),
-    })
+    json_reply(&GenerateResponse { plaintext: plaintext.to_string(), ciphertext: B64.encode(ciphertext) })
 }
 
 #[derive(Deserialize)]
@@ -200,9 +184,7 @@ pub async fn encrypt(call: &Call<'_>) -> Result<Reply, ApiError> {
         .key
         .encrypt(&req.plaintext.0, &req.context.0)
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to encrypt plaintext"))?;
-    json_reply(&EncryptResponse {
-        ciphertext: B64.encode(ciphertext),
-    })
+    json_reply(&EncryptResponse { ciphertext: B64.encode(ciphertext) })
 }
 
 #[derive(Deserialize)]
@@ -219,13 +201,8 @@ struct DecryptResponse {
 }
 
 fn open(key: &StoredKey, req: &DecryptRequest) -> Result<DecryptResponse, ApiError> {
-    let plain = key
-        .key
-        .decrypt(&req.ciphertext.0, &req.context.0)
-        .map_err(|_| ApiError::not_authentic())?;
-    Ok(DecryptResponse {
-        plaintext: B64.encode(&plain[..]),
-    })
+    let plain = key.key.decrypt(&req.ciphertext.0, &req.context.0).map_err(|_| ApiError::not_authentic())?;
+    Ok(DecryptResponse { plaintext: B64.encode(&plain[..]) })
 }
 
 pub async fn decrypt(call: &Call<'_>) -> Result<Reply, ApiError> {
@@ -267,7 +244,5 @@ pub async fn hmac(call: &Call<'_>) -> Result<Reply, ApiError> {
     let Some(hmac_key) = key.hmac_key.as_ref() else {
         return Err(ApiError::new(StatusCode::CONFLICT, "key does not support HMAC"));
     };
-    json_reply(&HmacResponse {
-        hmac: B64.encode(hmac_key.sign(&req.message.0)),
-    })
+    json_reply(&HmacResponse { hmac: B64.encode(hmac_key.sign(&req.message.0)) })
 }

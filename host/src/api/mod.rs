@@ -104,11 +104,7 @@ impl Call<'_> {
                 return Err(ApiError::bad_request(crate::auth::names::invalid_listing_pattern(p)));
             }
             let prefix = p.strip_suffix('*').unwrap_or(p);
-            return Ok(if prefix.is_empty() {
-                Selector::All
-            } else {
-                Selector::Prefix(prefix.to_string())
-            });
+            return Ok(if prefix.is_empty() { Selector::All } else { Selector::Prefix(prefix.to_string()) });
         }
         if p.is_empty() || p == "*" {
             return Ok(Selector::All);
@@ -200,8 +196,7 @@ pub fn stream_reply(rx: tokio::sync::broadcast::Receiver<Arc<str>>) -> Result<Re
         }
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(lines)));
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     Ok(r)
 }
 
@@ -215,10 +210,7 @@ fn error_reply(e: &ApiError) -> Reply {
 }
 
 fn header_has(req: &Request<Incoming>, name: http::header::HeaderName, needle: &str) -> bool {
-    req.headers()
-        .get_all(name)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains(needle)))
+    req.headers().get_all(name).iter().any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains(needle)))
 }
 
 /// Reads the body up to `limit` bytes; more is a 400, as in KES.
@@ -257,17 +249,8 @@ pub async fn serve(state: Arc<State>, peer: Arc<Peer>, req: Request<Incoming>) -
     state.metrics.request_active.dec();
     state.metrics.observe(status, elapsed.as_secs_f64());
     if state.audit.wanted() {
-        let time = received
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        state.audit.record(crate::audit::event(
-            time,
-            peer.ip.clone(),
-            &path,
-            identity.as_deref(),
-            status,
-            elapsed,
-        ));
+        let time = received.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        state.audit.record(crate::audit::event(time, peer.ip.clone(), &path, identity.as_deref(), status, elapsed));
     }
     tracing::debug!(status, micros = elapsed.as_micros() as u64, "served");
     Ok(reply)
@@ -286,13 +269,7 @@ async fn route(
         return (identity, Err(ApiError::no_route()));
     };
     if !route.methods.allows(req.method()) {
-        return (
-            identity,
-            Err(ApiError::method_not_allowed(
-                req.method().as_str(),
-                route.methods.primary(),
-            )),
-        );
+        return (identity, Err(ApiError::method_not_allowed(req.method().as_str(), route.methods.primary())));
     }
     let overrides = state.overrides.load();
     let setting = overrides.get(route);
@@ -309,20 +286,9 @@ async fn route(
     let query = req.uri().query().map(str::to_string);
 
     let body_future = async {
-        let body = if route.max_body > 0 {
-            read_body(req.into_body(), route.max_body).await?
-        } else {
-            Bytes::new()
-        };
-        let call = Call {
-            state,
-            route,
-            name,
-            identity: identity.as_deref(),
-            wants_json,
-            query: query.as_deref(),
-            body,
-        };
+        let body = if route.max_body > 0 { read_body(req.into_body(), route.max_body).await? } else { Bytes::new() };
+        let call =
+            Call { state, route, name, identity: identity.as_deref(), wants_json, query: query.as_deref(), body };
         dispatch(call).await
     };
     let result = if timeout.is_zero() {
@@ -357,14 +323,8 @@ async fn dispatch(call: Call<'_>) -> Result<Reply, ApiError> {
         Handler::Api => system::api(&call),
         Handler::LogError => stream_reply(call.state.errors.follow()),
         Handler::LogAudit => stream_reply(call.state.audit.follow()),
-        Handler::EnclaveCreate => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "creating encalves is not supported",
-        )),
-        Handler::EnclaveDelete => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "deleting encalves is not supported",
-        )),
+        Handler::EnclaveCreate => Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "creating encalves is not supported")),
+        Handler::EnclaveDelete => Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "deleting encalves is not supported")),
         Handler::KeyCreate => key::create(&call).await,
         Handler::KeyImport => key::import(&call).await,
         Handler::KeyDescribe => key::describe(&call).await,
@@ -390,8 +350,7 @@ async fn dispatch(call: Call<'_>) -> Result<Reply, ApiError> {
 
 /// Go's `time.Time` JSON form: RFC 3339 with nanoseconds, trailing zeros cut.
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// Handles the `enclave` query: only the default enclave exists.
@@ -409,11 +368,7 @@ pub fn check_enclave(call: &Call<'_>) -> Result<(), ApiError> {
 pub fn form_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
     q.split('&').filter(|p| !p.is_empty()).map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let dec = |s: &str| {
-            percent_encoding::percent_decode_str(&s.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        };
+        let dec = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
         (dec(k), dec(v))
     })
 }

@@ -42,11 +42,7 @@ pub fn describe(call: &Call<'_>) -> Result<Reply, ApiError> {
     check_name(call)?;
     let auth = call.state.authority.load();
     let p = auth.policy(call.name).ok_or_else(policy_not_found)?;
-    json_reply(&Describe {
-        name: call.name,
-        created_at: rfc3339(p.created_at),
-        created_by: &p.created_by,
-    })
+    json_reply(&Describe { name: call.name, created_at: rfc3339(p.created_at), created_by: &p.created_by })
 }
 
 /// New shape: patterns as keys of JSON objects (`{"<pattern>": {}}`).
@@ -116,17 +112,12 @@ pub fn assign(call: &Call<'_>) -> Result<Reply, ApiError> {
         return Err(ApiError::bad_request("identity is unknown"));
     }
     if id == call.caller() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "identity cannot assign policy to itself",
-        ));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "identity cannot assign policy to itself"));
     }
     if call.state.authority.load().is_admin(&id) {
         return Err(ApiError::bad_request("identity is root"));
     }
-    call.state
-        .authority
-        .rcu(|a| a.with_assignment(&id, call.name, call.caller()));
+    call.state.authority.rcu(|a| a.with_assignment(&id, call.name, call.caller()));
     empty_reply()
 }
 
@@ -155,23 +146,12 @@ pub fn list(call: &Call<'_>) -> Result<Reply, ApiError> {
     let auth = call.state.authority.load();
     let selector = call.selector()?;
     if call.wants_json {
-        let names = auth
-            .policies()
-            .filter(|(n, _)| selector.matches(n))
-            .map(|(n, _)| n.clone())
-            .collect();
-        return json_reply(&ListNew {
-            names,
-            continue_at: String::new(),
-        });
+        let names = auth.policies().filter(|(n, _)| selector.matches(n)).map(|(n, _)| n.clone()).collect();
+        return json_reply(&ListNew { names, continue_at: String::new() });
     }
-    ndjson_reply(
-        auth.policies()
-            .filter(|(n, _)| selector.matches(n))
-            .map(|(n, p)| ListOldLine {
-                name: n,
-                created_at: rfc3339(p.created_at),
-                created_by: &p.created_by,
-            }),
-    )
+    ndjson_reply(auth.policies().filter(|(n, _)| selector.matches(n)).map(|(n, p)| ListOldLine {
+        name: n,
+        created_at: rfc3339(p.created_at),
+        created_by: &p.created_by,
+    }))
 }

@@ -111,14 +111,7 @@ const fn route(
     timeout: Duration,
     auth: AuthClass,
 ) -> Route {
-    Route {
-        handler,
-        path,
-        methods,
-        max_body,
-        timeout,
-        auth,
-    }
+    Route { handler, path, methods, max_body, timeout, auth }
 }
 
 use AuthClass::*;

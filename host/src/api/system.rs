@@ -19,10 +19,7 @@ struct Version {
 }
 
 pub fn version(_: &Call<'_>) -> Result<Reply, ApiError> {
-    json_reply(&Version {
-        version: VERSION,
-        commit: option_env!("KEYWARD_COMMIT").unwrap_or(""),
-    })
+    json_reply(&Version { version: VERSION, commit: option_env!("KEYWARD_COMMIT").unwrap_or("") })
 }
 
 pub async fn ready(call: &Call<'_>) -> Result<Reply, ApiError> {
@@ -79,10 +76,7 @@ pub async fn status(call: &Call<'_>) -> Result<Reply, ApiError> {
 }
 
 pub fn metrics(call: &Call<'_>) -> Result<Reply, ApiError> {
-    raw_reply(
-        "text/plain; version=0.0.4; charset=utf-8",
-        call.state.metrics.render(call.state.keys.cached()),
-    )
+    raw_reply("text/plain; version=0.0.4; charset=utf-8", call.state.metrics.render(call.state.keys.cached()))
 }
 
 #[derive(Serialize)]

@@ -59,15 +59,8 @@ pub fn event(
 ) -> AuditEvent {
     let json = serde_json::to_string(&Line {
         time: &time,
-        request: RequestPart {
-            ip: ip.as_deref(),
-            path,
-            identity,
-        },
-        response: ResponsePart {
-            code: status,
-            time: duration.as_micros() as u64 * 1000,
-        },
+        request: RequestPart { ip: ip.as_deref(), path, identity },
+        response: ResponsePart { code: status, time: duration.as_micros() as u64 * 1000 },
     })
     .unwrap_or_default();
     AuditEvent {
@@ -96,11 +89,7 @@ pub struct AuditLog {
 impl AuditLog {
     pub fn new(metrics: Arc<Metrics>) -> AuditLog {
         let (followers, _) = broadcast::channel(1024);
-        AuditLog {
-            sinks: ArcSwap::from_pointee(Vec::new()),
-            followers,
-            metrics,
-        }
+        AuditLog { sinks: ArcSwap::from_pointee(Vec::new()), followers, metrics }
     }
 
     /// Replaces the set of sinks (start-up and SIGHUP). Events already queued

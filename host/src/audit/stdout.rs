@@ -20,8 +20,6 @@ impl AuditSink for StdoutSink {
             buf.push(b'\n');
         }
         let mut out = std::io::stdout().lock();
-        out.write_all(&buf)
-            .and_then(|_| out.flush())
-            .map_err(|e| StoreError::Unavailable(format!("stdout: {e}")))
+        out.write_all(&buf).and_then(|_| out.flush()).map_err(|e| StoreError::Unavailable(format!("stdout: {e}")))
     }
 }

@@ -36,13 +36,7 @@ impl PolicyRecord {
             allow: allow.iter().map(|p| Pattern::from_config(p)).collect(),
             deny: deny.iter().map(|p| Pattern::from_config(p)).collect(),
         };
-        PolicyRecord {
-            allow,
-            deny,
-            policy,
-            created_at,
-            created_by,
-        }
+        PolicyRecord { allow, deny, policy, created_at, created_by }
     }
 
     /// A policy written through the old (v0.19) API: every pattern is a glob.
@@ -51,13 +45,7 @@ impl PolicyRecord {
             allow: allow.iter().map(|p| Pattern::glob(p)).collect(),
             deny: deny.iter().map(|p| Pattern::glob(p)).collect(),
         };
-        PolicyRecord {
-            allow,
-            deny,
-            policy,
-            created_at: OffsetDateTime::now_utc(),
-            created_by,
-        }
+        PolicyRecord { allow, deny, policy, created_at: OffsetDateTime::now_utc(), created_by }
     }
 }
 
@@ -101,20 +89,11 @@ impl Authority {
             for id in &p.identities {
                 identities.insert(
                     id.clone(),
-                    IdentityRecord {
-                        policy: name.clone(),
-                        created_at: started_at,
-                        created_by: by.clone(),
-                    },
+                    IdentityRecord { policy: name.clone(), created_at: started_at, created_by: by.clone() },
                 );
             }
         }
-        Authority {
-            admin,
-            started_at,
-            policies,
-            identities,
-        }
+        Authority { admin, started_at, policies, identities }
     }
 
     /// The admin identity, if the admin is not disabled.
@@ -220,10 +199,7 @@ mod tests {
     fn admin_may_do_anything_and_strangers_nothing() {
         let a = authority("");
         assert!(a.authorize(ADMIN, "/v1/key/create/x").is_ok());
-        assert_eq!(
-            a.authorize(&"b".repeat(64), "/v1/key/create/x"),
-            Err(AuthError::Forbidden)
-        );
+        assert_eq!(a.authorize(&"b".repeat(64), "/v1/key/create/x"), Err(AuthError::Forbidden));
     }
 
     #[test]
@@ -241,21 +217,12 @@ mod tests {
     fn old_api_policies_are_globs() {
         let id = "c".repeat(64);
         let a = authority("")
-            .with_policy(
-                "p",
-                PolicyRecord::from_old_api(vec!["/v1/key/*".into()], vec![], ADMIN.into()),
-            )
+            .with_policy("p", PolicyRecord::from_old_api(vec!["/v1/key/*".into()], vec![], ADMIN.into()))
             .with_assignment(&id, "p", ADMIN);
         // A glob `*` does not cross `/`.
         assert_eq!(a.authorize(&id, "/v1/key/create/x"), Err(AuthError::Forbidden));
-        let a = a.with_policy(
-            "p",
-            PolicyRecord::from_old_api(vec!["/v1/key/*/*".into()], vec![], ADMIN.into()),
-        );
+        let a = a.with_policy("p", PolicyRecord::from_old_api(vec!["/v1/key/*/*".into()], vec![], ADMIN.into()));
         assert!(a.authorize(&id, "/v1/key/create/x").is_ok());
-        assert_eq!(
-            a.without_policy("p").authorize(&id, "/v1/key/create/x"),
-            Err(AuthError::Forbidden)
-        );
+        assert_eq!(a.without_policy("p").authorize(&id, "/v1/key/create/x"), Err(AuthError::Forbidden));
     }
 }

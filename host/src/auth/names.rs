@@ -151,26 +151,14 @@ mod tests {
     #[test]
     fn old_error_messages() {
         let long = "a".repeat(81);
-        assert_eq!(
-            validate_name_old("").unwrap_err().to_string(),
-            "invalid argument: name is empty"
-        );
-        assert_eq!(
-            validate_name_old(&long).unwrap_err().to_string(),
-            "invalid argument: name is too long"
-        );
+        assert_eq!(validate_name_old("").unwrap_err().to_string(), "invalid argument: name is empty");
+        assert_eq!(validate_name_old(&long).unwrap_err().to_string(), "invalid argument: name is too long");
         assert_eq!(
             validate_name_old("a b").unwrap_err().to_string(),
             "invalid argument: name contains invalid character"
         );
-        assert_eq!(
-            validate_pattern_old("").unwrap_err().to_string(),
-            "invalid argument: pattern is empty"
-        );
-        assert_eq!(
-            validate_pattern_old(&long).unwrap_err().to_string(),
-            "invalid argument: pattern is too long"
-        );
+        assert_eq!(validate_pattern_old("").unwrap_err().to_string(), "invalid argument: pattern is empty");
+        assert_eq!(validate_pattern_old(&long).unwrap_err().to_string(), "invalid argument: pattern is too long");
         assert_eq!(
             validate_pattern_old("a?").unwrap_err().to_string(),
             "invalid argument: pattern contains invalid character"
@@ -211,21 +199,9 @@ mod tests {
 
     #[test]
     fn new_messages() {
-        assert_eq!(
-            invalid_key_name("a b"),
-            "key name 'a b' is empty, too long or contains invalid characters"
-        );
-        assert_eq!(
-            invalid_policy_name(""),
-            "policy name '' is empty, too long or contains invalid characters"
-        );
-        assert_eq!(
-            invalid_identity("x!"),
-            "identity 'x!' is empty, too long or contains invalid characters"
-        );
-        assert_eq!(
-            invalid_listing_pattern("a*b"),
-            "listing pattern 'a*b' is empty, too long or is invalid"
-        );
+        assert_eq!(invalid_key_name("a b"), "key name 'a b' is empty, too long or contains invalid characters");
+        assert_eq!(invalid_policy_name(""), "policy name '' is empty, too long or contains invalid characters");
+        assert_eq!(invalid_identity("x!"), "identity 'x!' is empty, too long or contains invalid characters");
+        assert_eq!(invalid_listing_pattern("a*b"), "listing pattern 'a*b' is empty, too long or is invalid");
     }
 }

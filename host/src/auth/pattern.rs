@@ -248,10 +248,7 @@ impl Pattern {
     /// wildcards: in a prefix/exact pattern they are literal, in a glob `\` escapes.
     pub fn from_config(text: &str) -> Pattern {
         let len = text.len();
-        let is_glob = text
-            .bytes()
-            .enumerate()
-            .any(|(i, b)| b == b'?' || b == b'[' || (b == b'*' && i + 1 != len));
+        let is_glob = text.bytes().enumerate().any(|(i, b)| b == b'?' || b == b'[' || (b == b'*' && i + 1 != len));
         if is_glob {
             Pattern::Glob(text.to_owned())
         } else if text.ends_with('*') {

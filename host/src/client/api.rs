@@ -20,12 +20,7 @@ const MAX_PAGES: usize = 100_000;
 
 /// Characters left as they are in a path segment: unreserved ones and `*`,
 /// which listings use as "everything".
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'*');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'*');
 
 /// Percent-encodes one path segment (a key, policy or identity name).
 pub fn segment(name: &str) -> String {
@@ -88,10 +83,7 @@ impl Api {
         } else {
             cause
         };
-        ClientError::Connect {
-            server: self.base.clone(),
-            reason,
-        }
+        ClientError::Connect { server: self.base.clone(), reason }
     }
 
     /// Sends a request; a non-2xx answer becomes [`ClientError::Server`]
@@ -103,10 +95,7 @@ impl Api {
         }
         let status = resp.status();
         let body = resp.bytes().await.unwrap_or_default();
-        Err(ClientError::Server {
-            status: status.as_u16(),
-            message: error_message(status, &body),
-        })
+        Err(ClientError::Server { status: status.as_u16(), message: error_message(status, &body) })
     }
 
     async fn body(&self, resp: Response) -> Result<bytes::Bytes, ClientError> {
@@ -125,9 +114,7 @@ impl Api {
 
     /// GET `path` and return the body as text (metrics).
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
-        let resp = self
-            .send(self.request(Method::GET, path).timeout(REQUEST_TIMEOUT))
-            .await?;
+        let resp = self.send(self.request(Method::GET, path).timeout(REQUEST_TIMEOUT)).await?;
         Ok(String::from_utf8_lossy(&self.body(resp).await?).into_owned())
     }
 
@@ -150,19 +137,14 @@ impl Api {
 
     /// DELETE `path`.
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
-        let resp = self
-            .send(self.request(Method::DELETE, path).timeout(REQUEST_TIMEOUT))
-            .await?;
+        let resp = self.send(self.request(Method::DELETE, path).timeout(REQUEST_TIMEOUT)).await?;
         self.body(resp).await.map(drop)
     }
 
     /// GET a never-ending stream (logs): no overall timeout.
     pub async fn stream(&self, path: &str) -> Result<LineStream, ClientError> {
         let resp = self.send(self.request(Method::GET, path)).await?;
-        Ok(LineStream {
-            resp,
-            pending: Vec::new(),
-        })
+        Ok(LineStream { resp, pending: Vec::new() })
     }
 
     /// Lists names under `route` (e.g. `/v1/key/list/`) starting with
@@ -179,11 +161,7 @@ impl Api {
         // filter locally: that works on every server generation.
         let mut next = prefix.trim_end_matches('-').to_string();
         for _ in 0..MAX_PAGES {
-            let arg = if next.is_empty() {
-                "*".to_string()
-            } else {
-                segment(&next)
-            };
+            let arg = if next.is_empty() { "*".to_string() } else { segment(&next) };
             let req = self
                 .request(Method::GET, &format!("{route}{arg}"))
                 .header(reqwest::header::ACCEPT, "application/json")
@@ -241,21 +219,12 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
 /// server's failure mid-stream.
 fn parse_ndjson_names(body: &[u8]) -> Result<Vec<String>, ClientError> {
     let mut names = Vec::new();
-    for line in body
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-    {
+    for line in body.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)) {
         let v: Value = decode(line)?;
         if let Some(err) = v.get("error").and_then(Value::as_str).filter(|e| !e.is_empty()) {
-            return Err(ClientError::Server {
-                status: 200,
-                message: err.to_string(),
-            });
+            return Err(ClientError::Server { status: 200, message: err.to_string() });
         }
-        if let Some(n) = ["name", "identity"]
-            .iter()
-            .find_map(|f| v.get(*f).and_then(Value::as_str))
-        {
+        if let Some(n) = ["name", "identity"].iter().find_map(|f| v.get(*f).and_then(Value::as_str)) {
             names.push(n.to_string());
         }
     }
@@ -279,11 +248,7 @@ impl LineStream {
             match self.resp.chunk().await {
                 Ok(Some(chunk)) => self.pending.extend_from_slice(&chunk),
                 Ok(None) if self.pending.is_empty() => return Ok(None),
-                Ok(None) => {
-                    return Ok(Some(
-                        String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned(),
-                    ))
-                }
+                Ok(None) => return Ok(Some(String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned())),
                 Err(e) => return Err(ClientError::Failed(format!("the log stream broke: {}", root_cause(&e)))),
             }
         }
@@ -297,10 +262,7 @@ mod tests {
     #[test]
     fn error_messages_come_from_the_body_or_the_status() {
         let s = reqwest::StatusCode::NOT_FOUND;
-        assert_eq!(
-            error_message(s, br#"{"message":"key does not exist"}"#),
-            "key does not exist"
-        );
+        assert_eq!(error_message(s, br#"{"message":"key does not exist"}"#), "key does not exist");
         assert_eq!(error_message(s, b"404 page not found\n"), "404 page not found");
         assert_eq!(error_message(s, b""), "the server answered 404 Not Found");
     }

@@ -20,9 +20,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The first non-empty value among the environment variables `names`.
 fn env_first(names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+    names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
 }
 
 fn path_or_env(flag: &Option<PathBuf>, names: &[&str]) -> Option<PathBuf> {
@@ -36,11 +34,7 @@ pub fn server_url(raw: &str) -> Result<String, ClientError> {
     if raw.is_empty() {
         return Err(ClientError::Usage("the server address is empty".into()));
     }
-    let url = if raw.contains("://") {
-        raw.to_string()
-    } else {
-        format!("https://{raw}")
-    };
+    let url = if raw.contains("://") { raw.to_string() } else { format!("https://{raw}") };
     let parsed =
         reqwest::Url::parse(&url).map_err(|e| ClientError::Usage(format!("invalid server address '{raw}': {e}")))?;
     if parsed.scheme() != "https" {
@@ -102,10 +96,7 @@ fn client_identity(cert_path: &Path, key_path: &Path) -> Result<reqwest::Identit
             .collect::<String>(),
     );
     if pem.is_empty() {
-        return Err(ClientError::Failed(format!(
-            "'{}' contains no PEM certificate",
-            cert_path.display()
-        )));
+        return Err(ClientError::Failed(format!("'{}' contains no PEM certificate", cert_path.display())));
     }
     if contains(&key, b"ENCRYPTED PRIVATE KEY") || contains(&key, b"Proc-Type: 4,ENCRYPTED") {
         return Err(ClientError::Failed(format!(
@@ -120,10 +111,7 @@ fn client_identity(cert_path: &Path, key_path: &Path) -> Result<reqwest::Identit
         _ => None,
     });
     let Some(block) = usable else {
-        return Err(ClientError::Failed(format!(
-            "'{}' contains no PEM private key",
-            key_path.display()
-        )));
+        return Err(ClientError::Failed(format!("'{}' contains no PEM private key", key_path.display())));
     };
     pem.push_str(&Zeroizing::new(block));
     reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| {
@@ -183,10 +171,7 @@ pub fn connect(args: &ClientArgs) -> Result<Api, ClientError> {
             ))
         })?;
         if cas.is_empty() {
-            return Err(ClientError::Failed(format!(
-                "'{}' contains no PEM certificate",
-                ca_path.display()
-            )));
+            return Err(ClientError::Failed(format!("'{}' contains no PEM certificate", ca_path.display())));
         }
         // An explicit CA replaces the system roots: trusting both would let
         // any public CA impersonate a private key server.
@@ -221,14 +206,8 @@ mod tests {
     #[test]
     fn server_addresses_are_normalised() {
         assert_eq!(server_url("127.0.0.1:7373").unwrap(), "https://127.0.0.1:7373");
-        assert_eq!(
-            server_url("https://kes.example:7373/").unwrap(),
-            "https://kes.example:7373"
-        );
-        assert!(matches!(
-            server_url("http://127.0.0.1:7373"),
-            Err(ClientError::Usage(_))
-        ));
+        assert_eq!(server_url("https://kes.example:7373/").unwrap(), "https://kes.example:7373");
+        assert!(matches!(server_url("http://127.0.0.1:7373"), Err(ClientError::Usage(_))));
         assert!(matches!(server_url("  "), Err(ClientError::Usage(_))));
     }
 }

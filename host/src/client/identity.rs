@@ -17,15 +17,7 @@ use crate::cli::IdentityCommand;
 pub fn run(cmd: IdentityCommand) -> Result<(), ClientError> {
     match cmd {
         IdentityCommand::Of { cert } => of(&cert),
-        IdentityCommand::New {
-            name,
-            ips,
-            dns,
-            key,
-            cert,
-            force,
-            json,
-        } => {
+        IdentityCommand::New { name, ips, dns, key, cert, force, json } => {
             let mut sans: Vec<String> = dns;
             sans.extend(ips.iter().map(|ip| ip.to_string()));
             new(&name, sans, key, cert, force, json)
@@ -33,9 +25,7 @@ pub fn run(cmd: IdentityCommand) -> Result<(), ClientError> {
         IdentityCommand::Ls { client, prefix } => {
             let json_out = client.json;
             with_api(&client, |api| async move {
-                let ids = api
-                    .list("/v1/identity/list/", prefix.trim_end_matches('*'), "identities")
-                    .await?;
+                let ids = api.list("/v1/identity/list/", prefix.trim_end_matches('*'), "identities").await?;
                 print_names(&ids, json_out)
             })
         }
@@ -49,9 +39,7 @@ pub fn run(cmd: IdentityCommand) -> Result<(), ClientError> {
         IdentityCommand::Describe { client, identity } => {
             let json_out = client.json;
             with_api(&client, |api| async move {
-                let v: Value = api
-                    .get_json(&format!("/v1/identity/describe/{}", segment(&identity)))
-                    .await?;
+                let v: Value = api.get_json(&format!("/v1/identity/describe/{}", segment(&identity))).await?;
                 if json_out {
                     return output::json(&v);
                 }
@@ -74,10 +62,7 @@ fn of(cert: &Path) -> Result<(), ClientError> {
         std::fs::read(cert).map_err(|e| ClientError::Failed(format!("cannot read '{}': {e}", cert.display())))?;
     match crate::tls::identity_of_cert(&bytes) {
         Some(id) => output::line(&id),
-        None => Err(ClientError::Failed(format!(
-            "'{}' is not a certificate",
-            cert.display()
-        ))),
+        None => Err(ClientError::Failed(format!("'{}' is not a certificate", cert.display()))),
     }
 }
 
@@ -157,8 +142,7 @@ fn write_private(path: &Path, contents: &[u8], force: bool) -> Result<(), Client
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(fail)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
     }
     f.write_all(contents).map_err(fail)?;
     f.sync_all().map_err(fail)
@@ -189,10 +173,7 @@ fn new(
     if !force {
         for p in [&key_path, &cert_path] {
             if p.symlink_metadata().is_ok() {
-                return Err(ClientError::Failed(format!(
-                    "'{}' exists; use --force to overwrite it",
-                    p.display()
-                )));
+                return Err(ClientError::Failed(format!("'{}' exists; use --force to overwrite it", p.display())));
             }
         }
     }
@@ -231,11 +212,7 @@ mod tests {
         let old = json!({"identity": "ab", "admin": false, "policy_name": "p", "policy": {"Allow": ["/v1/status"], "Deny": null}});
         for v in [ours, new, old] {
             let (name, allow, deny) = self_policy(&v);
-            assert_eq!(
-                (name.as_str(), allow, deny),
-                ("p", vec!["/v1/status".to_string()], vec![]),
-                "{v}"
-            );
+            assert_eq!((name.as_str(), allow, deny), ("p", vec!["/v1/status".to_string()], vec![]), "{v}");
         }
     }
 }

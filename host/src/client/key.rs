@@ -20,23 +20,14 @@ pub fn run(cmd: KeyCommand) -> Result<(), ClientError> {
             })
             .await
         }),
-        KeyCommand::Import {
-            client,
-            name,
-            material,
-            cipher,
-        } => {
-            let text = if material == "-" {
-                output::read_stdin_string()?
-            } else {
-                material
-            };
+        KeyCommand::Import { client, name, material, cipher } => {
+            let text = if material == "-" { output::read_stdin_string()? } else { material };
             let key = decode_b64("key", &text)?;
             let body = json!({ "key": B64.encode(&key[..]), "cipher": cipher });
-            with_api(&client, |api| async move {
-                api.put(&format!("/v1/key/import/{}", segment(&name)), Some(&body))
-                    .await
-            })
+            with_api(
+                &client,
+                |api| async move { api.put(&format!("/v1/key/import/{}", segment(&name)), Some(&body)).await },
+            )
         }
         KeyCommand::Describe { client, name } => {
             let json_out = client.json;
@@ -67,20 +58,13 @@ pub fn run(cmd: KeyCommand) -> Result<(), ClientError> {
             })
             .await
         }),
-        KeyCommand::Encrypt {
-            client,
-            name,
-            plaintext,
-            context,
-        } => {
+        KeyCommand::Encrypt { client, name, plaintext, context } => {
             let plaintext = arg_or_stdin(plaintext)?;
             let mut body = json!({ "plaintext": B64.encode(&plaintext) });
             add_context(&mut body, context);
             let json_out = client.json;
             with_api(&client, |api| async move {
-                let v: Value = api
-                    .put_json(&format!("/v1/key/encrypt/{}", segment(&name)), &body)
-                    .await?;
+                let v: Value = api.put_json(&format!("/v1/key/encrypt/{}", segment(&name)), &body).await?;
                 let ct = required(&v, "ciphertext")?;
                 if json_out {
                     output::json(&json!({ "ciphertext": ct }))
@@ -89,21 +73,14 @@ pub fn run(cmd: KeyCommand) -> Result<(), ClientError> {
                 }
             })
         }
-        KeyCommand::Decrypt {
-            client,
-            name,
-            ciphertext,
-            context,
-        } => {
+        KeyCommand::Decrypt { client, name, ciphertext, context } => {
             let text = String::from_utf8_lossy(&arg_or_stdin(ciphertext)?).into_owned();
             let ct = decode_b64("ciphertext", &text)?;
             let mut body = json!({ "ciphertext": B64.encode(&ct) });
             add_context(&mut body, context);
             let json_out = client.json;
             with_api(&client, |api| async move {
-                let v: Value = api
-                    .put_json(&format!("/v1/key/decrypt/{}", segment(&name)), &body)
-                    .await?;
+                let v: Value = api.put_json(&format!("/v1/key/decrypt/{}", segment(&name)), &body).await?;
                 let pt = required(&v, "plaintext")?;
                 if json_out {
                     return output::json(&json!({ "plaintext": pt }));
@@ -123,9 +100,7 @@ pub fn run(cmd: KeyCommand) -> Result<(), ClientError> {
             add_context(&mut body, context);
             let json_out = client.json;
             with_api(&client, |api| async move {
-                let v: Value = api
-                    .put_json(&format!("/v1/key/generate/{}", segment(&name)), &body)
-                    .await?;
+                let v: Value = api.put_json(&format!("/v1/key/generate/{}", segment(&name)), &body).await?;
                 let (pt, ct) = (required(&v, "plaintext")?, required(&v, "ciphertext")?);
                 if json_out {
                     output::json(&json!({ "plaintext": pt, "ciphertext": ct }))
@@ -173,10 +148,7 @@ where
         match op(n.clone()).await {
             Ok(()) => {}
             Err(ClientError::Server { status, message }) if names.len() > 1 => {
-                return Err(ClientError::Server {
-                    status,
-                    message: format!("{n}: {message}"),
-                })
+                return Err(ClientError::Server { status, message: format!("{n}: {message}") })
             }
             Err(e) => return Err(e),
         }
@@ -204,8 +176,7 @@ fn arg_or_stdin(arg: Option<String>) -> Result<Vec<u8>, ClientError> {
 }
 
 fn decode_b64(what: &str, text: &str) -> Result<Vec<u8>, ClientError> {
-    B64.decode(text.trim().as_bytes())
-        .map_err(|_| ClientError::Usage(format!("the {what} is not valid base64")))
+    B64.decode(text.trim().as_bytes()).map_err(|_| ClientError::Usage(format!("the {what} is not valid base64")))
 }
 
 fn add_context(body: &mut Value, context: Option<String>) {

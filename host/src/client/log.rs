@@ -49,13 +49,7 @@ fn audit_line(v: &Value) -> String {
         .and_then(Value::as_u64)
         .map(|ns| humantime::format_duration(Duration::from_micros(ns / 1000)).to_string())
         .unwrap_or_default();
-    format!(
-        "{} {code} {id:<12} {} {latency}",
-        str_of(v, "time"),
-        str_of(&req, "path")
-    )
-    .trim_end()
-    .to_string()
+    format!("{} {code} {id:<12} {} {latency}", str_of(v, "time"), str_of(&req, "path")).trim_end().to_string()
 }
 
 fn error_line(v: &Value) -> String {
@@ -72,9 +66,6 @@ mod tests {
             r#"{"time":"2024-01-01T00:00:00Z","request":{"path":"/v1/status","identity":"3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22"},"response":{"code":200,"time":1500000}}"#,
         )
         .unwrap();
-        assert_eq!(
-            audit_line(&v),
-            "2024-01-01T00:00:00Z 200 3ecfcdf38fcb /v1/status 1ms 500us"
-        );
+        assert_eq!(audit_line(&v), "2024-01-01T00:00:00Z 200 3ecfcdf38fcb /v1/status 1ms 500us");
     }
 }

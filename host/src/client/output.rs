@@ -42,12 +42,7 @@ pub fn json(value: &Value) -> Result<(), ClientError> {
 
 /// Writes `label: value` rows with the values aligned; empty values are left out.
 pub fn fields(rows: &[(&str, String)]) -> Result<(), ClientError> {
-    let width = rows
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(l, _)| l.len())
-        .max()
-        .unwrap_or(0);
+    let width = rows.iter().filter(|(_, v)| !v.is_empty()).map(|(l, _)| l.len()).max().unwrap_or(0);
     for (label, value) in rows.iter().filter(|(_, v)| !v.is_empty()) {
         line(&format!("{:<w$} {value}", format!("{label}:"), w = width + 1))?;
     }

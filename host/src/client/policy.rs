@@ -13,9 +13,7 @@ pub fn run(cmd: PolicyCommand) -> Result<(), ClientError> {
         PolicyCommand::Ls { client, prefix } => {
             let json_out = client.json;
             with_api(&client, |api| async move {
-                let names = api
-                    .list("/v1/policy/list/", prefix.trim_end_matches('*'), "names")
-                    .await?;
+                let names = api.list("/v1/policy/list/", prefix.trim_end_matches('*'), "names").await?;
                 print_names(&names, json_out)
             })
         }

@@ -70,11 +70,7 @@ pub fn metrics(client: ClientArgs) -> Result<(), ClientError> {
 /// Prometheus text as a JSON object: `"name{labels}": value` per sample.
 fn samples(text: &str) -> Value {
     let mut out = Map::new();
-    for line in text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         // The value is the last field unless a timestamp follows it; labels
         // may contain spaces, so split after the closing brace.
         let (name, rest) = match line.rfind('}') {

@@ -55,12 +55,7 @@ fn parse_raw(b: &[u8]) -> Option<Parsed<'_>> {
     }
     let (sealed, random) = b.split_at(b.len() - RANDOM_LEN);
     let (iv, nonce) = random.split_at(IV_LEN);
-    Some(Parsed {
-        sealed: Cow::Borrowed(sealed),
-        iv: iv.try_into().ok()?,
-        nonce: nonce.try_into().ok()?,
-        tag: None,
-    })
+    Some(Parsed { sealed: Cow::Borrowed(sealed), iv: iv.try_into().ok()?, nonce: nonce.try_into().ok()?, tag: None })
 }
 
 /// The algorithm names a 2023 msgpack ciphertext may carry (`kes.KeyAlgorithm`
@@ -136,19 +131,13 @@ fn parse_msgpack(b: &[u8]) -> Option<Parsed<'_>> {
     if !r.b.is_empty() {
         return None; // no trailing bytes
     }
-    Some(Parsed {
-        sealed: Cow::Borrowed(sealed),
-        iv,
-        nonce,
-        tag: Some(algorithm),
-    })
+    Some(Parsed { sealed: Cow::Borrowed(sealed), iv, nonce, tag: Some(algorithm) })
 }
 
 /// Looks up a JSON object field the way Go's `encoding/json` does for struct
 /// fields: an exact key match wins, otherwise a case-insensitive one.
 pub(super) fn json_field<'v>(obj: &'v Map<String, Value>, name: &str) -> Option<&'v Value> {
-    obj.get(name)
-        .or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+    obj.get(name).or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
 }
 
 /// A Go `string` field: absent/null -> `Some(None)`, string -> `Some(Some)`,
@@ -181,10 +170,5 @@ fn parse_json(b: &[u8]) -> Option<Parsed<'static>> {
     let iv: [u8; IV_LEN] = json_bytes(json_field(obj, "iv"))?.try_into().ok()?;
     let nonce: [u8; NONCE_LEN] = json_bytes(json_field(obj, "nonce"))?.try_into().ok()?;
     let sealed = json_bytes(json_field(obj, "bytes"))?;
-    Some(Parsed {
-        sealed: Cow::Owned(sealed),
-        iv,
-        nonce,
-        tag: Some(algorithm),
-    })
+    Some(Parsed { sealed: Cow::Owned(sealed), iv, nonce, tag: Some(algorithm) })
 }

@@ -28,10 +28,7 @@ pub struct SecretKey {
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretKey")
-            .field("algorithm", &self.algorithm)
-            .field("bytes", &"<redacted>")
-            .finish()
+        f.debug_struct("SecretKey").field("algorithm", &self.algorithm).field("bytes", &"<redacted>").finish()
     }
 }
 
@@ -97,10 +94,7 @@ impl SecretKey {
             .and_then(|()| OsRng.try_fill_bytes(&mut nonce))
             .map_err(|_| CryptoError::Random)?;
 
-        let capacity = plaintext
-            .len()
-            .checked_add(TAG_LEN + RANDOM_LEN)
-            .ok_or(CryptoError::Encrypt)?;
+        let capacity = plaintext.len().checked_add(TAG_LEN + RANDOM_LEN).ok_or(CryptoError::Encrypt)?;
         let mut out = Vec::with_capacity(capacity);
         out.extend_from_slice(plaintext);
         match seal(self.algorithm, &self.bytes, &iv, &nonce, &mut out, context) {
@@ -132,16 +126,7 @@ impl SecretKey {
     /// Every failure is the same [`DecryptError`].
     pub fn decrypt(&self, ciphertext: &[u8], context: &[u8]) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
         let parsed = ciphertext::parse(ciphertext).ok_or(DecryptError)?;
-        let open_with = |algorithm| {
-            open(
-                algorithm,
-                &self.bytes,
-                &parsed.iv,
-                &parsed.nonce,
-                &parsed.sealed,
-                context,
-            )
-        };
+        let open_with = |algorithm| open(algorithm, &self.bytes, &parsed.iv, &parsed.nonce, &parsed.sealed, context);
         match open_with(self.algorithm) {
             Ok(plaintext) => Ok(plaintext),
             Err(err) => match parsed.tag {
@@ -157,9 +142,7 @@ impl SecretKey {
 /// ciphertext)`; the plaintext is wiped when dropped.
 pub fn generate_data_key(key: &SecretKey, context: &[u8]) -> Result<(Zeroizing<[u8; KEY_LEN]>, Vec<u8>), CryptoError> {
     let mut data_key = Zeroizing::new([0u8; KEY_LEN]);
-    OsRng
-        .try_fill_bytes(&mut data_key[..])
-        .map_err(|_| CryptoError::Random)?;
+    OsRng.try_fill_bytes(&mut data_key[..]).map_err(|_| CryptoError::Random)?;
     let ciphertext = key.encrypt(&data_key[..], context)?;
     Ok((data_key, ciphertext))
 }

@@ -88,17 +88,12 @@ impl StoredKey {
                 key: zeroizing_bytes(self.key.bytes()),
                 r#type: self.key.algorithm().proto_type(),
             }),
-            hmac_key: self.hmac_key.as_ref().map(|h| PbHmacKey {
-                key: zeroizing_bytes(h.bytes()),
-                hash: HASH_SHA256,
-            }),
+            hmac_key: self.hmac_key.as_ref().map(|h| PbHmacKey { key: zeroizing_bytes(h.bytes()), hash: HASH_SHA256 }),
             created_at: self.created_at.map(timestamp_from_time),
             created_by: self.created_by.clone(),
         };
         let encoded = Zeroizing::new(pb.encode_to_vec());
-        base64::engine::general_purpose::STANDARD
-            .encode(&encoded[..])
-            .into_bytes()
+        base64::engine::general_purpose::STANDARD.encode(&encoded[..]).into_bytes()
     }
 
     /// Decodes a keystore value in either format (see the module docs).
@@ -155,12 +150,7 @@ fn decode_json(json: &Value) -> Result<StoredKey, CryptoError> {
         .ok_or(invalid("'created_by' is not a string"))?
         .unwrap_or_default()
         .to_owned();
-    Ok(StoredKey {
-        key,
-        hmac_key: None,
-        created_at,
-        created_by,
-    })
+    Ok(StoredKey { key, hmac_key: None, created_at, created_by })
 }
 
 fn decode_protobuf(value: &[u8]) -> Result<StoredKey, CryptoError> {
@@ -177,12 +167,7 @@ fn decode_protobuf(value: &[u8]) -> Result<StoredKey, CryptoError> {
         Some(h) => Some(HmacKey::from_bytes(&h.key)?),
     };
     let created_at = pb.created_at.map(time_from_timestamp).transpose()?;
-    Ok(StoredKey {
-        key,
-        hmac_key,
-        created_at,
-        created_by: pb.created_by.clone(),
-    })
+    Ok(StoredKey { key, hmac_key, created_at, created_by: pb.created_by.clone() })
 }
 
 /// Copies key bytes into a `Bytes` whose storage is wiped when released.
@@ -194,10 +179,7 @@ fn timestamp_from_time(t: OffsetDateTime) -> PbTimestamp {
     let n = t.unix_timestamp_nanos();
     // `time` limits years to +-9999, so the seconds always fit in i64 and the
     // Euclidean remainder is in 0..1e9 as protobuf requires.
-    PbTimestamp {
-        seconds: n.div_euclid(NANOS_PER_SECOND) as i64,
-        nanos: n.rem_euclid(NANOS_PER_SECOND) as i32,
-    }
+    PbTimestamp { seconds: n.div_euclid(NANOS_PER_SECOND) as i64, nanos: n.rem_euclid(NANOS_PER_SECOND) as i32 }
 }
 
 /// Like Go's `Timestamp.AsTime` (which normalises out-of-range nanos), but a

@@ -25,9 +25,7 @@ fn section<'a>(v: &'a Value, name: &str) -> &'a Vec<Value> {
 fn b64(v: &Value) -> Vec<u8> {
     match v {
         Value::Null => Vec::new(),
-        Value::String(s) => base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .expect("vector base64"),
+        Value::String(s) => base64::engine::general_purpose::STANDARD.decode(s).expect("vector base64"),
         other => panic!("not a base64 string: {other}"),
     }
 }
@@ -96,9 +94,7 @@ fn vector_decrypt_kes_tests() {
     for t in list {
         let name = s(&t["name"]);
         let key = SecretKey::from_bytes(alg(&t["algorithm"]), &b64(&t["key"])).unwrap();
-        let got = key
-            .decrypt(&b64(&t["ciphertext"]), &b64(&t["context"]))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = key.decrypt(&b64(&t["ciphertext"]), &b64(&t["context"])).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(&got[..], &b64(&t["plaintext"])[..], "{name}");
     }
 }
@@ -227,10 +223,7 @@ fn algorithm_names() {
 
 #[test]
 fn key_lengths_and_key_id() {
-    assert_eq!(
-        SecretKey::from_bytes(Algorithm::Aes256, &[0; 31]).unwrap_err(),
-        CryptoError::InvalidKeyLength(31)
-    );
+    assert_eq!(SecretKey::from_bytes(Algorithm::Aes256, &[0; 31]).unwrap_err(), CryptoError::InvalidKeyLength(31));
     assert!(SecretKey::from_bytes(Algorithm::Aes256, &[0; 33]).is_err());
     assert!(HmacKey::from_bytes(&[0; 16]).is_err());
     let zero = SecretKey::from_bytes(Algorithm::Aes256, &[0; 32]).unwrap();
@@ -325,9 +318,7 @@ fn structured_formats_details() {
     // Huge declared lengths must not panic.
     for bad in [
         &[0x95, 0xdb, 0xff, 0xff, 0xff, 0xff][..],
-        &[
-            0x95, 0xa6, b'A', b'E', b'S', b'2', b'5', b'6', 0xa0, 0xc6, 0xff, 0xff, 0xff, 0xff,
-        ],
+        &[0x95, 0xa6, b'A', b'E', b'S', b'2', b'5', b'6', 0xa0, 0xc6, 0xff, 0xff, 0xff, 0xff],
         &[0x95],
         b"{",
         b"{}",
@@ -367,10 +358,7 @@ fn stored_key_generate_roundtrip() {
         let d = StoredKey::decode(&enc).unwrap();
         assert_eq!(d.key.bytes(), k.key.bytes());
         assert_eq!(d.key.algorithm(), a);
-        assert_eq!(
-            d.hmac_key.as_ref().unwrap().bytes(),
-            k.hmac_key.as_ref().unwrap().bytes()
-        );
+        assert_eq!(d.hmac_key.as_ref().unwrap().bytes(), k.hmac_key.as_ref().unwrap().bytes());
         assert_eq!(d.created_at, k.created_at);
         assert_eq!(d.created_by, k.created_by);
         assert_eq!(d.encode(), enc);
@@ -391,10 +379,7 @@ fn stored_key_legacy_json_rules() {
     let ok = |j: String| StoredKey::decode(j.as_bytes());
     let k = ok(format!(r#"{{"bytes":"{key}","algorithm":""}}"#)).unwrap();
     assert_eq!(k.key.algorithm(), Algorithm::Aes256);
-    let k = ok(format!(
-        r#"{{"bytes":"{key}","algorithm":"ChaCha20","created_by":null}}"#
-    ))
-    .unwrap();
+    let k = ok(format!(r#"{{"bytes":"{key}","algorithm":"ChaCha20","created_by":null}}"#)).unwrap();
     assert_eq!(k.key.algorithm(), Algorithm::ChaCha20);
     assert_eq!(k.created_by, "");
     for bad in [

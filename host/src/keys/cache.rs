@@ -46,13 +46,7 @@ impl Cache {
 
     pub fn insert(&self, name: &str, key: Arc<StoredKey>) {
         let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        map.insert(
-            name.to_string(),
-            Entry {
-                key,
-                used: AtomicBool::new(true),
-            },
-        );
+        map.insert(name.to_string(), Entry { key, used: AtomicBool::new(true) });
     }
 
     pub fn remove(&self, name: &str) {
@@ -103,12 +97,7 @@ pub enum Eviction {
 impl ExpiryClock {
     pub fn new(settings: CacheSettings, now: Instant) -> Self {
         let at = |d: Duration| (!d.is_zero()).then(|| now + d);
-        ExpiryClock {
-            settings,
-            next_any: at(settings.any),
-            next_unused: at(settings.unused / 2),
-            offline_since: None,
-        }
+        ExpiryClock { settings, next_any: at(settings.any), next_unused: at(settings.unused / 2), offline_since: None }
     }
 
     /// How often the caller should call [`ExpiryClock::tick`].

@@ -20,9 +20,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>>, StoreError> {
-        self.entries
-            .lock()
-            .map_err(|_| StoreError::Internal("memory store lock poisoned".into()))
+        self.entries.lock().map_err(|_| StoreError::Internal("memory store lock poisoned".into()))
     }
 }
 
@@ -50,9 +48,7 @@ impl Keystore for MemoryStore {
         let start = if continue_at > prefix { continue_at } else { prefix };
         let mut names = Vec::new();
         let mut next = String::new();
-        for name in map
-            .range::<str, _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
-            .map(|(k, _)| k)
+        for name in map.range::<str, _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded)).map(|(k, _)| k)
         {
             if !name.starts_with(prefix) {
                 break;

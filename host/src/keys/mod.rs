@@ -93,8 +93,7 @@ impl Keys {
     /// Records whether a store call reached the store: `unavailable` means
     /// it did not; any other answer, error or not, means it did.
     fn observe<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
-        self.unreachable
-            .store(matches!(r, Err(StoreError::Unavailable(_))), Ordering::Relaxed);
+        self.unreachable.store(matches!(r, Err(StoreError::Unavailable(_))), Ordering::Relaxed);
         r
     }
 
@@ -113,10 +112,9 @@ impl Keys {
     pub async fn create(&self, name: &str, key: StoredKey) -> Result<(), KeyError> {
         let mut value = key.encode();
         if let Some(seal) = &self.seal {
-            value = seal.seal(name, &value).map_err(|e| KeyError::Store {
-                op: "create",
-                source: StoreError::Internal(e),
-            })?;
+            value = seal
+                .seal(name, &value)
+                .map_err(|e| KeyError::Store { op: "create", source: StoreError::Internal(e) })?;
         }
         self.observe(self.store().create(name, &value).await)
             .map_err(|e| store_error("create")(self.count("create", e)))?;
@@ -129,24 +127,19 @@ impl Keys {
         if let Some(k) = self.cache.get(name) {
             return Ok(k);
         }
-        let value = self
-            .observe(self.store().get(name).await)
-            .map_err(|e| store_error("read")(self.count("get", e)))?;
+        let value =
+            self.observe(self.store().get(name).await).map_err(|e| store_error("read")(self.count("get", e)))?;
         let plain;
         let value = match &self.seal {
             Some(seal) => {
-                plain = seal.open(name, &value).map_err(|reason| KeyError::Corrupt {
-                    name: name.to_string(),
-                    reason,
-                })?;
+                plain =
+                    seal.open(name, &value).map_err(|reason| KeyError::Corrupt { name: name.to_string(), reason })?;
                 &plain[..]
             }
             None => &value[..],
         };
-        let key = StoredKey::decode(value).map_err(|e| KeyError::Corrupt {
-            name: name.to_string(),
-            reason: e.to_string(),
-        })?;
+        let key = StoredKey::decode(value)
+            .map_err(|e| KeyError::Corrupt { name: name.to_string(), reason: e.to_string() })?;
         let key = Arc::new(key);
         self.cache.insert(name, key.clone());
         Ok(key)
@@ -154,9 +147,8 @@ impl Keys {
 
     /// Deletes a key from the store and the cache.
     pub async fn delete(&self, name: &str) -> Result<(), KeyError> {
-        let result = self
-            .observe(self.store().delete(name).await)
-            .map_err(|e| store_error("delete")(self.count("delete", e)));
+        let result =
+            self.observe(self.store().delete(name).await).map_err(|e| store_error("delete")(self.count("delete", e)));
         self.cache.remove(name);
         result
     }
@@ -164,10 +156,7 @@ impl Keys {
     /// One page of names starting with `prefix`, from `continue_at` on.
     pub async fn list(&self, prefix: &str, continue_at: &str, limit: u32) -> Result<Page, KeyError> {
         self.observe(self.store().list(prefix, continue_at, limit).await)
-            .map_err(|e| KeyError::Store {
-                op: "list",
-                source: self.count("list", e),
-            })
+            .map_err(|e| KeyError::Store { op: "list", source: self.count("list", e) })
     }
 
     /// Every name with `prefix` that `keep` accepts, following pages to the end.
@@ -235,10 +224,7 @@ mod tests {
         let k = StoredKey::generate(Algorithm::Aes256, "me");
         let ct = k.key.encrypt(b"hi", b"").unwrap();
         keys.create("k", k).await.unwrap();
-        assert_eq!(
-            keys.create("k", StoredKey::generate(Algorithm::Aes256, "me")).await,
-            Err(KeyError::Exists)
-        );
+        assert_eq!(keys.create("k", StoredKey::generate(Algorithm::Aes256, "me")).await, Err(KeyError::Exists));
         let got = keys.get("k").await.unwrap();
         assert_eq!(&got.key.decrypt(&ct, b"").unwrap()[..], b"hi");
         keys.delete("k").await.unwrap();

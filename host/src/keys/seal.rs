@@ -60,10 +60,9 @@ impl Seal {
     /// Loads the seal key named by a `seal` setting.
     pub fn from_setting(setting: &str) -> Result<Seal, SealError> {
         let key = if let Some(path) = setting.strip_prefix("file:") {
-            let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| SealError::Read {
-                path: path.to_string(),
-                source,
-            })?);
+            let bytes = Zeroizing::new(
+                std::fs::read(path).map_err(|source| SealError::Read { path: path.to_string(), source })?,
+            );
             decode_key(&bytes)?
         } else if let Some(var) = setting.strip_prefix("env:") {
             let value = Zeroizing::new(std::env::var(var).map_err(|_| SealError::MissingEnv(var.to_string()))?);
@@ -84,14 +83,9 @@ impl Seal {
     pub fn seal(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, String> {
         let mut nonce = [0u8; NONCE];
         rand::thread_rng().fill_bytes(&mut nonce);
-        let payload = Payload {
-            msg: value,
-            aad: name.as_bytes(),
-        };
-        let sealed = self
-            .cipher
-            .encrypt(Nonce::from_slice(&nonce), payload)
-            .map_err(|_| "cannot seal the value".to_string())?;
+        let payload = Payload { msg: value, aad: name.as_bytes() };
+        let sealed =
+            self.cipher.encrypt(Nonce::from_slice(&nonce), payload).map_err(|_| "cannot seal the value".to_string())?;
         let mut out = Vec::with_capacity(MAGIC.len() + NONCE + sealed.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&nonce);
@@ -108,10 +102,7 @@ impl Seal {
             return Err("sealed value is truncated".into());
         }
         let (nonce, sealed) = rest.split_at(NONCE);
-        let payload = Payload {
-            msg: sealed,
-            aad: name.as_bytes(),
-        };
+        let payload = Payload { msg: sealed, aad: name.as_bytes() };
         self.cipher
             .decrypt(Nonce::from_slice(nonce), payload)
             .map(Zeroizing::new)
@@ -139,16 +130,10 @@ mod tests {
     fn keys_load_from_env_in_hex_or_base64() {
         std::env::set_var("KEYWARD_TEST_SEAL_HEX", "11".repeat(32));
         assert!(Seal::from_setting("env:KEYWARD_TEST_SEAL_HEX").is_ok());
-        std::env::set_var(
-            "KEYWARD_TEST_SEAL_B64",
-            base64::engine::general_purpose::STANDARD.encode([1u8; 32]),
-        );
+        std::env::set_var("KEYWARD_TEST_SEAL_B64", base64::engine::general_purpose::STANDARD.encode([1u8; 32]));
         assert!(Seal::from_setting("env:KEYWARD_TEST_SEAL_B64").is_ok());
         std::env::set_var("KEYWARD_TEST_SEAL_BAD", "short");
-        assert!(matches!(
-            Seal::from_setting("env:KEYWARD_TEST_SEAL_BAD"),
-            Err(SealError::BadKey)
-        ));
+        assert!(matches!(Seal::from_setting("env:KEYWARD_TEST_SEAL_BAD"), Err(SealError::BadKey)));
         assert!(matches!(Seal::from_setting("vault:x"), Err(SealError::Syntax(_))));
     }
 }

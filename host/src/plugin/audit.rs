@@ -36,9 +36,7 @@ pub struct PluginAuditSink {
 
 impl std::fmt::Debug for PluginAuditSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginAuditSink")
-            .field("plugin", &self.pool.loaded())
-            .finish_non_exhaustive()
+        f.debug_struct("PluginAuditSink").field("plugin", &self.pool.loaded()).finish_non_exhaustive()
     }
 }
 
@@ -76,9 +74,7 @@ impl PluginAuditSink {
                 wanted: PluginKind::AuditSink,
             });
         }
-        Ok(PluginAuditSink {
-            pool: Pool::start(loaded, config_json, options).await?,
-        })
+        Ok(PluginAuditSink { pool: Pool::start(loaded, config_json, options).await? })
     }
 
     /// The plugin's name.

@@ -166,13 +166,7 @@ impl PluginEngine {
             .map_err(|e| PluginError::Engine(format!("cannot start epoch thread: {e}")))?;
 
         Ok(PluginEngine {
-            inner: Arc::new(Inner {
-                engine,
-                linker,
-                http_linker,
-                cache_dir: options.cache_dir,
-                cache_tag,
-            }),
+            inner: Arc::new(Inner { engine, linker, http_linker, cache_dir: options.cache_dir, cache_tag }),
         })
     }
 
@@ -206,10 +200,7 @@ impl PluginEngine {
         let linker = if http { &self.inner.http_linker } else { &self.inner.linker };
         let pre = linker
             .instantiate_pre(&component)
-            .map_err(|e| PluginError::Instantiate {
-                plugin: spec.name.clone(),
-                message: error_chain(&e),
-            })?;
+            .map_err(|e| PluginError::Instantiate { plugin: spec.name.clone(), message: error_chain(&e) })?;
         Ok(LoadedComponent {
             name: spec.name.as_str().into(),
             kind: spec.kind,
@@ -240,20 +231,14 @@ impl PluginEngine {
         let sha256 = sha256_hex(bytes);
         let component = self.compile(name, &sha256, bytes)?;
         let info = ComponentInfo::of(&self.inner.engine, &component);
-        Ok(Inspection {
-            sha256,
-            world: info.world(),
-            info,
-        })
+        Ok(Inspection { sha256, world: info.world(), info })
     }
 
     /// Compiles `bytes`, going through the precompiled cache when there is one.
     fn compile(&self, name: &str, sha256: &str, bytes: &[u8]) -> Result<Component, PluginError> {
         let engine = &self.inner.engine;
-        let compile_err = |e: wasmtime::Error| PluginError::Compile {
-            plugin: name.to_string(),
-            message: error_chain(&e),
-        };
+        let compile_err =
+            |e: wasmtime::Error| PluginError::Compile { plugin: name.to_string(), message: error_chain(&e) };
         let Some(dir) = &self.inner.cache_dir else {
             return Component::new(engine, bytes).map_err(compile_err);
         };
@@ -334,11 +319,7 @@ impl ComponentInfo {
                 plugin: plugin.to_string(),
                 expected: kind,
                 export,
-                found: if self.exports.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    self.exports.join(", ")
-                },
+                found: if self.exports.is_empty() { "nothing".to_string() } else { self.exports.join(", ") },
             });
         }
         for import in &self.imports {
@@ -358,14 +339,10 @@ impl ComponentInfo {
             }
             if let Some((iface, _)) = split_keyward_name(import) {
                 if !matches!(iface, "types" | "log") {
-                    return Err(refused(&format!(
-                        "; {expected} has no interface {iface:?} for plugins to import"
-                    )));
+                    return Err(refused(&format!("; {expected} has no interface {iface:?} for plugins to import")));
                 }
             } else if !import.starts_with("wasi:") {
-                return Err(refused(
-                    "; plugins may import only WASI 0.2 and keyward:plugin interfaces",
-                ));
+                return Err(refused("; plugins may import only WASI 0.2 and keyward:plugin interfaces"));
             }
         }
         Ok(())
@@ -436,10 +413,7 @@ fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()>
     let tmp = dir.join(format!(
         ".tmp-{}-{}",
         std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
     ));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;

@@ -38,9 +38,7 @@ pub struct PluginKeystore {
 
 impl std::fmt::Debug for PluginKeystore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginKeystore")
-            .field("plugin", &self.pool.loaded())
-            .finish_non_exhaustive()
+        f.debug_struct("PluginKeystore").field("plugin", &self.pool.loaded()).finish_non_exhaustive()
     }
 }
 
@@ -82,9 +80,7 @@ impl PluginKeystore {
                 wanted: PluginKind::Keystore,
             });
         }
-        Ok(PluginKeystore {
-            pool: Pool::start(loaded, config_json, options).await?,
-        })
+        Ok(PluginKeystore { pool: Pool::start(loaded, config_json, options).await? })
     }
 
     /// The plugin's name.
@@ -112,15 +108,11 @@ impl Keystore for PluginKeystore {
     }
 
     async fn get(&self, name: &str) -> Result<Vec<u8>, StoreError> {
-        call_plugin!(self.pool, "get", |store, world| world
-            .keyward_plugin_keystore_api()
-            .call_get(store, name))
+        call_plugin!(self.pool, "get", |store, world| world.keyward_plugin_keystore_api().call_get(store, name))
     }
 
     async fn delete(&self, name: &str) -> Result<(), StoreError> {
-        call_plugin!(self.pool, "delete", |store, world| world
-            .keyward_plugin_keystore_api()
-            .call_delete(store, name))
+        call_plugin!(self.pool, "delete", |store, world| world.keyward_plugin_keystore_api().call_delete(store, name))
     }
 
     async fn list(&self, prefix: &str, continue_at: &str, limit: u32) -> Result<Page, StoreError> {
@@ -131,8 +123,6 @@ impl Keystore for PluginKeystore {
     }
 
     async fn status(&self) -> Result<(), StoreError> {
-        call_plugin!(self.pool, "status", |store, world| world
-            .keyward_plugin_keystore_api()
-            .call_status(store))
+        call_plugin!(self.pool, "status", |store, world| world.keyward_plugin_keystore_api().call_status(store))
     }
 }

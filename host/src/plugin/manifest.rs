@@ -114,13 +114,7 @@ impl Grants {
     /// Grants exactly one directory, as the host does for the embedded `fs`
     /// plugin.
     pub fn dir(host: impl Into<PathBuf>, guest: impl Into<String>) -> Self {
-        Grants {
-            dirs: vec![DirGrant {
-                host: host.into(),
-                guest: guest.into(),
-            }],
-            ..Grants::default()
-        }
+        Grants { dirs: vec![DirGrant { host: host.into(), guest: guest.into() }], ..Grants::default() }
     }
 }
 
@@ -135,10 +129,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            memory: DEFAULT_MEMORY,
-            call_timeout: DEFAULT_CALL_TIMEOUT,
-        }
+        Limits { memory: DEFAULT_MEMORY, call_timeout: DEFAULT_CALL_TIMEOUT }
     }
 }
 
@@ -215,10 +206,8 @@ struct RawLimits {
 impl Manifest {
     /// Reads and validates the manifest at `path`.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::parse(&text, path, &base)
     }
@@ -226,23 +215,14 @@ impl Manifest {
     /// Parses manifest text. `path` is only used in messages; relative paths
     /// inside are resolved against `base`.
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Manifest, ManifestError> {
-        let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Syntax {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let raw: RawManifest = toml::from_str(text)
+            .map_err(|e| ManifestError::Syntax { path: path.to_path_buf(), message: e.to_string() })?;
         let mut seen = HashSet::new();
         let mut plugins = Vec::with_capacity(raw.plugin.len());
         for (index, entry) in raw.plugin.into_iter().enumerate() {
-            let label = if entry.name.is_empty() {
-                format!("#{}", index + 1)
-            } else {
-                entry.name.clone()
-            };
-            let invalid = |message: String| ManifestError::Invalid {
-                path: path.to_path_buf(),
-                plugin: label.clone(),
-                message,
-            };
+            let label = if entry.name.is_empty() { format!("#{}", index + 1) } else { entry.name.clone() };
+            let invalid =
+                |message: String| ManifestError::Invalid { path: path.to_path_buf(), plugin: label.clone(), message };
             let entry = validate_entry(entry, base).map_err(invalid)?;
             if !seen.insert(entry.name.clone()) {
                 return Err(ManifestError::Invalid {
@@ -253,10 +233,7 @@ impl Manifest {
             }
             plugins.push(entry);
         }
-        Ok(Manifest {
-            path: path.to_path_buf(),
-            plugins,
-        })
+        Ok(Manifest { path: path.to_path_buf(), plugins })
     }
 
     /// Fails if any entry lacks a `sha256` pin. Call it unless the server runs
@@ -264,10 +241,7 @@ impl Manifest {
     /// true.
     pub fn require_pins(&self) -> Result<(), ManifestError> {
         match self.plugins.iter().find(|p| p.sha256.is_none()) {
-            Some(p) => Err(ManifestError::MissingPin {
-                path: self.path.clone(),
-                plugin: p.name.clone(),
-            }),
+            Some(p) => Err(ManifestError::MissingPin { path: self.path.clone(), plugin: p.name.clone() }),
             None => Ok(()),
         }
     }
@@ -332,14 +306,7 @@ fn validate_entry(raw: RawEntry, base: &Path) -> Result<ManifestEntry, String> {
             }
         },
     };
-    Ok(ManifestEntry {
-        name: raw.name,
-        kind: raw.kind,
-        path: resolve(base, &raw.path),
-        sha256,
-        grants,
-        limits,
-    })
+    Ok(ManifestEntry { name: raw.name, kind: raw.kind, path: resolve(base, &raw.path), sha256, grants, limits })
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
@@ -359,22 +326,15 @@ fn check_plugin_name(name: &str) -> Result<(), String> {
     if name.len() > 64 {
         return Err("name is longer than 64 bytes".into());
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
-        return Err(format!(
-            "name {name:?} may only contain ASCII letters, digits, '-', '_' and '.'"
-        ));
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+        return Err(format!("name {name:?} may only contain ASCII letters, digits, '-', '_' and '.'"));
     }
     Ok(())
 }
 
 fn check_guest_path(guest: &str) -> Result<(), String> {
     if !guest.starts_with('/') {
-        return Err(format!(
-            "grants.dirs: guest path {guest:?} must be absolute (e.g. \"/data\")"
-        ));
+        return Err(format!("grants.dirs: guest path {guest:?} must be absolute (e.g. \"/data\")"));
     }
     if guest.split('/').any(|c| c == "..") {
         return Err(format!("grants.dirs: guest path {guest:?} must not contain \"..\""));
@@ -407,8 +367,7 @@ fn check_http_origin(origin: &str) -> Result<(), String> {
         authority.split_once(':').map(|(_, p)| p)
     };
     if let Some(port) = port {
-        port.parse::<u16>()
-            .map_err(|_| format!("port {port:?} is not a number 0-65535"))?;
+        port.parse::<u16>().map_err(|_| format!("port {port:?} is not a number 0-65535"))?;
     }
     Ok(())
 }
@@ -427,20 +386,14 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        other => {
-            return Err(format!(
-                "{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
-            ))
-        }
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)")),
     };
     let bytes = n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))?;
     if bytes == 0 {
         return Err(format!("{s:?} must be more than 0"));
     }
     if bytes > MAX_MEMORY {
-        return Err(format!(
-            "{s:?} is more than a 32-bit WebAssembly memory can hold (4GiB)"
-        ));
+        return Err(format!("{s:?} is more than a 32-bit WebAssembly memory can hold (4GiB)"));
     }
     Ok(bytes)
 }
@@ -508,10 +461,7 @@ path = "/opt/audit_file.wasm"
             ("[plugin.limits]\nmemory = \"64 parsecs\"", "limits.memory"),
             ("[plugin.limits]\nmemory = \"8GiB\"", "4GiB"),
             ("[plugin.limits]\ncall_timeout = \"forever\"", "call_timeout"),
-            (
-                "[plugin.grants]\ndirs = [{ host = \"/x\", guest = \"data\" }]",
-                "absolute",
-            ),
+            ("[plugin.grants]\ndirs = [{ host = \"/x\", guest = \"data\" }]", "absolute"),
             ("[plugin.grants]\nhosts = [\"ftp://x\"]", "http"),
             ("[plugin.grants]\nenv = [\"A=B\"]", "grants.env"),
         ] {

@@ -117,10 +117,7 @@ impl<W: World> Pool<W> {
         };
         let first = pool.create().await.map_err(|e| match e {
             CreateError::Plugin(e) => e,
-            CreateError::Store(source) => PluginError::Init {
-                plugin: pool.loaded.name.to_string(),
-                source,
-            },
+            CreateError::Store(source) => PluginError::Init { plugin: pool.loaded.name.to_string(), source },
         })?;
         pool.put_back(first);
         Ok(pool)
@@ -152,11 +149,7 @@ impl<W: World> Pool<W> {
         let permit = match tokio::time::timeout(self.loaded.limits.call_timeout, self.permits.acquire()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_closed)) => return Err(StoreError::Unavailable("plugin is shut down".into())),
-            Err(_) => {
-                return Err(StoreError::Unavailable(
-                    "plugin is busy: no instance became free in time".into(),
-                ))
-            }
+            Err(_) => return Err(StoreError::Unavailable("plugin is busy: no instance became free in time".into())),
         };
         let idle = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
         let instance = match idle {
@@ -164,11 +157,7 @@ impl<W: World> Pool<W> {
             None => self.create().await.map_err(|e| self.start_failed(e))?,
         };
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let mut lease = Lease {
-            pool: self,
-            instance: Some(instance),
-            _permit: permit,
-        };
+        let mut lease = Lease { pool: self, instance: Some(instance), _permit: permit };
         lease.arm();
         Ok(lease)
     }
@@ -248,12 +237,7 @@ impl<W: World> Pool<W> {
                 self.stats.traps.fetch_add(1, Ordering::Relaxed);
                 // The log gets everything (including the wasm backtrace); the
                 // caller's message, which may reach an API client, gets one line.
-                tracing::error!(
-                    plugin = name,
-                    op,
-                    "plugin trapped; discarding the instance: {}",
-                    error_chain(trap)
-                );
+                tracing::error!(plugin = name, op, "plugin trapped; discarding the instance: {}", error_chain(trap));
                 StoreError::Internal(format!("plugin {name} failed during {op}: {}", short_error(trap)))
             }
             _ => {

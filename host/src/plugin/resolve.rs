@@ -33,10 +33,7 @@ pub enum ResolveError {
 }
 
 fn config_error(plugin: &str, message: impl Into<String>) -> ResolveError {
-    ResolveError::Config {
-        plugin: plugin.to_string(),
-        message: message.into(),
-    }
+    ResolveError::Config { plugin: plugin.to_string(), message: message.into() }
 }
 
 /// The plugin engine plus the manifest in force.
@@ -125,12 +122,9 @@ impl Plugins {
                     Some(Value::String(u)) if !u.is_empty() => u.clone(),
                     _ => return Err(config_error(name, "config needs a 'url' string")),
                 };
-                let origin = super::sandbox::Origin::parse(&url)
-                    .map_err(|m| config_error(name, format!("url {url:?}: {m}")))?;
-                let grants = Grants {
-                    hosts: vec![origin.to_string()],
-                    ..Grants::default()
-                };
+                let origin =
+                    super::sandbox::Origin::parse(&url).map_err(|m| config_error(name, format!("url {url:?}: {m}")))?;
+                let grants = Grants { hosts: vec![origin.to_string()], ..Grants::default() };
                 (grants, config)
             }
             _ => (Grants::default(), config),

@@ -89,16 +89,15 @@ impl HostState {
         b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         b.stderr(LogStderr { plugin: plugin.clone() });
         for dir in &grants.dirs {
-            b.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)
-                .map_err(|e| PluginError::Sandbox {
-                    plugin: plugin.to_string(),
-                    message: format!(
-                        "cannot open granted directory {} (for {}): {}",
-                        dir.host.display(),
-                        dir.guest,
-                        super::error_chain(&e)
-                    ),
-                })?;
+            b.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite).map_err(|e| PluginError::Sandbox {
+                plugin: plugin.to_string(),
+                message: format!(
+                    "cannot open granted directory {} (for {}): {}",
+                    dir.host.display(),
+                    dir.guest,
+                    super::error_chain(&e)
+                ),
+            })?;
         }
         for name in &grants.env {
             if let Ok(value) = std::env::var(name) {
@@ -123,28 +122,18 @@ impl HostState {
             plugin: plugin.clone(),
             wasi: b.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory)
-                .table_elements(MAX_TABLE_ELEMENTS)
-                .build(),
+            limits: StoreLimitsBuilder::new().memory_size(memory).table_elements(MAX_TABLE_ELEMENTS).build(),
             deadline: None,
             timed_out: false,
             http: WasiHttpCtx::new(),
-            http_policy: HttpPolicy {
-                plugin: plugin.clone(),
-                allowed: allowed.into(),
-                deadline: None,
-            },
+            http_policy: HttpPolicy { plugin: plugin.clone(), allowed: allowed.into(), deadline: None },
         })
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -153,11 +142,7 @@ impl WasiHttpView for HostState {
         // Every wasi:http host call comes through here, so the policy always
         // sees the deadline of the call in progress.
         self.http_policy.deadline = self.deadline;
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.http_policy,
-        }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_policy }
     }
 }
 
@@ -194,11 +179,7 @@ impl Origin {
         if host.is_empty() {
             return None;
         }
-        Some(Origin {
-            scheme,
-            host,
-            port: authority.port_u16().unwrap_or(default_port),
-        })
+        Some(Origin { scheme, host, port: authority.port_u16().unwrap_or(default_port) })
     }
 }
 
@@ -251,10 +232,7 @@ impl WasiHttpHooks for HttpPolicy {
 
     fn p2_error_from_dns(&mut self, err: &rustls::pki_types::InvalidDnsNameError) -> ErrorCode {
         self.note("invalid host name", err);
-        ErrorCode::DnsError(DnsErrorPayload {
-            rcode: Some("invalid dns name".to_string()),
-            info_code: None,
-        })
+        ErrorCode::DnsError(DnsErrorPayload { rcode: Some("invalid dns name".to_string()), info_code: None })
     }
 
     fn send_request(
@@ -413,10 +391,7 @@ impl IsTerminal for LogStderr {
 
 impl StdoutStream for LogStderr {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(LineWriter {
-            plugin: self.plugin.clone(),
-            buf: Vec::new(),
-        })
+        Box::new(LineWriter { plugin: self.plugin.clone(), buf: Vec::new() })
     }
 }
 

@@ -19,17 +19,12 @@ pub enum ToolError {
 }
 
 fn engine() -> Result<PluginEngine, ToolError> {
-    Ok(PluginEngine::new(EngineOptions {
-        cache_dir: super::resolve::default_cache_dir(),
-    })?)
+    Ok(PluginEngine::new(EngineOptions { cache_dir: super::resolve::default_cache_dir() })?)
 }
 
 /// Describes a component file: sha256, world and WIT version, imports, exports.
 pub fn inspect(path: &Path) -> Result<String, ToolError> {
-    let bytes = std::fs::read(path).map_err(|source| ToolError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| ToolError::Read { path: path.display().to_string(), source })?;
     let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
     let info = engine()?.inspect(name, &bytes)?;
     let mut out = String::new();
@@ -93,10 +88,7 @@ pub fn check(path: &Path) -> Result<String, ToolError> {
     }
     if failed > 0 {
         eprint!("{out}");
-        return Err(ToolError::Failed {
-            failed,
-            total: manifest.plugins.len(),
-        });
+        return Err(ToolError::Failed { failed, total: manifest.plugins.len() });
     }
     let _ = writeln!(out, "{} plugins ok", manifest.plugins.len());
     Ok(out)

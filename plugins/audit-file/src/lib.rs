@@ -73,12 +73,9 @@ impl FileSink {
 impl AuditSink for FileSink {
     fn init(config: &str) -> Result<Self, Error> {
         let config: Config = if config.trim().is_empty() {
-            Config {
-                path: default_path(),
-            }
+            Config { path: default_path() }
         } else {
-            serde_json::from_str(config)
-                .map_err(|e| Error::Invalid(format!("audit-file config: {e}")))?
+            serde_json::from_str(config).map_err(|e| Error::Invalid(format!("audit-file config: {e}")))?
         };
         let sink = FileSink { path: config.path };
         // Fail at start-up, not at the first request, if the file cannot be

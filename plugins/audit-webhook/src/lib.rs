@@ -140,27 +140,22 @@ impl Webhook {
         let _ = response.body();
         match status {
             200..=299 => Ok(()),
-            408 | 429 | 500..=599 => Err(Failure {
-                message: format!("POST {}: status {status}", self.url),
-                retry: true,
-            }),
-            _ => Err(Failure {
-                message: format!("POST {}: status {status}", self.url),
-                retry: false,
-            }),
+            408 | 429 | 500..=599 => {
+                Err(Failure { message: format!("POST {}: status {status}", self.url), retry: true })
+            }
+            _ => Err(Failure { message: format!("POST {}: status {status}", self.url), retry: false }),
         }
     }
 }
 
 impl AuditSink for Webhook {
     fn init(config: &str) -> Result<Self, Error> {
-        let config: Config = serde_json::from_str(config)
-            .map_err(|e| Error::Invalid(format!("audit-webhook config: {e}")))?;
-        check_url(&config.url).map_err(|m| Error::Invalid(format!("audit-webhook config: url {:?} {m}", config.url)))?;
+        let config: Config =
+            serde_json::from_str(config).map_err(|e| Error::Invalid(format!("audit-webhook config: {e}")))?;
+        check_url(&config.url)
+            .map_err(|m| Error::Invalid(format!("audit-webhook config: url {:?} {m}", config.url)))?;
         if config.retries > MAX_RETRIES {
-            return Err(Error::Invalid(format!(
-                "audit-webhook config: retries must be at most {MAX_RETRIES}"
-            )));
+            return Err(Error::Invalid(format!("audit-webhook config: retries must be at most {MAX_RETRIES}")));
         }
         let mut headers = Vec::with_capacity(config.headers.len());
         for (name, value) in &config.headers {

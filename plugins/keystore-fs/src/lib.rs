@@ -97,11 +97,7 @@ impl FsKeystore {
     fn write_temp(&self, value: &[u8]) -> Result<PathBuf, Error> {
         for _ in 0..8 {
             let path = self.temp_path();
-            let mut file = match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
+            let mut file = match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => file,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(io_error("cannot create temporary file", &e)),
@@ -114,9 +110,7 @@ impl FsKeystore {
             }
             return Ok(path);
         }
-        Err(Error::Internal(
-            "cannot pick a unique temporary file name".into(),
-        ))
+        Err(Error::Internal("cannot pick a unique temporary file name".into()))
     }
 
     /// Flushes the directory itself so a new or removed name survives a crash.
@@ -151,10 +145,7 @@ fn fill_random(buf: &mut [u8]) {
     use std::hash::{BuildHasher, Hasher};
     use std::time::UNIX_EPOCH;
 
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     for (i, chunk) in buf.chunks_mut(8).enumerate() {
         let mut hasher = RandomState::new().build_hasher();
         hasher.write_u128(nanos);
@@ -195,22 +186,14 @@ fn remove_stale_temps(dir: &PathBuf) {
 impl Keystore for FsKeystore {
     fn init(config: &str) -> Result<Self, Error> {
         let config: Config = if config.trim().is_empty() {
-            Config {
-                path: default_path(),
-            }
+            Config { path: default_path() }
         } else {
-            serde_json::from_str(config)
-                .map_err(|e| Error::Invalid(format!("keystore-fs config: {e}")))?
+            serde_json::from_str(config).map_err(|e| Error::Invalid(format!("keystore-fs config: {e}")))?
         };
         let dir = PathBuf::from(&config.path);
         match fs::metadata(&dir) {
             Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(Error::Invalid(format!(
-                    "keystore-fs path {:?} is not a directory",
-                    config.path
-                )))
-            }
+            Ok(_) => return Err(Error::Invalid(format!("keystore-fs path {:?} is not a directory", config.path))),
             Err(e) => {
                 return Err(Error::Invalid(format!(
                     "keystore-fs path {:?} is not accessible (is it granted as a preopen?): {e}",
@@ -255,13 +238,8 @@ impl Keystore for FsKeystore {
     }
 
     fn list(&self, prefix: &str, continue_at: &str, limit: u32) -> Result<Page, Error> {
-        let limit = if limit == 0 {
-            DEFAULT_PAGE
-        } else {
-            limit as usize
-        };
-        let entries =
-            fs::read_dir(&self.dir).map_err(|e| io_error("cannot list key directory", &e))?;
+        let limit = if limit == 0 { DEFAULT_PAGE } else { limit as usize };
+        let entries = fs::read_dir(&self.dir).map_err(|e| io_error("cannot list key directory", &e))?;
         let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| io_error("cannot list key directory", &e))?;
@@ -278,11 +256,7 @@ impl Keystore for FsKeystore {
             }
         }
         names.sort_unstable();
-        let next = if names.len() > limit {
-            names[limit].clone()
-        } else {
-            String::new()
-        };
+        let next = if names.len() > limit { names[limit].clone() } else { String::new() };
         names.truncate(limit);
         Ok(Page { names, next })
     }
@@ -290,14 +264,8 @@ impl Keystore for FsKeystore {
     fn status(&self) -> Result<(), Error> {
         match fs::metadata(&self.dir) {
             Ok(meta) if meta.is_dir() => Ok(()),
-            Ok(_) => Err(Error::Unavailable(format!(
-                "{} is not a directory",
-                self.dir.display()
-            ))),
-            Err(e) => Err(Error::Unavailable(format!(
-                "cannot reach {}: {e}",
-                self.dir.display()
-            ))),
+            Ok(_) => Err(Error::Unavailable(format!("{} is not a directory", self.dir.display()))),
+            Err(e) => Err(Error::Unavailable(format!("cannot reach {}: {e}", self.dir.display()))),
         }
     }
 }

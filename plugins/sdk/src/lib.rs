@@ -212,10 +212,7 @@ pub mod __private {
     pub type State<T> = LocalKey<OnceCell<T>>;
 
     /// Runs the plugin's `init` once and keeps its result.
-    pub fn init<T: 'static>(
-        state: &'static State<T>,
-        make: impl FnOnce() -> Result<T, Error>,
-    ) -> Result<(), Error> {
+    pub fn init<T: 'static>(state: &'static State<T>, make: impl FnOnce() -> Result<T, Error>) -> Result<(), Error> {
         state.with(|cell| {
             if cell.get().is_some() {
                 return Err(Error::Internal("init called twice on one instance".into()));
@@ -228,10 +225,7 @@ pub mod __private {
     }
 
     /// Runs `f` on the initialised state, or fails if the host skipped `init`.
-    pub fn with<T: 'static, R>(
-        state: &'static State<T>,
-        f: impl FnOnce(&T) -> Result<R, Error>,
-    ) -> Result<R, Error> {
+    pub fn with<T: 'static, R>(state: &'static State<T>, f: impl FnOnce(&T) -> Result<R, Error>) -> Result<R, Error> {
         state.with(|cell| match cell.get() {
             Some(value) => f(value),
             None => Err(Error::Internal("plugin called before init".into())),
@@ -317,9 +311,7 @@ macro_rules! export_audit_sink {
                 fn init(config: ::std::string::String) -> ::std::result::Result<(), $crate::Error> {
                     $crate::__private::init(&STATE, || <$ty as $crate::AuditSink>::init(&config))
                 }
-                fn write(
-                    events: ::std::vec::Vec<$crate::Event>,
-                ) -> ::std::result::Result<(), $crate::Error> {
+                fn write(events: ::std::vec::Vec<$crate::Event>) -> ::std::result::Result<(), $crate::Error> {
                     $crate::__private::with(&STATE, |s| $crate::AuditSink::write(s, events))
                 }
             }
