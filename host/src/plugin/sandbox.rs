@@ -87,6 +87,13 @@ impl HostState {
     pub fn new(plugin: &Arc<str>, grants: &Grants, limits: &Limits) -> Result<HostState, PluginError> {
         let mut b = WasiCtxBuilder::new();
         b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        // Filesystem calls run on the calling thread instead of hopping to
+        // tokio's blocking pool once per WASI call: a key read is several such
+        // calls (open, stat, read, close) and each hop cost more than the
+        // syscall itself (wasmtime issue 7973). The preopens are local
+        // directories the operator granted, so these are short syscalls; the
+        // call's epoch deadline and backstop still bound the plugin as a whole.
+        b.allow_blocking_current_thread(true);
         b.stderr(LogStderr { plugin: plugin.clone() });
         for dir in &grants.dirs {
             b.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite).map_err(|e| PluginError::Sandbox {
