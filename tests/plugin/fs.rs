@@ -1,12 +1,20 @@
 //! What is specific to `keystore-fs`: KES's on-disk layout, name checks,
-//! listings that skip everything that is not a key, configuration errors.
+//! listings that skip everything that is not a key, configuration errors,
+//! where temporary files live and what `init` costs.
 
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use keyward::keys::store::{Keystore, StoreError};
-use keyward::plugin::{Grants, PluginError, PluginKeystore, PluginKind, PoolOptions};
+use keyward::plugin::{Grants, Limits, PluginError, PluginKeystore, PluginKind, PoolOptions};
 
 use crate::{dir_names, fs_keystore, pinned, shared_engine, TempDir};
+
+/// The subdirectory of the key directory where `keystore-fs` writes a new key
+/// before linking it to its name (made by the first create).
+pub const TEMP_DIR: &str = ".tmp-keyward";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fs_create_get_delete_on_disk() {
@@ -18,10 +26,11 @@ async fn fs_create_get_delete_on_disk() {
     // KES's layout: one plain file, named by the key, holding exactly the
     // value; no temporary file is left behind.
     assert_eq!(std::fs::read(dir.path().join("my-key")).unwrap(), b"value-1");
-    assert_eq!(dir_names(dir.path()), vec!["my-key"]);
+    assert_eq!(dir_names(dir.path()), vec![TEMP_DIR, "my-key"]);
+    assert!(dir_names(&dir.path().join(TEMP_DIR)).is_empty());
 
     ks.delete("my-key").await.unwrap();
-    assert!(dir_names(dir.path()).is_empty());
+    assert_eq!(dir_names(dir.path()), vec![TEMP_DIR]);
     ks.status().await.unwrap();
 }
 
@@ -47,7 +56,9 @@ async fn fs_listing_skips_temporary_and_hidden_files_and_directories() {
     let ks = fs_keystore(dir.path(), PoolOptions::default()).await;
     ks.create("k1", b"v").await.unwrap();
     ks.create("k2", b"v").await.unwrap();
-    // A crash leftover, a dot file and a directory: none of them is a key.
+    // Crash leftovers (in the temporary directory, and next to the keys as
+    // earlier versions left them), a dot file and a directory: none is a key.
+    std::fs::write(dir.path().join(TEMP_DIR).join("0123abcd"), b"half").unwrap();
     std::fs::write(dir.path().join(".tmp-deadbeef"), b"half").unwrap();
     std::fs::write(dir.path().join(".DS_Store"), b"x").unwrap();
     std::fs::create_dir(dir.path().join("k99-subdir")).unwrap();
@@ -67,6 +78,8 @@ async fn fs_reads_a_kes_directory() {
     assert_eq!(ks.get("minio-key").await.unwrap(), kes_value);
     assert_eq!(ks.list("", "", 0).await.unwrap().names, vec!["backup_key", "minio-key"]);
     assert_eq!(ks.create("minio-key", b"x").await, Err(StoreError::Exists));
+    // Serving it without creating anything leaves the directory as KES wrote it.
+    assert_eq!(dir_names(dir.path()), vec!["backup_key", "minio-key"]);
     // And what keyward writes is what KES reads: the value, nothing else.
     ks.create("from-keyward", kes_value).await.unwrap();
     assert_eq!(std::fs::read(dir.path().join("from-keyward")).unwrap(), kes_value);
@@ -91,7 +104,8 @@ async fn fs_concurrent_create_has_one_winner_on_disk() {
     }
     assert_eq!(ok, 1);
     // The losers' temporary files are gone too.
-    assert_eq!(dir_names(dir.path()), vec!["race"]);
+    assert_eq!(dir_names(dir.path()), vec![TEMP_DIR, "race"]);
+    assert!(dir_names(&dir.path().join(TEMP_DIR)).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,4 +124,81 @@ async fn fs_bad_config_fails_at_load() {
     let e = PluginKeystore::load(&shared_engine(), &spec, "{}", PoolOptions::default()).await.unwrap_err();
     assert!(matches!(e, PluginError::Sandbox { .. }), "{e}");
     assert!(e.to_string().contains("nope"), "{e}");
+}
+
+/// Sets `path`'s modification time to `age` ago.
+fn age_file(path: &Path, age: Duration) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() - age).unwrap();
+}
+
+/// `init` reclaims temporary files old enough to be crash leftovers and leaves
+/// recent ones alone (another instance may be in the middle of a create).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_init_removes_stale_temporary_files_only() {
+    let dir = TempDir::new("fs-stale");
+    let temp = dir.path().join(TEMP_DIR);
+    std::fs::create_dir(&temp).unwrap();
+    for name in ["stale", "fresh"] {
+        std::fs::write(temp.join(name), b"half").unwrap();
+    }
+    age_file(&temp.join("stale"), Duration::from_secs(3600));
+    std::fs::write(dir.path().join("key"), b"v").unwrap();
+    let ks = fs_keystore(dir.path(), PoolOptions::default()).await;
+    assert_eq!(dir_names(&temp), vec!["fresh"]);
+    assert_eq!(ks.get("key").await.unwrap(), b"v");
+    assert_eq!(ks.list("", "", 0).await.unwrap().names, vec!["key"]);
+}
+
+/// Keys written straight to disk for [`fs_init_cost_does_not_grow_with_key_count`].
+const MANY_KEYS: usize = 20_000;
+
+/// The last access time of `path`.
+fn atime(path: &Path) -> SystemTime {
+    std::fs::metadata(path).unwrap().accessed().unwrap()
+}
+
+/// Sets the last access time of the directory `path` to an hour ago, so that
+/// the next listing of it (even under `relatime`) moves it forward.
+fn age_dir_atime(path: &Path) -> SystemTime {
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    let dir = std::fs::File::open(path).unwrap();
+    dir.set_times(std::fs::FileTimes::new().set_accessed(old)).unwrap();
+    atime(path)
+}
+
+/// Every new pool instance runs `init`; with tens of thousands of keys it must
+/// still fit easily in a call timeout (it once listed the whole key directory,
+/// which took more than 2 s at ~65k keys).
+///
+/// Two checks: fresh instances start (instantiate + init) and answer within a
+/// 1 s call timeout, a margin rather than a benchmark; and, where the
+/// filesystem records directory access times, `init` did not list the key
+/// directory at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_init_cost_does_not_grow_with_key_count() {
+    let dir = TempDir::new("fs-many");
+    for i in 0..MANY_KEYS {
+        std::fs::write(dir.path().join(format!("key-{i:05}")), format!("value-{i}")).unwrap();
+    }
+    let before = age_dir_atime(dir.path());
+
+    let mut spec = pinned("fs", "keystore_fs", PluginKind::Keystore, Grants::dir(dir.path(), "/data"));
+    spec.limits = Limits { call_timeout: Duration::from_secs(1), ..Limits::default() };
+    // Each load starts a fresh instance, which runs init under the timeout.
+    for i in [0, MANY_KEYS / 2, MANY_KEYS - 1] {
+        let options = PoolOptions { max_instances: 1 };
+        let ks = PluginKeystore::load(&shared_engine(), &spec, r#"{"path": "/data"}"#, options).await.unwrap();
+        assert_eq!(ks.get(&format!("key-{i:05}")).await.unwrap(), format!("value-{i}").as_bytes());
+        assert_eq!(ks.stats().timeouts.load(Ordering::Relaxed), 0);
+    }
+    let after_init = atime(dir.path());
+
+    // Calibrate: does listing this directory move its access time here?
+    let _ = std::fs::read_dir(dir.path()).unwrap().count();
+    if atime(dir.path()) == before {
+        eprintln!("NOTE: this filesystem does not record directory access times; listing check skipped");
+    } else {
+        assert_eq!(after_init, before, "init listed the key directory");
+    }
 }

@@ -10,22 +10,33 @@
 //! plugin sees nothing else of the host filesystem.
 //!
 //! Crash safety: `create` writes the value to a temporary file first, flushes it
-//! to disk, then hard-links it to the key name. The link is the atomic commit
-//! point: it fails if the name exists (so create never overwrites, even racing
-//! another instance), and a crash before it leaves only a temporary file, whose
-//! name can never be a key name and which listings skip.
+//! to disk, then hard-links it to the key name and flushes the directory. The
+//! link is the atomic commit point: it fails if the name exists (so create never
+//! overwrites, even racing another instance), and a crash before it leaves only
+//! a temporary file.
+//!
+//! Temporary files live in their own subdirectory of the key directory,
+//! [`TEMP_DIR`] (same filesystem, so the hard link works). Its name starts with
+//! `.`, which no key name may, so listings skip it; and `init`, which every new
+//! pool instance runs, reclaims crash leftovers by reading only that small
+//! directory, never the key directory itself, whose size grows with the number
+//! of keys. The subdirectory is made by the first `create`, so a directory that
+//! is only ever read (say, one KES wrote) is never modified.
 
 use std::fs;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use keyward_sdk::{Error, Keystore, Page};
 
-/// Prefix of in-flight temporary files. Key names never start with `.`
-/// ([`check_name`] refuses them), so a temporary file can never be mistaken for
-/// a key, and listings skip every dot file.
-const TEMP_PREFIX: &str = ".tmp-";
+/// Subdirectory of the key directory that holds in-flight temporary files.
+///
+/// Key names never start with `.` ([`check_name`] refuses them), so it can
+/// never be mistaken for a key, and listings skip every dot entry. The `.tmp-`
+/// prefix is the one earlier versions used for temporary files next to the
+/// keys, so every temporary entry in a key directory still matches `.tmp-*`.
+const TEMP_DIR: &str = ".tmp-keyward";
 
 /// Page size used when the host asks for `limit = 0`. KES pages at 1024 names.
 const DEFAULT_PAGE: usize = 1024;
@@ -78,6 +89,10 @@ impl FsKeystore {
         Ok(self.dir.join(name))
     }
 
+    fn temp_dir(&self) -> PathBuf {
+        self.dir.join(TEMP_DIR)
+    }
+
     /// A temporary file name that no other instance is using right now.
     ///
     /// Uniqueness comes from the random source the host provides; if two
@@ -85,36 +100,55 @@ impl FsKeystore {
     fn temp_path(&self) -> PathBuf {
         let mut bytes = [0u8; 16];
         fill_random(&mut bytes);
-        let mut name = String::with_capacity(TEMP_PREFIX.len() + 32);
-        name.push_str(TEMP_PREFIX);
-        for b in bytes {
-            name.push_str(&format!("{b:02x}"));
-        }
-        self.dir.join(name)
+        let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        self.temp_dir().join(name)
     }
 
-    /// Writes `value` to a fresh temporary file and flushes it to disk.
-    fn write_temp(&self, value: &[u8]) -> Result<PathBuf, Error> {
+    /// Creates a fresh temporary file, making [`TEMP_DIR`] on first use.
+    fn open_temp(&self) -> Result<(fs::File, PathBuf), Error> {
+        let mut made_dir = false;
         for _ in 0..8 {
             let path = self.temp_path();
-            let mut file = match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => file,
+            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => return Ok((file, path)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io_error("cannot create temporary file", &e)),
-            };
-            let written = file.write_all(value).and_then(|()| file.sync_all());
-            if let Err(e) = written {
-                drop(file);
-                let _ = fs::remove_file(&path);
-                return Err(io_error("cannot write temporary file", &e));
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !made_dir => {
+                    self.make_temp_dir()?;
+                    made_dir = true;
+                }
+                Err(e) => return Err(store_error("cannot create key file", &e)),
             }
-            return Ok(path);
         }
         Err(Error::Internal("cannot pick a unique temporary file name".into()))
     }
 
-    /// Flushes the directory itself so a new or removed name survives a crash.
-    /// Best effort: not every filesystem (or WASI host) can sync a directory.
+    /// Makes [`TEMP_DIR`]; another instance making it first is fine.
+    fn make_temp_dir(&self) -> Result<(), Error> {
+        match fs::create_dir(self.temp_dir()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(store_error("cannot create temporary directory", &e)),
+        }
+    }
+
+    /// Writes `value` to a fresh temporary file and flushes it to disk. On
+    /// failure (a full disk, typically) the temporary file is removed again.
+    fn write_temp(&self, value: &[u8]) -> Result<PathBuf, Error> {
+        let (mut file, path) = self.open_temp()?;
+        let written = file.write_all(value).and_then(|()| file.sync_all());
+        drop(file);
+        match written {
+            Ok(()) => Ok(path),
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                Err(store_error("cannot write key file", &e))
+            }
+        }
+    }
+
+    /// Flushes the key directory itself so a new or removed name survives a
+    /// crash. Best effort: not every filesystem (or WASI host) can sync a
+    /// directory.
     fn sync_dir(&self) {
         if let Ok(dir) = fs::File::open(&self.dir) {
             let _ = dir.sync_all();
@@ -122,15 +156,27 @@ impl FsKeystore {
     }
 }
 
-/// Maps an I/O error; a full disk or a read-only mount is reported as
-/// `unavailable` since it is an operator problem that may go away.
+/// Maps an I/O error; a full disk, a read-only mount or a refused write is
+/// reported as `unavailable` since it is an operator problem that may go away
+/// (and the host answers it with a 503 carrying this message).
 fn io_error(context: &str, err: &std::io::Error) -> Error {
     use std::io::ErrorKind;
     match err.kind() {
-        ErrorKind::StorageFull | ErrorKind::ReadOnlyFilesystem | ErrorKind::QuotaExceeded => {
-            Error::Unavailable(format!("{context}: {err}"))
-        }
+        ErrorKind::StorageFull
+        | ErrorKind::ReadOnlyFilesystem
+        | ErrorKind::QuotaExceeded
+        | ErrorKind::PermissionDenied => Error::Unavailable(format!("{context}: {err}")),
         _ => Error::from_io(context, err),
+    }
+}
+
+/// Maps an I/O error of `create`. There, "not found" can only mean the key
+/// directory went away under us, which is the keystore being unavailable, not
+/// the key being absent.
+fn store_error(context: &str, err: &std::io::Error) -> Error {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => Error::Unavailable(format!("{context}: {err}")),
+        _ => io_error(context, err),
     }
 }
 
@@ -161,16 +207,17 @@ const STALE_TEMP: Duration = Duration::from_secs(600);
 
 /// Removes temporary files left behind by a crash mid-create. Best effort: they
 /// are invisible to listings anyway, this only reclaims the space.
-fn remove_stale_temps(dir: &PathBuf) {
-    let Ok(entries) = fs::read_dir(dir) else {
+///
+/// Reads only [`TEMP_DIR`], which holds in-flight creates and crash leftovers,
+/// so its cost does not depend on how many keys there are. (Leftovers of
+/// versions that kept temporary files next to the keys stay; listings skip
+/// them, and finding them would mean reading the whole key directory.)
+fn remove_stale_temps(temp_dir: &Path) {
+    let Ok(entries) = fs::read_dir(temp_dir) else {
         return;
     };
     let now = SystemTime::now();
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().starts_with(TEMP_PREFIX) {
-            continue;
-        }
         let old = entry
             .metadata()
             .and_then(|m| m.modified())
@@ -201,8 +248,9 @@ impl Keystore for FsKeystore {
                 )))
             }
         }
-        remove_stale_temps(&dir);
-        Ok(FsKeystore { dir })
+        let store = FsKeystore { dir };
+        remove_stale_temps(&store.temp_dir());
+        Ok(store)
     }
 
     fn create(&self, name: &str, value: &[u8]) -> Result<(), Error> {
@@ -221,7 +269,7 @@ impl Keystore for FsKeystore {
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::Exists),
-            Err(e) => Err(io_error("cannot commit key file", &e)),
+            Err(e) => Err(store_error("cannot commit key file", &e)),
         }
     }
 
