@@ -111,3 +111,94 @@ async fn sighup_reloads_policies_and_identities() {
     c.get("/v1/status").await.ok();
     assert!(s.stderr().contains("reload failed"), "{}", s.stderr());
 }
+
+/// An identity that is in no policy can do nothing but `/version`,
+/// self-describe and `skip_auth` routes. Driven by the route table, so a new
+/// route is covered without touching this test: every route, with every
+/// method it answers, both generations' `Accept` headers, a name, the default
+/// enclave and a body that would succeed for the admin, answers 403 — while
+/// a policy allowing everything exists for someone else — and nothing the
+/// stranger sent took effect.
+#[tokio::test]
+async fn an_identity_in_no_policy_is_refused_on_every_route() {
+    use keyward::api::routes::{AuthClass, Methods, ROUTES};
+    use serde_json::json;
+
+    let stranger = Ident::new("stranger");
+    let other = Ident::new("other");
+    let s = TestServer::start(&format!(
+        "[api.\"/v1/ready\"]\nskip_auth = true\n[policy.everything]\nallow = [\"/v1/*\", \"/version\"]\nidentities = [\"{}\"]\n",
+        other.id
+    ));
+    let admin = s.admin_client();
+    admin.put_empty("/v1/key/create/k").await.ok();
+    let ct = admin.encrypt("k", b"plaintext", None).await;
+    let x = s.client(&stranger);
+
+    let key = crate::harness::b64(&[7u8; 32]);
+    // A body each handler would accept from the admin.
+    let body_for = |path: &str| match path {
+        "/v1/key/import/" => json!({"key": key, "cipher": "AES256"}),
+        "/v1/key/encrypt/" => json!({"plaintext": "aGk="}),
+        "/v1/key/decrypt/" => json!({"ciphertext": crate::harness::b64(&ct)}),
+        "/v1/key/bulk/decrypt/" => json!([{"ciphertext": crate::harness::b64(&ct)}]),
+        "/v1/key/hmac/" => json!({"message": "aGk="}),
+        "/v1/policy/write/" => json!({"allow": ["/v1/*"]}),
+        "/v1/policy/assign/" => json!({"identity": stranger.id}),
+        _ => json!({}),
+    };
+    let mut refused = 0;
+    for route in ROUTES {
+        let methods: &[&str] = match route.methods {
+            Methods::Get => &["GET", "HEAD"],
+            Methods::Write => &["PUT", "POST"],
+            Methods::Delete => &["DELETE"],
+        };
+        let paths = if route.takes_name() {
+            vec![format!("{}k", route.path), format!("{}k?enclave=default", route.path), format!("{}*", route.path)]
+        } else {
+            vec![route.path.to_string()]
+        };
+        let skip_auth = route.path == "/v1/ready";
+        for method in methods {
+            for path in &paths {
+                for accept in ["", "application/json", "application/x-ndjson"] {
+                    let body = body_for(route.path).to_string();
+                    let mut headers = vec![("content-type", "application/json")];
+                    if !accept.is_empty() {
+                        headers.push(("accept", accept));
+                    }
+                    let send_body = (route.methods == Methods::Write).then_some(body.as_bytes());
+                    let r = x.send(method, path, send_body, &headers).await;
+                    let what = format!("{method} {path} (accept {accept:?})");
+                    match route.auth {
+                        AuthClass::None | AuthClass::Identify => assert_eq!(r.status, 200, "{what}: {}", r.text()),
+                        AuthClass::Policy if skip_auth => assert_eq!(r.status, 200, "{what}: {}", r.text()),
+                        AuthClass::Policy => {
+                            assert_eq!(r.status, 403, "{what}: {}", r.text());
+                            if *method != "HEAD" {
+                                assert_eq!(r.message(), "not authorized: insufficient permissions", "{what}");
+                            }
+                            refused += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(refused > 150, "only {refused} requests were checked: is the route table empty?");
+
+    // Nothing took effect: the key is there and unchanged, no policy was
+    // written or assigned, and the stranger is still a stranger.
+    let r = admin.decrypt("k", &ct, None).await;
+    r.ok();
+    assert_eq!(crate::harness::unb64(r.json()["plaintext"].as_str().unwrap()), b"plaintext");
+    let names: Vec<_> = admin.get("/v1/policy/list/*").await.lines().into_iter().map(|l| l["name"].clone()).collect();
+    assert_eq!(names, vec![serde_json::Value::from("everything")]);
+    let me = x.get("/v1/identity/self/describe").await.json();
+    assert_eq!(me["admin"], false);
+    assert!(me["policy_name"].as_str().unwrap_or_default().is_empty(), "{me}");
+    x.get("/v1/key/describe/k").await.expect(403, "not authorized: insufficient permissions");
+    // The policy that allows everything does work for its own identity.
+    s.client(&other).get("/v1/key/describe/k").await.ok();
+}

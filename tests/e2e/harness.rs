@@ -100,6 +100,8 @@ pub struct Setup {
     /// `Some(String::new())` leaves the section out, i.e. the built-in
     /// in-memory store.
     pub keystore: Option<String>,
+    /// Extra environment variables for the server process (e.g. `KEYWARD_LOG`).
+    pub env: Vec<(String, String)>,
 }
 
 /// The config section that makes the embedded `fs` plugin the keystore, with
@@ -141,7 +143,7 @@ impl TestServer {
         );
         let config_path = dir.0.join("keyward.toml");
         std::fs::write(&config_path, config).unwrap();
-        let child = spawn(&config_path, &dir.0);
+        let child = spawn_with_env(&config_path, &dir.0, &setup.env);
         let server = TestServer {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -246,12 +248,18 @@ impl TestServer {
 }
 
 pub fn spawn(config: &Path, dir: &Path) -> Child {
+    spawn_with_env(config, dir, &[])
+}
+
+/// [`spawn`] with extra environment variables.
+pub fn spawn_with_env(config: &Path, dir: &Path, env: &[(String, String)]) -> Child {
     let stdout = std::fs::File::create(dir.join("stdout.log")).unwrap();
     let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_keyward"))
         // One compile cache for every server the tests start, so each plugin
         // is compiled once per test run rather than once per server.
         .env("KEYWARD_CACHE_DIR", plugin_cache_dir())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .args(["server", "--config"])
         .arg(config)
         .current_dir(dir)

@@ -13,6 +13,7 @@ mod plugin_cli;
 mod plugins;
 mod policies;
 mod seal;
+mod secrets;
 mod system;
 mod tls;
 mod webhook;

@@ -10,20 +10,62 @@ use hmac::{Hmac, Mac};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::ciphertext::{self, IV_LEN, NONCE_LEN, RANDOM_LEN, TAG_LEN};
 use super::{Algorithm, CryptoError, DecryptError, KEY_LEN};
 
+/// 32 key bytes on the heap, wiped when dropped.
+///
+/// Boxed so that moving the key that owns them (into the cache, into an
+/// `Arc`, across an `await`) moves a pointer and not the bytes: a move leaves
+/// the old location as it was, and a wipe on drop only reaches the last one.
+#[derive(Clone)]
+pub(crate) struct KeyBytes(Box<[u8; KEY_LEN]>);
+
+impl KeyBytes {
+    /// Zero bytes, filled in place by the caller.
+    fn zeroed() -> Self {
+        KeyBytes(Box::new([0u8; KEY_LEN]))
+    }
+
+    /// A copy of `bytes`, which must be [`KEY_LEN`] long.
+    fn copy_from(bytes: &[u8]) -> Result<Self, CryptoError> {
+        if bytes.len() != KEY_LEN {
+            return Err(CryptoError::InvalidKeyLength(bytes.len()));
+        }
+        let mut key = Self::zeroed();
+        key.0.copy_from_slice(bytes);
+        Ok(key)
+    }
+}
+
+impl Zeroize for KeyBytes {
+    fn zeroize(&mut self) {
+        (*self.0).zeroize();
+    }
+}
+
+impl Drop for KeyBytes {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for KeyBytes {}
+
 /// A 32-byte secret key together with the cipher it is used with.
 ///
-/// The key bytes are wiped when the value is dropped and are never printed by
-/// `Debug`. There is deliberately no accessor for the raw bytes outside this
-/// module: KES never hands a key out again once it is stored.
-#[derive(Clone)]
+/// The key bytes are wiped when the value is dropped (the derive fails to
+/// compile if a field is added that cannot be wiped and is not marked
+/// `skip`) and are never printed by `Debug`. There is deliberately no
+/// accessor for the raw bytes outside this module: KES never hands a key out
+/// again once it is stored.
+#[derive(Clone, ZeroizeOnDrop)]
 pub struct SecretKey {
+    #[zeroize(skip)]
     algorithm: Algorithm,
-    bytes: Zeroizing<[u8; KEY_LEN]>,
+    bytes: KeyBytes,
 }
 
 impl fmt::Debug for SecretKey {
@@ -39,20 +81,15 @@ impl SecretKey {
     /// Only if the OS random number generator is unavailable, in which case no
     /// key can be created safely at all.
     pub fn generate(algorithm: Algorithm) -> Self {
-        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
-        OsRng.fill_bytes(&mut bytes[..]);
+        let mut bytes = KeyBytes::zeroed();
+        OsRng.fill_bytes(&mut bytes.0[..]);
         SecretKey { algorithm, bytes }
     }
 
     /// Wraps existing key bytes (import, keystore decoding). The slice must be
     /// exactly 32 bytes, as KES requires for both algorithms.
     pub fn from_bytes(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, CryptoError> {
-        if bytes.len() != KEY_LEN {
-            return Err(CryptoError::InvalidKeyLength(bytes.len()));
-        }
-        let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        key.copy_from_slice(bytes);
-        Ok(SecretKey { algorithm, bytes: key })
+        Ok(SecretKey { algorithm, bytes: KeyBytes::copy_from(bytes)? })
     }
 
     /// The cipher this key is used with.
@@ -63,7 +100,7 @@ impl SecretKey {
     /// The raw key bytes; private to the crypto module (the keystore encoder
     /// needs them, nothing outside should).
     pub(super) fn bytes(&self) -> &[u8; KEY_LEN] {
-        &self.bytes
+        &self.bytes.0
     }
 
     /// The key-id the 2023 and older KES generations wrote into ciphertexts:
@@ -72,7 +109,7 @@ impl SecretKey {
     /// Decryption ignores it (as KES 2023+ does); it is exposed for diagnostics
     /// and tests.
     pub fn key_id(&self) -> String {
-        let digest = Sha256::digest(&self.bytes[..]);
+        let digest = Sha256::digest(&self.bytes.0[..]);
         hex::encode(&digest[..16])
     }
 
@@ -97,7 +134,7 @@ impl SecretKey {
         let capacity = plaintext.len().checked_add(TAG_LEN + RANDOM_LEN).ok_or(CryptoError::Encrypt)?;
         let mut out = Vec::with_capacity(capacity);
         out.extend_from_slice(plaintext);
-        match seal(self.algorithm, &self.bytes, &iv, &nonce, &mut out, context) {
+        match seal(self.algorithm, &self.bytes.0, &iv, &nonce, &mut out, context) {
             Ok(tag) => {
                 out.extend_from_slice(&tag);
                 out.extend_from_slice(&iv);
@@ -126,7 +163,7 @@ impl SecretKey {
     /// Every failure is the same [`DecryptError`].
     pub fn decrypt(&self, ciphertext: &[u8], context: &[u8]) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
         let parsed = ciphertext::parse(ciphertext).ok_or(DecryptError)?;
-        let open_with = |algorithm| open(algorithm, &self.bytes, &parsed.iv, &parsed.nonce, &parsed.sealed, context);
+        let open_with = |algorithm| open(algorithm, &self.bytes.0, &parsed.iv, &parsed.nonce, &parsed.sealed, context);
         match open_with(self.algorithm) {
             Ok(plaintext) => Ok(plaintext),
             Err(err) => match parsed.tag {
@@ -139,9 +176,10 @@ impl SecretKey {
 
 /// Generates a random 32-byte data key and encrypts it with `key` and
 /// `context`, as KES's `/v1/key/generate` does. Returns `(plaintext,
-/// ciphertext)`; the plaintext is wiped when dropped.
-pub fn generate_data_key(key: &SecretKey, context: &[u8]) -> Result<(Zeroizing<[u8; KEY_LEN]>, Vec<u8>), CryptoError> {
-    let mut data_key = Zeroizing::new([0u8; KEY_LEN]);
+/// ciphertext)`; the plaintext is on the heap (moving it copies no key
+/// bytes) and is wiped when dropped.
+pub fn generate_data_key(key: &SecretKey, context: &[u8]) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), CryptoError> {
+    let mut data_key = Zeroizing::new(vec![0u8; KEY_LEN]);
     OsRng.try_fill_bytes(&mut data_key[..]).map_err(|_| CryptoError::Random)?;
     let ciphertext = key.encrypt(&data_key[..], context)?;
     Ok((data_key, ciphertext))
@@ -152,9 +190,9 @@ pub fn generate_data_key(key: &SecretKey, context: &[u8]) -> Result<(Zeroizing<[
 /// It is an independent random key, not derived from the secret key, so it
 /// must be generated and stored with the key version. Wiped on drop, never
 /// printed by `Debug`.
-#[derive(Clone)]
+#[derive(Clone, ZeroizeOnDrop)]
 pub struct HmacKey {
-    bytes: Zeroizing<[u8; KEY_LEN]>,
+    bytes: KeyBytes,
 }
 
 impl fmt::Debug for HmacKey {
@@ -169,28 +207,23 @@ impl HmacKey {
     /// # Panics
     /// Only if the OS random number generator is unavailable.
     pub fn generate() -> Self {
-        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
-        OsRng.fill_bytes(&mut bytes[..]);
+        let mut bytes = KeyBytes::zeroed();
+        OsRng.fill_bytes(&mut bytes.0[..]);
         HmacKey { bytes }
     }
 
     /// Wraps existing key bytes; must be exactly 32 bytes (KES rejects others).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
-        if bytes.len() != KEY_LEN {
-            return Err(CryptoError::InvalidKeyLength(bytes.len()));
-        }
-        let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        key.copy_from_slice(bytes);
-        Ok(HmacKey { bytes: key })
+        Ok(HmacKey { bytes: KeyBytes::copy_from(bytes)? })
     }
 
     /// `HMAC-SHA256(key, message)`, the value of KES's `/v1/key/hmac`.
     pub fn sign(&self, message: &[u8]) -> [u8; 32] {
-        hmac_sha256(&self.bytes, message)
+        hmac_sha256(&self.bytes.0, message)
     }
 
     pub(super) fn bytes(&self) -> &[u8; KEY_LEN] {
-        &self.bytes
+        &self.bytes.0
     }
 }
 
@@ -268,4 +301,28 @@ fn open(
     }
     .map_err(|_| DecryptError)?;
     Ok(buf)
+}
+
+#[cfg(test)]
+mod wipe_tests {
+    use super::*;
+
+    #[test]
+    fn key_bytes_zeroize_clears_the_heap_copy() {
+        let mut k = KeyBytes::copy_from(&[0x5a; KEY_LEN]).unwrap();
+        let copy = k.clone();
+        k.zeroize();
+        assert_eq!(*k.0, [0u8; KEY_LEN]);
+        // A clone is its own allocation, untouched by wiping the original.
+        assert_eq!(*copy.0, [0x5a; KEY_LEN]);
+        assert!(KeyBytes::copy_from(&[0; 31]).is_err());
+    }
+
+    #[test]
+    fn moving_a_key_does_not_move_its_bytes() {
+        let key = SecretKey::from_bytes(Algorithm::Aes256, &[1; KEY_LEN]).unwrap();
+        let at = key.bytes().as_ptr();
+        let moved = Box::new(key);
+        assert_eq!(moved.bytes().as_ptr(), at);
+    }
 }

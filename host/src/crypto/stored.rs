@@ -21,7 +21,7 @@ use prost::Message;
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::ciphertext::{json_field, json_str};
 use super::{go_base64_decode, Algorithm, CryptoError, HmacKey, SecretKey};
@@ -45,6 +45,19 @@ pub struct StoredKey {
     /// Identity of the creator; empty if unknown.
     pub created_by: String,
 }
+
+/// The secret fields wipe themselves on drop; the assertion below keeps it
+/// so if a field's type changes.
+impl ZeroizeOnDrop for StoredKey {}
+
+const _: () = {
+    fn zeroize_on_drop<T: ZeroizeOnDrop>(_: &T) {}
+    #[allow(dead_code)]
+    fn secret_fields_zeroize_on_drop(k: &StoredKey) {
+        zeroize_on_drop(&k.key);
+        zeroize_on_drop(&k.hmac_key);
+    }
+};
 
 impl StoredKey {
     /// Creates a new key version as `/v1/key/create` does: a random secret key
@@ -80,9 +93,9 @@ impl StoredKey {
     /// keys created with [`StoredKey::generate`]/[`StoredKey::new`] should be
     /// written to a keystore shared with KES.
     ///
-    /// The returned base64 text contains the key; callers should not keep it
-    /// longer than needed. All intermediate buffers are wiped.
-    pub fn encode(&self) -> Vec<u8> {
+    /// The returned base64 text contains the key, so it comes in a buffer
+    /// that is wiped on drop, as are all intermediate buffers.
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         let pb = PbKeyVersion {
             key: Some(PbSecretKey {
                 key: zeroizing_bytes(self.key.bytes()),
@@ -93,7 +106,9 @@ impl StoredKey {
             created_by: self.created_by.clone(),
         };
         let encoded = Zeroizing::new(pb.encode_to_vec());
-        base64::engine::general_purpose::STANDARD.encode(&encoded[..]).into_bytes()
+        // `encode` allocates the exact output length up front, so the text
+        // is never reallocated and this is its only copy.
+        Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&encoded[..]).into_bytes())
     }
 
     /// Decodes a keystore value in either format (see the module docs).

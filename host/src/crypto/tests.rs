@@ -182,7 +182,7 @@ fn vector_stored_keys() {
         assert_eq!(k.created_by, t["created_by"].as_str().unwrap_or(""), "{name}");
 
         if s(&t["format"]) == "protobuf-base64" {
-            assert_eq!(k.encode(), raw, "{name}: re-encoding must be byte-identical");
+            assert_eq!(&k.encode()[..], raw, "{name}: re-encoding must be byte-identical");
         } else {
             // Legacy values re-encode to protobuf (without HMAC) and read back.
             let again = StoredKey::decode(&k.encode()).unwrap();
@@ -243,6 +243,29 @@ fn debug_never_prints_key_bytes() {
     for needle in ["171", "ab", "AB", "205", "cd", "q6ur"] {
         assert!(!dbg.contains(needle), "{needle} in {dbg}");
     }
+}
+
+/// Every type that holds key material, and every buffer this module hands
+/// out with a key or plaintext in it, wipes itself on drop. Written against
+/// the function signatures, so changing a return type to a plain `Vec` or
+/// array fails to compile here.
+#[test]
+fn key_material_is_wiped_on_drop() {
+    use zeroize::ZeroizeOnDrop;
+    fn zod<T: ZeroizeOnDrop>() {}
+    zod::<SecretKey>();
+    zod::<HmacKey>();
+    zod::<StoredKey>();
+    zod::<Option<HmacKey>>();
+    fn data_key_plaintext<T: ZeroizeOnDrop, C>(_: fn(&SecretKey, &[u8]) -> Result<(T, C), CryptoError>) {}
+    data_key_plaintext(generate_data_key);
+    fn decrypted<T: ZeroizeOnDrop>(_: fn(&SecretKey, &[u8], &[u8]) -> Result<T, DecryptError>) {}
+    decrypted(SecretKey::decrypt);
+    fn encoded<T: ZeroizeOnDrop>(_: fn(&StoredKey) -> T) {}
+    encoded(StoredKey::encode);
+    // The cipher instances made per message from derived keys.
+    zod::<aes::Aes256>();
+    zod::<chacha20poly1305::ChaCha20Poly1305>();
 }
 
 #[test]

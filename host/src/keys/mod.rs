@@ -110,10 +110,13 @@ impl Keys {
     /// Stores a new key; [`KeyError::Exists`] if the name is taken. Returns
     /// only after the store acknowledged the write.
     pub async fn create(&self, name: &str, key: StoredKey) -> Result<(), KeyError> {
+        // The encoded key is wiped once stored; a sealed value need not be,
+        // but one type for both keeps it simple.
         let mut value = key.encode();
         if let Some(seal) = &self.seal {
             value = seal
                 .seal(name, &value)
+                .map(zeroize::Zeroizing::new)
                 .map_err(|e| KeyError::Store { op: "create", source: StoreError::Internal(e) })?;
         }
         self.observe(self.store().create(name, &value).await)
@@ -127,8 +130,11 @@ impl Keys {
         if let Some(k) = self.cache.get(name) {
             return Ok(k);
         }
-        let value =
-            self.observe(self.store().get(name).await).map_err(|e| store_error("read")(self.count("get", e)))?;
+        // Unless sealed, the stored value is the key itself: wiped on drop.
+        let value = self
+            .observe(self.store().get(name).await)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| store_error("read")(self.count("get", e)))?;
         let plain;
         let value = match &self.seal {
             Some(seal) => {

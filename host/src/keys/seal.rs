@@ -11,7 +11,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use rand::RngCore;
-use zeroize::Zeroizing;
+use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 const MAGIC: &[u8; 8] = b"kwseal1\0";
 const NONCE: usize = 12;
@@ -19,7 +19,10 @@ const NONCE: usize = 12;
 /// Why a seal key could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
-    #[error("keystore.seal: expected \"file:PATH\" or \"env:VAR\", got '{0}'")]
+    /// The setting is neither `file:` nor `env:`. It carries only a
+    /// description of what was given, never the value: a seal key pasted in
+    /// place of a reference is the likeliest way to get here.
+    #[error("keystore.seal: expected \"file:PATH\" or \"env:VAR\", got {0}")]
     Syntax(String),
     #[error("keystore.seal: cannot read '{path}': {source}")]
     Read { path: String, source: std::io::Error },
@@ -34,24 +37,43 @@ pub struct Seal {
     cipher: Aes256Gcm,
 }
 
+/// The only state is the AES-GCM instance, whose expanded key schedule and
+/// GHASH key wipe themselves on drop: the host enables the `zeroize` features
+/// of `aes`, `aes-gcm`, `ghash` and `polyval` for exactly this
+/// (`tests::the_seal_wipes_its_key_on_drop` fails if one is lost).
+impl ZeroizeOnDrop for Seal {}
+
 impl std::fmt::Debug for Seal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Seal(..)")
     }
 }
 
+/// What a `seal` setting that is no reference looks like, for the error
+/// message: the scheme if it has a plausible one, otherwise nothing of it.
+fn describe_setting(setting: &str) -> String {
+    match setting.split_once(':') {
+        Some((scheme, _)) if (1..=10).contains(&scheme.len()) && scheme.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            format!("the unknown scheme '{scheme}:'")
+        }
+        _ => "a value that is no reference (the key itself belongs in a file or an environment variable)".to_string(),
+    }
+}
+
+/// Decodes a seal key given raw (32 bytes), as hex or as base64. Every
+/// decoded buffer is wiped, also one of the wrong length.
 fn decode_key(bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
     if bytes.len() == 32 {
         return Ok(Zeroizing::new(bytes.to_vec()));
     }
     let text = std::str::from_utf8(bytes).map_err(|_| SealError::BadKey)?.trim();
-    if let Ok(k) = hex::decode(text) {
+    if let Ok(k) = hex::decode(text).map(Zeroizing::new) {
         if k.len() == 32 {
-            return Ok(Zeroizing::new(k));
+            return Ok(k);
         }
     }
-    match base64::engine::general_purpose::STANDARD.decode(text) {
-        Ok(k) if k.len() == 32 => Ok(Zeroizing::new(k)),
+    match base64::engine::general_purpose::STANDARD.decode(text).map(Zeroizing::new) {
+        Ok(k) if k.len() == 32 => Ok(k),
         _ => Err(SealError::BadKey),
     }
 }
@@ -68,7 +90,7 @@ impl Seal {
             let value = Zeroizing::new(std::env::var(var).map_err(|_| SealError::MissingEnv(var.to_string()))?);
             decode_key(value.as_bytes())?
         } else {
-            return Err(SealError::Syntax(setting.to_string()));
+            return Err(SealError::Syntax(describe_setting(setting)));
         };
         Seal::from_key(&key)
     }
@@ -135,5 +157,30 @@ mod tests {
         std::env::set_var("KEYWARD_TEST_SEAL_BAD", "short");
         assert!(matches!(Seal::from_setting("env:KEYWARD_TEST_SEAL_BAD"), Err(SealError::BadKey)));
         assert!(matches!(Seal::from_setting("vault:x"), Err(SealError::Syntax(_))));
+    }
+
+    #[test]
+    fn a_bare_key_is_not_echoed_in_the_error() {
+        let key = "ab".repeat(32);
+        let err = Seal::from_setting(&key).unwrap_err().to_string();
+        assert!(!err.contains(&key[..8]), "{err}");
+        assert!(err.contains("file:PATH"), "{err}");
+        let b64 = base64::engine::general_purpose::STANDARD.encode([0xa5u8; 32]);
+        let err = Seal::from_setting(&b64).unwrap_err().to_string();
+        assert!(!err.contains(&b64[..8]), "{err}");
+        // A key that happens to contain ':' is not mistaken for a scheme.
+        let err = Seal::from_setting("0123456789abcdef0123:456789abcdef").unwrap_err().to_string();
+        assert!(!err.contains("0123"), "{err}");
+        let err = Seal::from_setting("vault:secret/path").unwrap_err().to_string();
+        assert!(err.contains("'vault:'") && !err.contains("secret/path"), "{err}");
+    }
+
+    #[test]
+    fn the_seal_wipes_its_key_on_drop() {
+        fn assert_zeroize_on_drop<T: ZeroizeOnDrop>() {}
+        // What makes the `impl ZeroizeOnDrop for Seal` true.
+        assert_zeroize_on_drop::<aes::Aes256>();
+        assert_zeroize_on_drop::<Seal>();
+        assert_eq!(format!("{:?}", Seal::from_key(&[3u8; 32]).unwrap()), "Seal(..)");
     }
 }
