@@ -147,9 +147,11 @@ pub(super) struct ContextRequest {
     context: B64Bytes,
 }
 
+/// Borrows the plaintext from a wiped-on-drop buffer rather than owning a
+/// copy of the data key that nothing would wipe.
 #[derive(Serialize)]
-struct GenerateResponse {
-    plaintext: String,
+struct GenerateResponse<'a> {
+    plaintext: &'a str,
     ciphertext: String,
 }
 
@@ -160,7 +162,7 @@ pub async fn generate(call: &Call<'_>) -> Result<Reply, ApiError> {
     let (plain, ciphertext) = crate::crypto::generate_data_key(&key.key, &req.context.0)
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to generate encryption key"))?;
     let plaintext = Zeroizing::new(B64.encode(&plain[..]));
-    json_reply(&GenerateResponse { plaintext: plaintext.to_string(), ciphertext: B64.encode(ciphertext) })
+    json_reply(&GenerateResponse { plaintext: &plaintext, ciphertext: B64.encode(ciphertext) })
 }
 
 #[derive(Deserialize)]
@@ -195,14 +197,20 @@ pub(super) struct DecryptRequest {
     context: B64Bytes,
 }
 
+/// The base64 plaintext is wiped when the answer has been serialised.
 #[derive(Serialize)]
 struct DecryptResponse {
-    plaintext: String,
+    #[serde(serialize_with = "serialize_secret")]
+    plaintext: Zeroizing<String>,
+}
+
+fn serialize_secret<S: serde::Serializer>(s: &Zeroizing<String>, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s)
 }
 
 fn open(key: &StoredKey, req: &DecryptRequest) -> Result<DecryptResponse, ApiError> {
     let plain = key.key.decrypt(&req.ciphertext.0, &req.context.0).map_err(|_| ApiError::not_authentic())?;
-    Ok(DecryptResponse { plaintext: B64.encode(&plain[..]) })
+    Ok(DecryptResponse { plaintext: Zeroizing::new(B64.encode(&plain[..])) })
 }
 
 pub async fn decrypt(call: &Call<'_>) -> Result<Reply, ApiError> {
