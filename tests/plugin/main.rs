@@ -9,6 +9,8 @@
 //!   `keystore-fs`;
 //! * [`fs`]: what is specific to `keystore-fs` (on-disk layout, KES directory
 //!   compatibility, name checks, configuration errors);
+//! * [`disk`]: `keystore-fs` on a full and on a read-only disk (a small
+//!   tmpfs; skipped where mounting is not permitted);
 //! * [`audit`]: the `audit-file` sink, appending JSON lines;
 //! * [`loading`]: pins, the compile cache, worlds and WIT versions, manifests,
 //!   embedded plugins and config-name resolution;
@@ -17,6 +19,7 @@
 
 mod audit;
 mod contract;
+mod disk;
 mod examples;
 mod fs;
 mod hostile;

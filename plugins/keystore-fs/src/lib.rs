@@ -116,7 +116,7 @@ impl FsKeystore {
                     self.make_temp_dir()?;
                     made_dir = true;
                 }
-                Err(e) => return Err(store_error("cannot create key file", &e)),
+                Err(e) => return Err(change_error("cannot create key file", &e, Hint::ReadOnly)),
             }
         }
         Err(Error::Internal("cannot pick a unique temporary file name".into()))
@@ -127,7 +127,7 @@ impl FsKeystore {
         match fs::create_dir(self.temp_dir()) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(store_error("cannot create temporary directory", &e)),
+            Err(e) => Err(change_error("cannot create temporary directory", &e, Hint::ReadOnly)),
         }
     }
 
@@ -141,7 +141,7 @@ impl FsKeystore {
             Ok(()) => Ok(path),
             Err(e) => {
                 let _ = fs::remove_file(&path);
-                Err(store_error("cannot write key file", &e))
+                Err(change_error("cannot write key file", &e, Hint::Full))
             }
         }
     }
@@ -156,9 +156,9 @@ impl FsKeystore {
     }
 }
 
-/// Maps an I/O error; a full disk, a read-only mount or a refused write is
-/// reported as `unavailable` since it is an operator problem that may go away
-/// (and the host answers it with a 503 carrying this message).
+/// Maps an I/O error of a read; a full disk, a read-only mount or a refused
+/// access is reported as `unavailable` since it is an operator problem that may
+/// go away (the host answers it with a 503 carrying this message).
 fn io_error(context: &str, err: &std::io::Error) -> Error {
     use std::io::ErrorKind;
     match err.kind() {
@@ -170,13 +170,45 @@ fn io_error(context: &str, err: &std::io::Error) -> Error {
     }
 }
 
-/// Maps an I/O error of `create`. There, "not found" can only mean the key
-/// directory went away under us, which is the keystore being unavailable, not
-/// the key being absent.
-fn store_error(context: &str, err: &std::io::Error) -> Error {
+/// The likely cause of a generic I/O error, named in the message.
+///
+/// Under wasmtime 48 the guest cannot see every cause: a read-only mount
+/// arrives as a plain I/O error (`EROFS` has no WASI error code there), and so
+/// does a full disk while writing a file (wasi-libc reports every failed
+/// stream write as `EIO`). Which step failed still tells them apart well.
+#[derive(Clone, Copy)]
+enum Hint {
+    /// Creating or removing a name: most likely a read-only mount.
+    ReadOnly,
+    /// Writing data: most likely a full disk (or a quota).
+    Full,
+}
+
+impl Hint {
+    fn text(self) -> &'static str {
+        match self {
+            Hint::ReadOnly => "the key directory may be read-only",
+            Hint::Full => "the disk may be full",
+        }
+    }
+}
+
+/// Maps an I/O error of a change to the key directory (`create`, `delete`).
+///
+/// Whatever stops a change — a full disk, a read-only mount, an I/O error, the
+/// directory gone — is the storage being unavailable, which a retry after the
+/// operator steps in gets past. So it is never `not-found` (that would say
+/// the key is absent) nor an opaque `internal` error, and a cause the error
+/// itself does not name is given as a hint.
+fn change_error(context: &str, err: &std::io::Error, hint: Hint) -> Error {
+    use std::io::ErrorKind;
     match err.kind() {
-        std::io::ErrorKind::NotFound => Error::Unavailable(format!("{context}: {err}")),
-        _ => io_error(context, err),
+        ErrorKind::StorageFull
+        | ErrorKind::ReadOnlyFilesystem
+        | ErrorKind::QuotaExceeded
+        | ErrorKind::PermissionDenied
+        | ErrorKind::NotFound => Error::Unavailable(format!("{context}: {err}")),
+        _ => Error::Unavailable(format!("{context}: {err}; {}", hint.text())),
     }
 }
 
@@ -269,7 +301,7 @@ impl Keystore for FsKeystore {
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::Exists),
-            Err(e) => Err(store_error("cannot commit key file", &e)),
+            Err(e) => Err(change_error("cannot commit key file", &e, Hint::ReadOnly)),
         }
     }
 
@@ -280,7 +312,11 @@ impl Keystore for FsKeystore {
 
     fn delete(&self, name: &str) -> Result<(), Error> {
         let path = self.key_path(name)?;
-        fs::remove_file(&path).map_err(|e| io_error("cannot remove key file", &e))?;
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound),
+            Err(e) => return Err(change_error("cannot remove key file", &e, Hint::ReadOnly)),
+        }
         self.sync_dir();
         Ok(())
     }
