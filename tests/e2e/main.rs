@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod crash;
+mod disk;
 mod hostile;
 mod keys;
 mod lifecycle;
