@@ -51,6 +51,8 @@ pub struct File {
     pub keystore: Option<KeystoreSection>,
     #[serde(default)]
     pub audit: Vec<AuditSection>,
+    #[serde(default)]
+    pub limits: LimitsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +137,16 @@ pub struct KeystoreSection {
 pub struct AuditSection {
     pub plugin: String,
     pub config: Option<toml::Table>,
+}
+
+/// `[limits]`: connection-abuse defences. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_connections: Option<i64>,
+    pub handshake_timeout: Option<String>,
+    pub header_timeout: Option<String>,
+    pub body_timeout: Option<String>,
 }
 
 /// Replaces every `${VAR}` in `value` from the environment.
@@ -265,6 +277,10 @@ impl File {
                 expand_table(&format!("audit[{i}].config"), c)?;
             }
         }
+        let l = &mut self.limits;
+        expand_opt("limits.handshake_timeout", &mut l.handshake_timeout)?;
+        expand_opt("limits.header_timeout", &mut l.header_timeout)?;
+        expand_opt("limits.body_timeout", &mut l.body_timeout)?;
         Ok(())
     }
 }
@@ -350,6 +366,88 @@ pub struct AuditSettings {
     pub config_json: String,
 }
 
+/// Connection-abuse defences (`[limits]`), applied per connection by the
+/// server. Read at start only: SIGHUP does not change them, because live
+/// connections were admitted under the old values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitSettings {
+    /// Connections served at once (TLS handshakes included); more are
+    /// accepted and closed at once, so a flood cannot exhaust file descriptors.
+    pub max_connections: usize,
+    /// A client must finish its TLS handshake within this time, so
+    /// connections that never send a ClientHello hold a slot only briefly.
+    pub handshake_timeout: Duration,
+    /// A request's head must arrive within this time. hyper starts the same
+    /// clock when it waits for the next request on a kept-alive connection,
+    /// so it is also the keep-alive idle timeout.
+    pub header_timeout: Duration,
+    /// A request's whole body must arrive within this time of the handler
+    /// starting to read it (else 408), so a stalled upload cannot pin a handler.
+    pub body_timeout: Duration,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl LimitSettings {
+    /// Validates `[limits]`, filling in defaults for missing keys.
+    fn from_section(section: &LimitsSection) -> Result<LimitSettings, ConfigError> {
+        let defaults = LimitSettings::default();
+        Ok(LimitSettings {
+            max_connections: match section.max_connections {
+                None => defaults.max_connections,
+                Some(n) => parse_max_connections(n)?,
+            },
+            handshake_timeout: positive_duration(
+                "limits.handshake_timeout",
+                section.handshake_timeout.as_deref(),
+                defaults.handshake_timeout,
+            )?,
+            header_timeout: positive_duration(
+                "limits.header_timeout",
+                section.header_timeout.as_deref(),
+                defaults.header_timeout,
+            )?,
+            body_timeout: positive_duration(
+                "limits.body_timeout",
+                section.body_timeout.as_deref(),
+                defaults.body_timeout,
+            )?,
+        })
+    }
+}
+
+/// `limits.max_connections`: at least 1, and no more than a tokio semaphore
+/// can count (so building the server's connection limit cannot fail).
+fn parse_max_connections(n: i64) -> Result<usize, ConfigError> {
+    let max = tokio::sync::Semaphore::MAX_PERMITS;
+    match usize::try_from(n) {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(invalid("limits.max_connections", format!("must be between 1 and {max}, not {n}"))),
+    }
+}
+
+/// A duration that must not be zero: a zero connection timeout would cut
+/// every client, and "no timeout" is exactly what these keys exist to prevent.
+fn positive_duration(key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let d = parse_duration(key, value)?;
+    if d.is_zero() {
+        return Err(invalid(key, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
 /// Validated, typed server settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -364,6 +462,7 @@ pub struct Settings {
     pub plugin_manifest: Option<PathBuf>,
     pub keystore: Option<KeystoreSettings>,
     pub audit: Vec<AuditSettings>,
+    pub limits: LimitSettings,
     /// Started with `--dev`: manifest entries need no sha256 pin.
     pub dev: bool,
 }
@@ -537,6 +636,7 @@ impl Settings {
                 })
             }
         };
+        let limits = LimitSettings::from_section(&file.limits)?;
         let mut audit = Vec::new();
         for (i, a) in file.audit.into_iter().enumerate() {
             if a.plugin.trim().is_empty() {
@@ -560,6 +660,7 @@ impl Settings {
             plugin_manifest: file.plugins.map(|p| PathBuf::from(p.manifest)),
             keystore,
             audit,
+            limits,
             dev: false,
         })
     }
@@ -604,8 +705,8 @@ mod tests {
         let text = "[admin]\nidentity = \"${KEYWARD_TEST_ADMIN_ID}\"\n[tls]\nkey = \"${KEYWARD_TEST_UNSET_VAR}\"\ncert = \"c\"\n";
         let err = parse(text).unwrap_err().to_string();
         assert!(err.contains("KEYWARD_TEST_UNSET_VAR") && err.contains("tls.key"), "{err}");
-        let text = format!("[admin]\nidentity = \"${{KEYWARD_TEST_ADMIN_ID}}\"\n[tls]\nkey = \"k\"\ncert = \"c\"\n");
-        assert_eq!(parse(&text).unwrap().admin, Admin::Identity(ID.into()));
+        let text = "[admin]\nidentity = \"${KEYWARD_TEST_ADMIN_ID}\"\n[tls]\nkey = \"k\"\ncert = \"c\"\n";
+        assert_eq!(parse(text).unwrap().admin, Admin::Identity(ID.into()));
     }
 
     #[test]
@@ -642,6 +743,39 @@ mod tests {
         assert!(err.contains("admin.identity"), "{err}");
         let s = parse("[admin]\nidentity = \"disabled\"\n[tls]\nkey = \"k\"\ncert = \"c\"\n").unwrap();
         assert_eq!(s.admin, Admin::Disabled);
+    }
+
+    #[test]
+    fn limits_default_when_absent() {
+        assert_eq!(parse(&minimal()).unwrap().limits, LimitSettings::default());
+    }
+
+    #[test]
+    fn limits_are_parsed() {
+        let text = format!(
+            "{}[limits]\nmax_connections = 10\nhandshake_timeout = \"250ms\"\nheader_timeout = \"2s\"\nbody_timeout = \"1m\"\n",
+            minimal()
+        );
+        let l = parse(&text).unwrap().limits;
+        assert_eq!(l.max_connections, 10);
+        assert_eq!(l.handshake_timeout, Duration::from_millis(250));
+        assert_eq!(l.header_timeout, Duration::from_secs(2));
+        assert_eq!(l.body_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_limits_are_named() {
+        for (line, key) in [
+            ("max_connections = 0", "limits.max_connections"),
+            ("max_connections = -5", "limits.max_connections"),
+            ("handshake_timeout = \"0s\"", "limits.handshake_timeout"),
+            ("header_timeout = \"soon\"", "limits.header_timeout"),
+            ("body_timeout = \"0\"", "limits.body_timeout"),
+            ("idle_timeout = \"5s\"", "idle_timeout"),
+        ] {
+            let err = parse(&format!("{}[limits]\n{line}\n", minimal())).unwrap_err().to_string();
+            assert!(err.contains(key), "{line}: {err}");
+        }
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
 
-use crate::config::{Admin, CacheSettings, ClientAuth, KeystoreSettings, LogSettings, Settings, TlsSettings};
+use crate::config::{
+    Admin, CacheSettings, ClientAuth, KeystoreSettings, LimitSettings, LogSettings, Settings, TlsSettings,
+};
 
 /// Why dev mode could not prepare its files.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +109,7 @@ pub fn settings(files: &DevFiles, address: SocketAddr) -> Settings {
             seal: None,
         }),
         audit: Vec::new(),
+        limits: LimitSettings::default(),
         dev: true,
     }
 }

@@ -21,6 +21,14 @@ pub struct Metrics {
     /// by operation and kind (`unavailable` covers plugin timeouts,
     /// `internal` plugin traps).
     pub keystore_errors: IntCounterVec,
+    /// Connections holding a slot of `limits.max_connections` (handshaking or serving).
+    pub connections_open: IntGauge,
+    /// Connections closed at once because every slot was taken.
+    pub connections_refused: IntCounter,
+    /// Connections cut because the client was too slow, by phase
+    /// (`handshake`: TLS not finished in time; `header`: no complete request
+    /// head in time, which includes idle keep-alive connections).
+    pub connections_timed_out: IntCounterVec,
     up_time: IntGauge,
     num_cpu: IntGauge,
     num_cpu_used: IntGauge,
@@ -101,6 +109,19 @@ impl Metrics {
         )
         .unwrap_or_else(|_| unreachable_metric("keyward_keystore_errors"));
         let _ = r.register(Box::new(keystore_errors.clone()));
+        let connections_timed_out = IntCounterVec::new(
+            Opts::new(
+                "keyward_connections_timed_out_total",
+                "Connections cut because the client was too slow, by phase (handshake, header).",
+            ),
+            &["phase"],
+        )
+        .unwrap_or_else(|_| unreachable_metric("keyward_connections_timed_out_total"));
+        let _ = r.register(Box::new(connections_timed_out.clone()));
+        // Shown as 0 from the start, so rate() works before the first timeout.
+        for phase in ["handshake", "header"] {
+            let _ = connections_timed_out.with_label_values(&[phase]);
+        }
         Metrics {
             request_success: counter(
                 &r,
@@ -139,6 +160,17 @@ impl Metrics {
                 "Audit events dropped because a sink's queue was full or a sink failed.",
             ),
             keystore_errors,
+            connections_open: gauge(
+                &r,
+                "keyward_connections_open",
+                "Client connections currently open (TLS handshakes included).",
+            ),
+            connections_refused: counter(
+                &r,
+                "keyward_connections_refused_total",
+                "Connections closed on accept because limits.max_connections were open.",
+            ),
+            connections_timed_out,
             up_time: gauge(&r, "kes_system_up_time", "The time the server has been up and running in seconds."),
             num_cpu: gauge(&r, "kes_system_num_cpu", "The number of logical CPUs available on the system."),
             num_cpu_used: gauge(&r, "kes_system_num_cpu_used", "The number of logical CPUs usable by the server."),
@@ -222,6 +254,8 @@ mod tests {
             "kes_system_num_cpu",
             "kes_system_mem_heap_used",
             "keyward_cached_keys 3",
+            "keyward_connections_open 0",
+            "keyward_connections_refused_total 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -1,15 +1,22 @@
 //! The server: listener, TLS handshakes, HTTP/1.1 connections, reload and
 //! graceful shutdown.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, Peer};
@@ -17,7 +24,7 @@ use crate::audit::sink::AuditSink;
 use crate::audit::stdout::StdoutSink;
 use crate::audit::{AuditLog, ErrorLog};
 use crate::auth::Authority;
-use crate::config::Settings;
+use crate::config::{LimitSettings, Settings};
 use crate::crypto::StoredKey;
 use crate::keys::memory::MemoryStore;
 use crate::keys::seal::Seal;
@@ -47,8 +54,6 @@ pub enum StartError {
 
 /// How long in-flight requests get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
-/// A client must finish its TLS handshake within this time.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The plugin engine, shared by every load and reload.
 fn plugin_engine() -> Result<PluginEngine, StartError> {
@@ -157,6 +162,9 @@ impl Server {
     /// Serves until SIGTERM/SIGINT, then lets in-flight requests finish.
     pub async fn run(self, listener: TcpListener) -> Result<(), StartError> {
         let acceptor = self.acceptor.clone();
+        let limits = self.settings.limits;
+        let mut gate = Gate::new(limits.max_connections);
+        raise_fd_limit(limits.max_connections);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = Box::pin(shutdown_signal());
         let mut hangup = hangup_stream();
@@ -172,11 +180,16 @@ impl Server {
                             continue;
                         }
                     };
+                    let Some(slot) = gate.admit(&self.state.metrics) else {
+                        gate.refuse(tcp, addr, &self.state.metrics);
+                        continue;
+                    };
                     let state = self.state.clone();
                     let acceptor = acceptor.clone();
                     let watcher = graceful.watcher();
                     tokio::spawn(async move {
-                        serve_connection(state, acceptor, tcp, addr, watcher).await;
+                        serve_connection(state, acceptor, tcp, addr, watcher, limits).await;
+                        drop(slot);
                     });
                 }
                 _ = hangup.recv() => {
@@ -193,25 +206,117 @@ impl Server {
         if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
             tracing::warn!("some connections did not finish in time");
         }
+        self.state.audit.flush_and_close().await;
         Ok(())
     }
 }
 
+/// The `limits.max_connections` slots. Admission is one atomic
+/// `try_acquire` per connection; nothing here runs per request.
+///
+/// A connection that finds every slot taken is accepted and closed at once
+/// rather than left in the listen backlog or held until a slot frees: its
+/// client learns immediately that the server is saturated (and can retry or
+/// go to another replica), and the server spends neither a file descriptor
+/// nor a timer on it.
+struct Gate {
+    slots: Arc<Semaphore>,
+    /// Whether the last connection was refused, so that a flood logs one
+    /// warning per saturation episode rather than one line per connection.
+    saturated: bool,
+}
+
+/// One admitted connection's slot: frees the slot and updates
+/// `keyward_connections_open` when the connection ends, however it ends.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: prometheus::IntGauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+impl Gate {
+    fn new(max_connections: usize) -> Gate {
+        Gate { slots: Arc::new(Semaphore::new(max_connections)), saturated: false }
+    }
+
+    /// A slot for a new connection, or `None` if all are taken.
+    fn admit(&mut self, metrics: &Metrics) -> Option<Slot> {
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        self.saturated = false;
+        metrics.connections_open.inc();
+        Some(Slot { _permit: permit, open: metrics.connections_open.clone() })
+    }
+
+    /// Closes a connection that found no free slot, and counts it.
+    fn refuse(&mut self, tcp: TcpStream, addr: std::net::SocketAddr, metrics: &Metrics) {
+        metrics.connections_refused.inc();
+        if !self.saturated {
+            self.saturated = true;
+            tracing::warn!(peer = %addr, "limits.max_connections reached: refusing new connections");
+        }
+        drop(tcp);
+    }
+}
+
+/// Raises the soft open-files limit towards the hard one, as Go (and so KES)
+/// does at start: with the usual soft limit of 1024, `accept` would fail long
+/// before `limits.max_connections` is reached. Warns if it is still too low.
+fn raise_fd_limit(max_connections: usize) {
+    #[cfg(unix)]
+    {
+        /// Descriptors the server needs besides client connections
+        /// (listener, plugin files, log files, the runtime).
+        const RESERVE: u64 = 64;
+        let wanted = (max_connections as u64).saturating_add(RESERVE);
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return;
+            }
+            if limit.rlim_cur < wanted && limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit { rlim_cur: limit.rlim_max.min(wanted), rlim_max: limit.rlim_max };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit = raised;
+                }
+            }
+        }
+        if limit.rlim_cur < wanted {
+            tracing::warn!(
+                open_files = limit.rlim_cur,
+                max_connections,
+                "the open-files limit is below limits.max_connections; accept will fail first"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = max_connections;
+}
+
+/// Runs one client connection: TLS handshake under `limits.handshake_timeout`,
+/// then HTTP/1.1 with `limits.header_timeout` and `limits.body_timeout`.
 async fn serve_connection(
     state: Arc<State>,
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     addr: std::net::SocketAddr,
     watcher: hyper_util::server::graceful::Watcher,
+    limits: LimitSettings,
 ) {
     let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
+            state.metrics.connections_timed_out.with_label_values(&["handshake"]).inc();
             tracing::debug!(peer = %addr, "TLS handshake timed out");
             return;
         }
@@ -222,12 +327,71 @@ async fn serve_connection(
         crate::tls::identity_of_chain(chain)
     };
     let peer = Arc::new(Peer { ip: Some(addr.ip().to_string()), identity });
-    let service = service_fn(move |req| api::serve(state.clone(), peer.clone(), req));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
+    let metrics = state.metrics.clone();
+    let body_timeout = limits.body_timeout;
+    let service = service_fn(move |req: http::Request<Incoming>| {
+        api::serve(state.clone(), peer.clone(), req.map(|body| DeadlineBody::new(body, body_timeout)))
+    });
+    // hyper's own HTTP/1 connection, not hyper-util's `auto` one: `auto`
+    // first waits for 24 bytes to tell HTTP/2 from HTTP/1 with no timeout,
+    // so a client that handshakes and then sends nothing would hold its
+    // slot forever. HTTP/2 is not served anyway.
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(TokioIo::new(tls), service);
+    if let Err(e) = watcher.watch(conn).await {
+        if e.is_timeout() {
+            metrics.connections_timed_out.with_label_values(&["header"]).inc();
+        }
         tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
+    }
+}
+
+/// A request body that must arrive in full within `limit`, else it yields
+/// [`api::BodyTimedOut`] (a 408). hyper only times request heads; without
+/// this, a client announcing a body and then stalling would hold its handler
+/// until the route timeout (or forever on routes without one).
+///
+/// The timer is created only when the body is not already buffered, so the
+/// usual small request whose body came with its head costs no timer at all.
+/// It is never reset by progress: a client trickling one byte at a time is
+/// cut at the same deadline as one that stalls.
+struct DeadlineBody {
+    inner: Incoming,
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl DeadlineBody {
+    fn new(inner: Incoming, limit: Duration) -> DeadlineBody {
+        DeadlineBody { inner, limit, timer: None }
+    }
+}
+
+impl Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
+        }
+        let limit = this.limit;
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(api::BodyTimedOut(limit))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod abuse;
 mod auth;
 mod bad_input;
 mod cli;

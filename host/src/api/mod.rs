@@ -24,7 +24,6 @@ use http::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::state::State;
@@ -209,20 +208,38 @@ fn error_reply(e: &ApiError) -> Reply {
     r
 }
 
-fn header_has(req: &Request<Incoming>, name: http::header::HeaderName, needle: &str) -> bool {
+fn header_has<B>(req: &Request<B>, name: http::header::HeaderName, needle: &str) -> bool {
     req.headers().get_all(name).iter().any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains(needle)))
 }
 
-/// Reads the body up to `limit` bytes; more is a 400, as in KES.
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+/// The error a request body yields when it did not fully arrive within the
+/// server's `limits.body_timeout`. The server wraps hyper's body to produce
+/// it (see `crate::server`); here it becomes a 408 instead of a 400.
+#[derive(Debug, thiserror::Error)]
+#[error("request body not received within {0:?}")]
+pub struct BodyTimedOut(pub std::time::Duration);
+
+/// What [`serve`] accepts as a request body: hyper's [`hyper::body::Incoming`], or the
+/// server's deadline wrapper around it.
+pub trait RequestBody: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> {}
+impl<B: hyper::body::Body<Data = Bytes, Error: Into<BoxError>>> RequestBody for B {}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Reads the body up to `limit` bytes; more is a 400, as in KES. A body that
+/// does not arrive in time is a 408.
+async fn read_body(body: impl RequestBody, limit: usize) -> Result<Bytes, ApiError> {
     match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<BodyTimedOut>() => {
+            Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "request body timeout exceeded"))
+        }
         Err(_) => Err(ApiError::invalid_body()),
     }
 }
 
 /// Serves one request. Never fails: every error is a JSON answer.
-pub async fn serve(state: Arc<State>, peer: Arc<Peer>, req: Request<Incoming>) -> Result<Reply, Infallible> {
+pub async fn serve<B: RequestBody>(state: Arc<State>, peer: Arc<Peer>, req: Request<B>) -> Result<Reply, Infallible> {
     let start = Instant::now();
     let received = time::OffsetDateTime::now_utc();
     state.metrics.request_active.inc();
@@ -258,11 +275,11 @@ pub async fn serve(state: Arc<State>, peer: Arc<Peer>, req: Request<Incoming>) -
 
 /// Routes, authenticates and runs a request; returns the identity used (for
 /// the audit event) and the outcome.
-async fn route(
+async fn route<B: RequestBody>(
     state: &State,
     peer: &Peer,
     path: &str,
-    req: Request<Incoming>,
+    req: Request<B>,
 ) -> (Option<String>, Result<Reply, ApiError>) {
     let identity = peer.identity.as_ref().ok().cloned();
     let Some((route, name)) = routes::find(path) else {
