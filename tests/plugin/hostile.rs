@@ -1,15 +1,25 @@
 //! Containment: the hostile fixture loops, traps, allocates 1 GiB, blocks in
 //! a host call, reaches for files, variables and sockets it was not granted;
 //! each is stopped with a clear error and the next call works.
+//!
+//! Sandbox probes (see the fixture's `get` table): a plugin sees only its
+//! grants. Each WASI capability it was not granted is refused with an answer
+//! (an error, never a trap or a host crash), after which the same instance
+//! keeps serving: no filesystem beyond its preopens (`/`, `..`, host paths,
+//! symlinks pointing out), no variable it was not named, no sockets of any
+//! kind; clocks and randomness are there; `exit` ends only the instance; and
+//! two plugins with different grants cannot see each other's files or
+//! variables.
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use keyward::keys::store::{Keystore, StoreError};
-use keyward::plugin::{Grants, Limits, PluginError, TIMEOUT_MESSAGE};
+use keyward::plugin::{Grants, Limits, PluginError, PluginKeystore, PoolOptions, TIMEOUT_MESSAGE};
 
-use crate::{hostile, short_timeout, TempDir};
+use crate::{fs_keystore, hostile, short_timeout, TempDir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loop_times_out_and_next_call_works() {
@@ -110,6 +120,7 @@ async fn sandbox_grants_only_what_is_listed() {
         }
     }
     // Environment: only the granted name, and only if set.
+    assert_eq!(ks.get("envs").await.unwrap(), b"KEYWARD_TEST_GRANTED");
     assert_eq!(ks.get("env:KEYWARD_TEST_GRANTED").await.unwrap(), b"yes");
     assert_eq!(ks.get("env:KEYWARD_TEST_SECRET").await, Err(StoreError::NotFound));
     assert_eq!(ks.get("env:KEYWARD_TEST_UNSET").await, Err(StoreError::NotFound));
@@ -120,19 +131,214 @@ async fn sandbox_grants_only_what_is_listed() {
 }
 
 /// No sockets: a plugin cannot open a TCP connection, even to a listener on
-/// this host (outbound HTTP will be the only way out, to granted hosts).
+/// this host, listen, send UDP or resolve names (outbound HTTP to granted
+/// hosts is the only way out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sockets_are_refused() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_nonblocking(true).unwrap();
+    let udp_addr = udp.local_addr().unwrap();
     let ks = hostile(Limits::default(), Grants::default(), "{}", 1).await.unwrap();
-    match ks.get(&format!("net:{addr}")).await {
-        Err(StoreError::Internal(m)) => eprintln!("connect refused: {m}"),
-        other => panic!("connect to {addr}: {other:?}"),
+    for probe in [
+        format!("net:{addr}"),
+        format!("udp:{udp_addr}"),
+        "listen:127.0.0.1:0".to_string(),
+        "listen:0.0.0.0:0".to_string(),
+        "dns:localhost".to_string(),
+    ] {
+        let e = assert_denied(&ks, &probe).await;
+        eprintln!("{probe}: refused: {e:?}");
     }
-    assert!(listener.accept().is_err(), "the plugin reached the listener");
+    assert!(listener.accept().is_err(), "the plugin reached the TCP listener");
+    assert!(udp.recv_from(&mut [0u8; 64]).is_err(), "the plugin's datagram arrived");
     assert_eq!(ks.get("after").await.unwrap(), b"after");
+}
+
+/// Asserts that the probe `get(probe)` is refused with an answer: an error,
+/// not a trap (the instance that answered is still the pool's).
+async fn assert_denied(ks: &PluginKeystore, probe: &str) -> StoreError {
+    let traps = ks.stats().traps.load(Ordering::Relaxed);
+    let e = match ks.get(probe).await {
+        Ok(v) => panic!("{probe} was allowed: {:?}", String::from_utf8_lossy(&v)),
+        Err(e @ (StoreError::NotFound | StoreError::Internal(_))) => e,
+        Err(e) => panic!("{probe}: unexpected {e:?}"),
+    };
+    assert_eq!(ks.stats().traps.load(Ordering::Relaxed), traps, "{probe} trapped instead of being refused");
+    e
+}
+
+/// The text of a probe that must succeed.
+async fn probe_text(ks: &PluginKeystore, probe: &str) -> String {
+    match ks.get(probe).await {
+        Ok(v) => String::from_utf8(v).unwrap(),
+        Err(e) => panic!("{probe}: {e:?}"),
+    }
+}
+
+/// The filesystem is the preopen and nothing else: no root, no parent, no
+/// host path, for reading, listing or writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_filesystem_is_only_the_preopen() {
+    let dir = TempDir::new("fs-only");
+    std::fs::write(dir.path().join("inside"), b"granted").unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let elsewhere = TempDir::new("fs-only-outside");
+    std::fs::write(elsewhere.path().join("secret"), b"secret").unwrap();
+    let ks = hostile(Limits::default(), Grants::dir(dir.path(), "/data"), "{}", 1).await.unwrap();
+
+    assert_eq!(probe_text(&ks, "ls:/data").await, "inside\nsub");
+    let outside = elsewhere.path().display();
+    for probe in [
+        "ls:/".to_string(),
+        "ls:.".to_string(),
+        "ls:..".to_string(),
+        "ls:/data/..".to_string(),
+        "ls:/data/sub/../..".to_string(),
+        "ls:/etc".to_string(),
+        "ls:/tmp".to_string(),
+        format!("ls:{outside}"),
+        format!("ls:/data/../{outside}"),
+        format!("file:{outside}/secret"),
+    ] {
+        assert_denied(&ks, &probe).await;
+    }
+
+    // Writing: inside works, anywhere else is refused and nothing appears.
+    assert_eq!(probe_text(&ks, "write:/data/sub/new").await, "written");
+    assert_eq!(std::fs::read(dir.path().join("sub/new")).unwrap(), b"written by the plugin");
+    let parent_name = format!("planted-{}", std::process::id());
+    for (probe, host) in [
+        (format!("write:/data/../{parent_name}"), dir.path().parent().unwrap().join(&parent_name)),
+        (format!("write:{outside}/planted"), elsewhere.path().join("planted")),
+        (format!("write:/{parent_name}"), Path::new("/").join(&parent_name)),
+    ] {
+        assert_denied(&ks, &probe).await;
+        assert!(!host.exists(), "{probe} created {}", host.display());
+    }
+    assert_eq!(ks.get("after").await.unwrap(), b"after");
+}
+
+/// Symbolic links inside the preopen that point out of it (made by the host
+/// or by the plugin, absolute or relative, to files or directories) are not
+/// followed, for reading or writing; links that stay inside work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_cannot_escape_the_preopen() {
+    use std::os::unix::fs::symlink;
+    let dir = TempDir::new("symlink");
+    std::fs::write(dir.path().join("inside"), b"granted").unwrap();
+    let elsewhere = TempDir::new("symlink-outside");
+    let secret = elsewhere.path().join("secret");
+    std::fs::write(&secret, b"secret").unwrap();
+    let outside_name = elsewhere.path().file_name().unwrap().to_str().unwrap();
+    symlink(&secret, dir.path().join("abs")).unwrap();
+    symlink(format!("../{outside_name}/secret"), dir.path().join("rel")).unwrap();
+    symlink(elsewhere.path(), dir.path().join("outdir")).unwrap();
+    symlink("..", dir.path().join("up")).unwrap();
+    symlink("inside", dir.path().join("ok")).unwrap();
+    let ks = hostile(Limits::default(), Grants::dir(dir.path(), "/data"), "{}", 1).await.unwrap();
+
+    assert_eq!(probe_text(&ks, "file:/data/ok").await, "granted");
+    for probe in [
+        "file:/data/abs".to_string(),
+        "file:/data/rel".to_string(),
+        "file:/data/outdir/secret".to_string(),
+        "ls:/data/outdir".to_string(),
+        "ls:/data/up".to_string(),
+        format!("file:/data/up/{outside_name}/secret"),
+        // Writing through a link to the outside must not touch the target.
+        "write:/data/abs".to_string(),
+        "write:/data/outdir/planted".to_string(),
+    ] {
+        assert_denied(&ks, &probe).await;
+    }
+    assert_eq!(std::fs::read(&secret).unwrap(), b"secret");
+    assert!(!elsewhere.path().join("planted").exists());
+
+    // Links the plugin makes itself: creating one may be allowed, following
+    // it out of the preopen is not.
+    for (link, target) in [
+        ("/data/evil-abs", secret.display().to_string()),
+        ("/data/evil-rel", format!("../{outside_name}/secret")),
+        ("/data/evil-etc", "../../../../../../etc/passwd".to_string()),
+        ("/data/evil-root", "/etc/passwd".to_string()),
+    ] {
+        let made = ks.get(&format!("symlink:{link}={target}")).await.map(|v| String::from_utf8_lossy(&v).into_owned());
+        eprintln!("plugin symlink {link} -> {target}: {made:?}");
+        assert_denied(&ks, &format!("file:{link}")).await;
+    }
+    assert_eq!(ks.stats().traps.load(Ordering::Relaxed), 0);
+    assert_eq!(ks.get("after").await.unwrap(), b"after");
+}
+
+/// What a plugin is always given: wall-clock time and randomness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clocks_and_random_are_available() {
+    let ks = hostile(Limits::default(), Grants::default(), "{}", 1).await.unwrap();
+    let plugin_now: u64 = probe_text(&ks, "clock").await.parse().unwrap();
+    let host_now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    assert!(plugin_now.abs_diff(host_now) <= 60, "plugin clock {plugin_now}, host {host_now}");
+    let first = probe_text(&ks, "random").await;
+    let second = probe_text(&ks, "random").await;
+    assert_eq!(first.len(), 32, "{first}");
+    assert_ne!(first, second);
+}
+
+/// `wasi:cli/exit` ends the instance (as a trap), never the host process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_ends_the_instance_not_the_host() {
+    let ks = hostile(Limits::default(), Grants::default(), "{}", 1).await.unwrap();
+    assert_eq!(ks.get("count").await.unwrap(), b"1");
+    for code in ["0", "1"] {
+        match ks.get(&format!("exit:{code}")).await {
+            Err(StoreError::Internal(m)) => eprintln!("exit({code}): {m}"),
+            other => panic!("exit({code}): {other:?}"),
+        }
+        // Still here, and the next call runs on a fresh instance.
+        assert_eq!(ks.get("count").await.unwrap(), b"1");
+    }
+    assert_eq!(ks.stats().traps.load(Ordering::Relaxed), 2);
+}
+
+/// Two plugins with different grants: neither sees the other's files (by its
+/// own guest path or the other's host path) or variables, and two keystores
+/// on different directories share nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_cannot_see_each_others_data() {
+    let a = TempDir::new("isolation-a");
+    let b = TempDir::new("isolation-b");
+    let ks_a = fs_keystore(a.path(), PoolOptions::default()).await;
+    let ks_b = fs_keystore(b.path(), PoolOptions::default()).await;
+    ks_a.create("shared-name", b"a-value").await.unwrap();
+    ks_a.create("only-a", b"a-value").await.unwrap();
+    assert_eq!(ks_b.get("shared-name").await, Err(StoreError::NotFound));
+    assert_eq!(ks_b.get("only-a").await, Err(StoreError::NotFound));
+    assert!(ks_b.list("", "", 0).await.unwrap().names.is_empty());
+    ks_b.create("shared-name", b"b-value").await.unwrap();
+    assert_eq!(ks_a.get("shared-name").await.unwrap(), b"a-value");
+    assert_eq!(ks_b.get("shared-name").await.unwrap(), b"b-value");
+    assert_eq!(ks_a.list("", "", 0).await.unwrap().names, vec!["only-a", "shared-name"]);
+
+    // The hostile fixture granted b's directory and variable looks for a's.
+    std::env::set_var("KEYWARD_TEST_ONLY_A", "a-secret");
+    std::env::set_var("KEYWARD_TEST_ONLY_B", "b-secret");
+    let grants = |dir: &Path, var: &str| Grants { env: vec![var.into()], ..Grants::dir(dir, "/data") };
+    let probe_b = hostile(Limits::default(), grants(b.path(), "KEYWARD_TEST_ONLY_B"), "{}", 1).await.unwrap();
+    let probe_a = hostile(Limits::default(), grants(a.path(), "KEYWARD_TEST_ONLY_A"), "{}", 1).await.unwrap();
+    assert_eq!(probe_text(&probe_a, "env:KEYWARD_TEST_ONLY_A").await, "a-secret");
+    assert_eq!(probe_text(&probe_b, "env:KEYWARD_TEST_ONLY_B").await, "b-secret");
+    assert_eq!(probe_b.get("env:KEYWARD_TEST_ONLY_A").await, Err(StoreError::NotFound));
+    assert_eq!(probe_a.get("env:KEYWARD_TEST_ONLY_B").await, Err(StoreError::NotFound));
+    assert_eq!(probe_text(&probe_b, "file:/data/shared-name").await, "b-value");
+    assert_eq!(probe_b.get("file:/data/only-a").await, Err(StoreError::NotFound));
+    assert!(!probe_text(&probe_b, "ls:/data").await.contains("only-a"));
+    let a_host = a.path().display();
+    for probe in [format!("file:{a_host}/only-a"), format!("ls:{a_host}"), format!("file:/data/../{a_host}/only-a")] {
+        assert_denied(&probe_b, &probe).await;
+    }
+    assert_eq!(probe_b.stats().traps.load(Ordering::Relaxed), 0);
 }
 
 /// Captures tracing output for the log-import test.
