@@ -13,7 +13,8 @@ use keyward::plugin::{Grants, Limits, PluginError, PluginKeystore, PluginKind, P
 use crate::{dir_names, fs_keystore, pinned, shared_engine, TempDir};
 
 /// The subdirectory of the key directory where `keystore-fs` writes a new key
-/// before linking it to its name (made by the first create).
+/// before linking it to its name. It exists only while a create is in flight
+/// or a crash leftover sits in it.
 pub const TEMP_DIR: &str = ".tmp-keyward";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,13 +25,12 @@ async fn fs_create_get_delete_on_disk() {
     ks.create("my-key", b"value-1").await.unwrap();
     assert_eq!(ks.create("my-key", b"other").await, Err(StoreError::Exists));
     // KES's layout: one plain file, named by the key, holding exactly the
-    // value; no temporary file is left behind.
+    // value; no temporary file (or directory) is left behind.
     assert_eq!(std::fs::read(dir.path().join("my-key")).unwrap(), b"value-1");
-    assert_eq!(dir_names(dir.path()), vec![TEMP_DIR, "my-key"]);
-    assert!(dir_names(&dir.path().join(TEMP_DIR)).is_empty());
+    assert_eq!(dir_names(dir.path()), vec!["my-key"]);
 
     ks.delete("my-key").await.unwrap();
-    assert_eq!(dir_names(dir.path()), vec![TEMP_DIR]);
+    assert!(dir_names(dir.path()).is_empty());
     ks.status().await.unwrap();
 }
 
@@ -58,6 +58,7 @@ async fn fs_listing_skips_temporary_and_hidden_files_and_directories() {
     ks.create("k2", b"v").await.unwrap();
     // Crash leftovers (in the temporary directory, and next to the keys as
     // earlier versions left them), a dot file and a directory: none is a key.
+    std::fs::create_dir(dir.path().join(TEMP_DIR)).unwrap();
     std::fs::write(dir.path().join(TEMP_DIR).join("0123abcd"), b"half").unwrap();
     std::fs::write(dir.path().join(".tmp-deadbeef"), b"half").unwrap();
     std::fs::write(dir.path().join(".DS_Store"), b"x").unwrap();
@@ -103,9 +104,8 @@ async fn fs_concurrent_create_has_one_winner_on_disk() {
         }
     }
     assert_eq!(ok, 1);
-    // The losers' temporary files are gone too.
-    assert_eq!(dir_names(dir.path()), vec![TEMP_DIR, "race"]);
-    assert!(dir_names(&dir.path().join(TEMP_DIR)).is_empty());
+    // The losers' temporary files are gone too, and so is their directory.
+    assert_eq!(dir_names(dir.path()), vec!["race"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,7 +133,8 @@ fn age_file(path: &Path, age: Duration) {
 }
 
 /// `init` reclaims temporary files old enough to be crash leftovers and leaves
-/// recent ones alone (another instance may be in the middle of a create).
+/// recent ones alone (another instance may be in the middle of a create);
+/// once only stale ones were there, the temporary directory goes too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fs_init_removes_stale_temporary_files_only() {
     let dir = TempDir::new("fs-stale");
@@ -148,6 +149,11 @@ async fn fs_init_removes_stale_temporary_files_only() {
     assert_eq!(dir_names(&temp), vec!["fresh"]);
     assert_eq!(ks.get("key").await.unwrap(), b"v");
     assert_eq!(ks.list("", "", 0).await.unwrap().names, vec!["key"]);
+    drop(ks);
+
+    age_file(&temp.join("fresh"), Duration::from_secs(3600));
+    let _ks = fs_keystore(dir.path(), PoolOptions::default()).await;
+    assert_eq!(dir_names(dir.path()), vec!["key"]);
 }
 
 /// Keys written straight to disk for [`fs_init_cost_does_not_grow_with_key_count`].

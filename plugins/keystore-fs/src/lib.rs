@@ -20,8 +20,10 @@
 //! `.`, which no key name may, so listings skip it; and `init`, which every new
 //! pool instance runs, reclaims crash leftovers by reading only that small
 //! directory, never the key directory itself, whose size grows with the number
-//! of keys. The subdirectory is made by the first `create`, so a directory that
-//! is only ever read (say, one KES wrote) is never modified.
+//! of keys. The subdirectory exists only while a create is in flight (each
+//! create makes it if missing and removes it if empty) or while a crash
+//! leftover sits in it, so an idle key directory holds nothing but keys, as
+//! KES's own keystore expects when it lists one.
 
 use std::fs;
 use std::io::Write;
@@ -37,6 +39,11 @@ use keyward_sdk::{Error, Keystore, Page};
 /// prefix is the one earlier versions used for temporary files next to the
 /// keys, so every temporary entry in a key directory still matches `.tmp-*`.
 const TEMP_DIR: &str = ".tmp-keyward";
+
+/// How often `create` tries to make a temporary file before giving up. Each
+/// failed try is a name collision or a race with another instance removing
+/// [`TEMP_DIR`]; either is rare, eight in a row means something is wrong.
+const OPEN_TEMP_ATTEMPTS: usize = 8;
 
 /// Page size used when the host asks for `limit = 0`. KES pages at 1024 names.
 const DEFAULT_PAGE: usize = 1024;
@@ -104,22 +111,21 @@ impl FsKeystore {
         self.temp_dir().join(name)
     }
 
-    /// Creates a fresh temporary file, making [`TEMP_DIR`] on first use.
+    /// Creates a fresh temporary file, making [`TEMP_DIR`] when it is missing.
+    ///
+    /// Retries on a name collision, and on the directory vanishing between
+    /// making it and using it (another instance's create removed it, empty).
     fn open_temp(&self) -> Result<(fs::File, PathBuf), Error> {
-        let mut made_dir = false;
-        for _ in 0..8 {
+        for _ in 0..OPEN_TEMP_ATTEMPTS {
             let path = self.temp_path();
             match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => return Ok((file, path)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !made_dir => {
-                    self.make_temp_dir()?;
-                    made_dir = true;
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.make_temp_dir()?,
                 Err(e) => return Err(change_error("cannot create key file", &e, Hint::ReadOnly)),
             }
         }
-        Err(Error::Internal("cannot pick a unique temporary file name".into()))
+        Err(Error::Internal(format!("cannot create a temporary file in {TEMP_DIR} ({OPEN_TEMP_ATTEMPTS} attempts)")))
     }
 
     /// Makes [`TEMP_DIR`]; another instance making it first is fine.
@@ -140,10 +146,18 @@ impl FsKeystore {
         match written {
             Ok(()) => Ok(path),
             Err(e) => {
-                let _ = fs::remove_file(&path);
+                self.discard_temp(&path);
                 Err(change_error("cannot write key file", &e, Hint::Full))
             }
         }
+    }
+
+    /// Removes a temporary file, and [`TEMP_DIR`] with it unless another
+    /// create is using it (then removing the directory fails, harmlessly).
+    /// Best effort: a file left here is reclaimed by a later `init`.
+    fn discard_temp(&self, path: &Path) {
+        let _ = fs::remove_file(path);
+        let _ = fs::remove_dir(self.temp_dir());
     }
 
     /// Flushes the key directory itself so a new or removed name survives a
@@ -237,13 +251,15 @@ fn fill_random(buf: &mut [u8]) {
 /// create of another instance (a create takes milliseconds).
 const STALE_TEMP: Duration = Duration::from_secs(600);
 
-/// Removes temporary files left behind by a crash mid-create. Best effort: they
-/// are invisible to listings anyway, this only reclaims the space.
+/// Removes temporary files left behind by a crash mid-create, then
+/// [`TEMP_DIR`] itself if that emptied it. Best effort: they are invisible to
+/// listings anyway, this only reclaims the space.
 ///
-/// Reads only [`TEMP_DIR`], which holds in-flight creates and crash leftovers,
-/// so its cost does not depend on how many keys there are. (Leftovers of
-/// versions that kept temporary files next to the keys stay; listings skip
-/// them, and finding them would mean reading the whole key directory.)
+/// Reads only [`TEMP_DIR`], which holds in-flight creates and crash leftovers
+/// (and is usually absent), so its cost does not depend on how many keys
+/// there are. (Leftovers of versions that kept temporary files next to the
+/// keys stay; listings skip them, and finding them would mean reading the
+/// whole key directory.)
 fn remove_stale_temps(temp_dir: &Path) {
     let Ok(entries) = fs::read_dir(temp_dir) else {
         return;
@@ -260,6 +276,7 @@ fn remove_stale_temps(temp_dir: &Path) {
             let _ = fs::remove_file(entry.path());
         }
     }
+    let _ = fs::remove_dir(temp_dir);
 }
 
 impl Keystore for FsKeystore {
@@ -294,7 +311,7 @@ impl Keystore for FsKeystore {
         }
         let temp = self.write_temp(value)?;
         let linked = fs::hard_link(&temp, &path);
-        let _ = fs::remove_file(&temp);
+        self.discard_temp(&temp);
         match linked {
             Ok(()) => {
                 self.sync_dir();
