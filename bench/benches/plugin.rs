@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use criterion::{criterion_group, criterion_main, Criterion};
 use keyward::crypto::{Algorithm, StoredKey};
 use keyward::keys::store::Keystore;
-use keyward::plugin::{EngineOptions, Grants, PluginEngine, PluginKeystore, PluginKind, PluginSpec, PoolOptions};
+use keyward::audit::sink::{AuditEvent, AuditSink};
+use keyward::plugin::{
+    EngineOptions, Grants, PluginAuditSink, PluginEngine, PluginKeystore, PluginKind, PluginSpec, PoolOptions,
+};
 
 const CONFIG: &str = r#"{"path":"/data"}"#;
 
@@ -33,7 +36,7 @@ fn bench(c: &mut Criterion) {
     // First load compiles and fills the cache; later loads read the artifact.
     let loaded = engine.load(&spec).unwrap();
     let ks = rt.block_on(PluginKeystore::start(loaded.clone(), CONFIG, PoolOptions::default())).unwrap();
-    assert_eq!(rt.block_on(ks.get("k1")).unwrap(), value);
+    assert_eq!(rt.block_on(ks.get("k1")).unwrap(), *value);
 
     let mut g = c.benchmark_group("keystore_get");
     g.bench_function("fs plugin (wasm)", |b| b.to_async(&rt).iter(|| ks.get("k1")));
@@ -51,6 +54,47 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
     drop(ks);
+
+    // One batch of 256 events (what a sink gets per call under load) through
+    // the bundled audit-file plugin vs appending the same lines natively.
+    let logs = tmp.0.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let events: Vec<AuditEvent> = (0..256).map(sample_event).collect();
+    let bytes = keyward::bundled::find("audit-file").expect("bundled audit-file plugin");
+    let spec = PluginSpec::embedded("audit-file", PluginKind::AuditSink, bytes, Grants::dir(&logs, "/logs"));
+    let loaded = engine.load(&spec).unwrap();
+    let sink = rt
+        .block_on(PluginAuditSink::start(loaded, r#"{"path":"/logs/audit.jsonl"}"#, PoolOptions::default()))
+        .unwrap();
+    let native_path = logs.join("native.jsonl");
+    let mut g = c.benchmark_group("audit_write_256_events");
+    g.throughput(criterion::Throughput::Elements(events.len() as u64));
+    g.bench_function("audit-file plugin (wasm)", |b| b.to_async(&rt).iter(|| sink.write(&events)));
+    g.bench_function("native append", |b| b.iter(|| append_natively(&native_path, &events)));
+    g.finish();
+}
+
+fn sample_event(i: usize) -> AuditEvent {
+    keyward::audit::event(
+        "2026-11-23T12:00:00.123456Z".into(),
+        Some("127.0.0.1".into()),
+        format!("/v1/key/encrypt/bench-{i}"),
+        Some("3f7c0a1b2d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8".into()),
+        200,
+        std::time::Duration::from_micros(42),
+    )
+}
+
+/// What the plugin does, natively: open for append, one write of the batch.
+fn append_natively(path: &std::path::Path, events: &[AuditEvent]) {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(events.iter().map(|e| e.json.len() + 1).sum());
+    for e in events {
+        out.extend_from_slice(e.json.as_bytes());
+        out.push(b'\n');
+    }
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    file.write_all(&out).unwrap();
 }
 
 criterion_group!(benches, bench);

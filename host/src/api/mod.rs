@@ -25,6 +25,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::state::State;
 use crate::tls::IdentityError;
@@ -243,15 +244,15 @@ pub async fn serve<B: RequestBody>(state: Arc<State>, peer: Arc<Peer>, req: Requ
     let start = Instant::now();
     let received = time::OffsetDateTime::now_utc();
     state.metrics.request_active.inc();
-    let raw_path = req.uri().path().to_string();
-    let path = match percent_encoding::percent_decode_str(&raw_path).decode_utf8() {
+    let path = match percent_encoding::percent_decode_str(req.uri().path()).decode_utf8() {
         Ok(p) => p.into_owned(),
-        Err(_) => raw_path.clone(),
+        Err(_) => req.uri().path().to_string(),
     };
+    // Attached with `instrument`, not entered: an entered span guard held
+    // across an await would tag whatever else runs on this thread meanwhile.
     let span = tracing::debug_span!("request", method = %req.method(), path = %path);
+    let (identity, result) = route(&state, &peer, &path, req).instrument(span.clone()).await;
     let _enter = span.enter();
-
-    let (identity, result) = route(&state, &peer, &path, req).await;
     let reply = match result {
         Ok(r) => r,
         Err(e) => {
@@ -267,7 +268,7 @@ pub async fn serve<B: RequestBody>(state: Arc<State>, peer: Arc<Peer>, req: Requ
     state.metrics.observe(status, elapsed.as_secs_f64());
     if state.audit.wanted() {
         let time = received.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-        state.audit.record(crate::audit::event(time, peer.ip.clone(), &path, identity.as_deref(), status, elapsed));
+        state.audit.record(crate::audit::event(time, peer.ip.clone(), path, identity, status, elapsed));
     }
     tracing::debug!(status, micros = elapsed.as_micros() as u64, "served");
     Ok(reply)

@@ -60,26 +60,18 @@ struct ResponsePart {
 pub fn event(
     time: String,
     ip: Option<String>,
-    path: &str,
-    identity: Option<&str>,
+    path: String,
+    identity: Option<String>,
     status: u16,
     duration: Duration,
 ) -> AuditEvent {
     let json = serde_json::to_string(&Line {
         time: &time,
-        request: RequestPart { ip: ip.as_deref(), path, identity },
+        request: RequestPart { ip: ip.as_deref(), path: &path, identity: identity.as_deref() },
         response: ResponsePart { code: status, time: duration.as_micros() as u64 * 1000 },
     })
     .unwrap_or_default();
-    AuditEvent {
-        time,
-        ip,
-        path: path.to_string(),
-        identity: identity.map(str::to_string),
-        status,
-        duration_us: duration.as_micros() as u64,
-        json,
-    }
+    AuditEvent { time, ip, path, identity, status, duration_us: duration.as_micros() as u64, json }
 }
 
 /// A named sink with its queue and the task writing to it.
@@ -227,8 +219,8 @@ mod tests {
         let e = event(
             "2024-01-01T00:00:00Z".into(),
             Some("127.0.0.1".into()),
-            "/v1/key/create/k",
-            Some("ab"),
+            "/v1/key/create/k".into(),
+            Some("ab".into()),
             200,
             Duration::from_millis(3),
         );
@@ -265,7 +257,7 @@ mod tests {
         log.set_sinks(vec![("c".into(), collect.clone()), ("stuck".into(), Arc::new(Stuck))]);
         let n = 20_000;
         for i in 0..n {
-            log.record(event(String::new(), None, &format!("/{i}"), None, 200, Duration::ZERO));
+            log.record(event(String::new(), None, format!("/{i}"), None, 200, Duration::ZERO));
             // Paced at ~500k events/s, far beyond what HTTPS requests can
             // produce, yet slow enough that a sink keeping up loses nothing
             // while the writer lingers.
@@ -290,7 +282,7 @@ mod tests {
         let collect = Arc::new(Collect(Mutex::new(Vec::new())));
         log.set_sinks(vec![("c".into(), collect.clone())]);
         for i in 0..100 {
-            log.record(event(String::new(), None, &format!("/{i}"), None, 200, Duration::ZERO));
+            log.record(event(String::new(), None, format!("/{i}"), None, 200, Duration::ZERO));
         }
         // Nothing written yet: the writer is still lingering.
         log.flush_and_close().await;
@@ -312,7 +304,7 @@ mod tests {
         let batches = Arc::new(Batches(Mutex::new(Vec::new())));
         log.set_sinks(vec![("b".into(), batches.clone())]);
         for i in 0..50 {
-            log.record(event(String::new(), None, &format!("/{i}"), None, 200, Duration::ZERO));
+            log.record(event(String::new(), None, format!("/{i}"), None, 200, Duration::ZERO));
             // Each event is seen by the writer on its own, as with requests
             // arriving one by one.
             tokio::task::yield_now().await;

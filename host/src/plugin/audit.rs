@@ -93,15 +93,15 @@ impl PluginAuditSink {
     }
 }
 
-fn to_wit(e: &AuditEvent) -> WitEvent {
+fn to_wit(e: &AuditEvent) -> WitEvent<'_> {
     WitEvent {
-        time: e.time.clone(),
-        ip: e.ip.clone(),
-        path: e.path.clone(),
-        identity: e.identity.clone(),
+        time: &e.time,
+        ip: e.ip.as_deref(),
+        path: &e.path,
+        identity: e.identity.as_deref(),
         status: e.status,
         duration_us: e.duration_us,
-        json: e.json.clone(),
+        json: &e.json,
     }
 }
 
