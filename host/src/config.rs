@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 /// Why a configuration could not be loaded. Each message names the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,39 @@ pub enum ConfigError {
     MissingEnv { key: String, var: String },
     #[error("config: '{key}': {message}")]
     Invalid { key: String, message: String },
+}
+
+/// A secret setting (`tls.password`): wiped from memory when dropped, and
+/// never shown by `Debug`, so printing settings or a parsed file (in a log
+/// line, a panic message, a test failure) cannot leak it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(Zeroizing::new(value))
+    }
+
+    /// The secret text, for the one place that needs it (decrypting the key).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -66,7 +100,7 @@ pub struct AdminSection {
 pub struct TlsSection {
     pub key: String,
     pub cert: String,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub ca: Option<String>,
     pub auth: Option<String>,
 }
@@ -154,13 +188,21 @@ pub struct LimitsSection {
 /// KES only expands a scalar that is entirely `${VAR}`; we accept references
 /// anywhere in a string, which is a superset. `$` not followed by `{` is literal.
 pub fn expand_env(key: &str, value: &str) -> Result<String, ConfigError> {
+    expand_env_shown(key, value, true)
+}
+
+/// [`expand_env`]; `show = false` keeps `value` out of error messages.
+fn expand_env_shown(key: &str, value: &str, show: bool) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
-            return Err(invalid(key, format!("unterminated '${{' in '{value}'")));
+            return Err(invalid(
+                key,
+                if show { format!("unterminated '${{' in '{value}'") } else { "unterminated '${'".to_string() },
+            ));
         };
         let var = &after[..end];
         if var.is_empty() {
@@ -190,6 +232,17 @@ fn expand_opt(key: &str, value: &mut Option<String>) -> Result<(), ConfigError> 
     }
 }
 
+/// Expands `${VAR}` in a secret without echoing it in an error, replacing
+/// the whole [`Secret`] so the unexpanded text is wiped on drop.
+fn expand_secret(key: &str, value: &mut Option<Secret>) -> Result<(), ConfigError> {
+    if let Some(v) = value {
+        if v.expose().contains("${") {
+            *v = Secret::new(expand_env_shown(key, v.expose(), false)?);
+        }
+    }
+    Ok(())
+}
+
 fn expand_table(key: &str, table: &mut toml::Table) -> Result<(), ConfigError> {
     for (k, v) in table.iter_mut() {
         expand_value(&format!("{key}.{k}"), v)?;
@@ -214,16 +267,16 @@ fn expand_value(key: &str, value: &mut toml::Value) -> Result<(), ConfigError> {
 impl File {
     /// Parses TOML text. Unknown keys and wrong types are errors naming line and key.
     pub fn parse(path: &Path, text: &str) -> Result<File, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })
+        toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax { path: path.to_path_buf(), message: render_toml_error(text, &e) })
     }
 
     /// Reads and parses a config file, then expands `${VAR}` references.
     pub fn load(path: &Path) -> Result<File, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        // The text holds `tls.password` (unless it comes from `${VAR}`): wiped on drop.
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?,
+        );
         let mut file = File::parse(path, &text)?;
         file.expand_env()?;
         Ok(file)
@@ -238,7 +291,7 @@ impl File {
         if let Some(tls) = &mut self.tls {
             expand_in_place("tls.key", &mut tls.key)?;
             expand_in_place("tls.cert", &mut tls.cert)?;
-            expand_opt("tls.password", &mut tls.password)?;
+            expand_secret("tls.password", &mut tls.password)?;
             expand_opt("tls.ca", &mut tls.ca)?;
             expand_opt("tls.auth", &mut tls.auth)?;
         }
@@ -285,6 +338,88 @@ impl File {
     }
 }
 
+/// Whether a TOML key names something secret, whose value an error message
+/// must not quote. `password` is the only such key keyward itself reads;
+/// `secret` and `token` cover plugin tables (`[keystore.config]`, `[audit.config]`).
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "token"].iter().any(|word| key.contains(word))
+}
+
+/// Whether line `line` (0-based) of `text` belongs to a statement that sets a
+/// secret key. A line inside a multi-line string (`"""`, `'''`) belongs to
+/// the statement that opened it, even if it contains `=`; any other line
+/// without `=` continues the statement above (a multi-line array).
+fn on_secret_line(text: &str, line: usize) -> bool {
+    let mut secret = false;
+    let mut open: Option<&str> = None;
+    for l in text.split('\n').take(line + 1) {
+        if let Some(delim) = open {
+            if l.contains(delim) {
+                open = None;
+            }
+            continue;
+        }
+        if let Some((key, value)) = l.split_once('=') {
+            secret = is_secret_key(key);
+            let value = value.trim_start();
+            open = ["\"\"\"", "'''"].into_iter().find(|d| value.starts_with(d) && value.matches(d).count() == 1);
+        }
+    }
+    secret
+}
+
+/// A TOML error as text. The toml crate quotes the offending source line
+/// (and a type error quotes the value); when that line sets a secret key the
+/// quote is left out and values in backticks are replaced, so a typo next to
+/// `password = "…"` cannot print the password to the terminal or a log.
+fn render_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return e.to_string().trim_end().to_string();
+    };
+    let start = span.start.min(text.len());
+    let before = &text.as_bytes()[..start];
+    let line = before.iter().filter(|&&b| b == b'\n').count();
+    if !on_secret_line(text, line) {
+        return e.to_string().trim_end().to_string();
+    }
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    format!(
+        "TOML parse error at line {}, column {column} (the line is not shown: it sets a secret)\n{}",
+        line + 1,
+        redact_quoted(e.message())
+    )
+}
+
+/// Whether a `` `…` `` quote in a toml error message is safe to keep on a
+/// secret line: a single character (the parser's hints, expected `` `"` ``) or
+/// a key name (unknown field `` `passwrd` ``, expected one of `` `key` ``…).
+/// A string value is never quoted in these messages (a secret is read as a
+/// string, so only a non-string can be a type error), and the only non-string
+/// TOML values that look like a key are `true`, `false`, `inf` and `nan`.
+fn harmless_quote(quote: &str) -> bool {
+    let key_like = quote.starts_with(|c: char| c.is_ascii_alphabetic())
+        && quote.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && !["true", "false", "inf", "nan"].contains(&quote);
+    quote.chars().count() <= 1 || key_like
+}
+
+/// Replaces every `` `…` `` quote in `message` that could be a value with `` `<redacted>` ``.
+fn redact_quoted(message: &str) -> String {
+    let parts: Vec<&str> = message.split('`').collect();
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        // Odd parts lie between a pair of backticks (an unpaired last one is not a quote).
+        let quoted = i % 2 == 1 && i + 1 < parts.len();
+        out.push_str(if quoted && !harmless_quote(part) { "<redacted>" } else { part });
+    }
+    out
+}
+
 /// Parses a duration such as `5m`, `30s`, `1h30m`, `250ms` or `0`.
 pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
     let v = value.trim();
@@ -321,7 +456,8 @@ pub struct LogSettings {
 pub struct TlsSettings {
     pub key: PathBuf,
     pub cert: PathBuf,
-    pub password: Option<String>,
+    /// For a PKCS#8-encrypted `key`.
+    pub password: Option<Secret>,
     pub ca: Option<PathBuf>,
     pub auth: ClientAuth,
 }
@@ -785,5 +921,75 @@ mod tests {
         let ks = s.keystore.unwrap();
         assert_eq!(ks.plugin, "fs");
         assert_eq!(ks.config_json, r#"{"path":"/data"}"#);
+    }
+
+    const PW: &str = "hunter2-xyz";
+
+    #[test]
+    fn password_is_redacted_in_debug_output() {
+        let text = format!("{}password = \"{PW}\"\n", minimal());
+        let file = File::parse(Path::new("t.toml"), &text).unwrap();
+        let shown = format!("{file:?}");
+        assert!(!shown.contains(PW) && shown.contains("<redacted>"), "{shown}");
+        let s = Settings::from_file(file).unwrap();
+        assert_eq!(s.tls.password.as_ref().map(Secret::expose), Some(PW));
+        for shown in [format!("{s:?}"), format!("{s:#?}"), format!("{:?}", s.tls)] {
+            assert!(!shown.contains(PW) && shown.contains("<redacted>"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn password_from_env_is_expanded_and_never_echoed() {
+        std::env::set_var("KEYWARD_TEST_TLS_PW", PW);
+        let text = format!("{}password = \"${{KEYWARD_TEST_TLS_PW}}\"\n", minimal());
+        assert_eq!(parse(&text).unwrap().tls.password.as_ref().map(Secret::expose), Some(PW));
+        let text = format!("{}password = \"{PW}${{oops\"\n", minimal());
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("tls.password") && !err.contains(PW), "{err}");
+    }
+
+    #[test]
+    fn toml_errors_on_a_secret_line_do_not_show_the_value() {
+        let tls = minimal();
+        for (what, text, line) in [
+            ("unterminated string", format!("{tls}password = \"{PW}\n"), 6),
+            ("bare value", format!("{tls}password = {PW}\n"), 6),
+            ("not a string", format!("{tls}password = 4242424242\n"), 6),
+            ("trailing junk", format!("{tls}password = \"{PW}\" {PW}\n"), 6),
+            ("quoted key", format!("{tls}\"password\" = {PW}\n"), 6),
+            ("unterminated multi-line string", format!("{tls}password = \"\"\"{PW}\nmore-{PW}\n"), 0),
+            ("multi-line string with =", format!("{tls}password = '''\n{PW}\na={PW}\n'''x\n"), 9),
+            ("inside a multi-line string", format!("{tls}password = \"\"\"\na={PW}\\q\n\"\"\"\n"), 7),
+            ("plugin token", format!("{tls}[keystore]\nplugin = \"x\"\n[keystore.config]\napi_token = \"{PW}\n"), 9),
+        ] {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(!err.contains("hunter2") && !err.contains("4242424242"), "{what}: {err}");
+            assert!(err.contains("TOML parse error at line"), "{what}: {err}");
+            if line > 0 {
+                assert!(err.contains(&format!("line {line},")), "{what}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn toml_errors_elsewhere_keep_the_source_line() {
+        let text = format!("{}[cache.expiry]\nany = \"5m\"\nsometimes = \"1s\"\n", minimal());
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("8 | sometimes = \"1s\""), "{err}");
+        // The statement after a multi-line secret is shown again.
+        let text = format!("{}password = \"\"\"\n{PW}\n\"\"\"\nca = 5\n", minimal());
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("9 | ca = 5") && !err.contains(PW), "{err}");
+    }
+
+    #[test]
+    fn quoted_values_are_redacted_and_key_names_kept() {
+        assert_eq!(
+            redact_quoted("invalid type: integer `42`, expected a string"),
+            "invalid type: integer `<redacted>`, expected a string"
+        );
+        assert_eq!(redact_quoted("unknown field `pasword`, expected `key`"), "unknown field `pasword`, expected `key`");
+        assert_eq!(redact_quoted("expected `\"`, found `true`"), "expected `\"`, found `<redacted>`");
+        assert_eq!(redact_quoted("odd ` quote"), "odd ` quote");
     }
 }

@@ -179,7 +179,7 @@ pub fn load_key(path: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'st
 pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs(&settings.cert)
         .map_err(|message| TlsError::Cert { path: settings.cert.display().to_string(), message })?;
-    let key = load_key(&settings.key, settings.password.as_deref())
+    let key = load_key(&settings.key, settings.password.as_ref().map(|p| p.expose()))
         .map_err(|message| TlsError::Key { path: settings.key.display().to_string(), message })?;
     let provider = provider();
     let verifier: Arc<dyn ClientCertVerifier> = match (settings.auth, &settings.ca) {

@@ -520,7 +520,7 @@ fn config_import_converts_every_section() {
     assert_eq!(s.admin, Admin::Identity("3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22".into()));
     assert_eq!(s.tls.key, Path::new("./server.key"));
     assert_eq!(s.tls.cert, Path::new("./server.cert"));
-    assert_eq!(s.tls.password.as_deref(), Some("s3cret"));
+    assert_eq!(s.tls.password.as_ref().map(|p| p.expose()), Some("s3cret"));
     assert_eq!(s.tls.ca.as_deref(), Some(Path::new("./ca.pem")));
     assert_eq!(s.tls.auth, ClientAuth::Verify);
     assert_eq!(s.cache.any, Duration::from_secs(300));
