@@ -451,7 +451,10 @@ fn init_tracing(enabled: bool) {
     } else {
         tracing_subscriber::EnvFilter::new("off")
     };
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colour escapes only for a terminal: piped into a file or journald they
+    // would be noise in every line (and break grep).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
 async fn run_server(args: crate::cli::ServerArgs) -> Result<(), String> {

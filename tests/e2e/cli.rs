@@ -324,6 +324,29 @@ fn dev_banner_credentials_drive_policy_identity_status_metrics_and_logs() {
     assert!(still_running, "log error exited: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Server log lines written to a file (not a terminal) carry no ANSI colour
+/// escapes, and the dev directory's name is not guessable from the pid.
+#[test]
+fn dev_server_logs_are_plain_text_and_its_directory_name_is_random() {
+    let s = DevServer::start();
+    let log = s._dir.0.join("stderr.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("listening") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no 'listening' log line:\n{text}");
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    assert!(!text.contains('\x1b'), "colour escapes in a log file: {text:?}");
+    let dir = Path::new(&s.key).parent().unwrap();
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    assert_ne!(name, format!("keyward-dev-{}", s.child.id()), "{}", dir.display());
+    let suffix = name.strip_prefix("keyward-dev-").unwrap_or_else(|| panic!("{name}"));
+    assert!(suffix.len() >= 16 && suffix.bytes().all(|b| b.is_ascii_hexdigit()), "{name}");
+}
+
 #[test]
 fn banner_examples_work_exactly_as_printed() {
     let s = DevServer::start();
