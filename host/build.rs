@@ -58,52 +58,86 @@ fn main() {
 /// Runs `cargo build --release --target wasm32-wasip2` on the plugins
 /// workspace, in a target directory of its own (so it never waits on the
 /// outer build's lock) that is shared by every profile of the host.
+///
+/// The result is byte-for-byte reproducible: the same sources and toolchain
+/// give the same components (and so the same sha256 pins in
+/// `examples/plugins.toml`) whatever the checkout path, target directory,
+/// `CARGO_HOME` or the outer build's settings. `tests/plugin/examples.rs`
+/// holds the pins to that.
 fn build_plugins(root: &Path) -> PathBuf {
     let target_dir =
         std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target")).join("plugins");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // --locked: the committed plugins/Cargo.lock decides every dependency
+    // version; a lock file out of date with the manifests is an error rather
+    // than a silently different (and differently pinned) build.
     cmd.current_dir(root.join("plugins"))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args(["build", "--locked", "--release", "--target", "wasm32-wasip2", "--target-dir"])
         .arg(&target_dir);
     for name in BUNDLED.iter().map(|(n, _)| *n).chain(FIXTURES.iter().copied()) {
         cmd.args(["-p", name]);
     }
-    // The outer build's settings are for the host target, not wasm.
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_PROFILE_RELEASE_DEBUG",
-    ] {
-        cmd.env_remove(var);
+    // The outer build's settings are for the host, not for wasm, and must not
+    // change the components: its flags, wrappers, profile overrides
+    // (CARGO_PROFILE_RELEASE_LTO=...), build and target settings, and the
+    // variables cargo sets for the host's own build script.
+    for (var, _) in std::env::vars_os() {
+        let Some(name) = var.to_str() else { continue };
+        if SCRUBBED_PREFIXES.iter().any(|p| name.starts_with(p)) || SCRUBBED.contains(&name) {
+            cmd.env_remove(&var);
+        }
     }
-    // Reproducible components: paths end up in panic messages, so map the
-    // checkout, the target dir and cargo's home to fixed names. The same
-    // sources then give the same bytes (and so the same sha256 pin) wherever
-    // they are built.
-    cmd.env("CARGO_ENCODED_RUSTFLAGS", remap_flags(root, &target_dir).join("\x1f"));
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    // Paths reach the components through panic locations (file!() of the
+    // registry crates, `/cargo/registry/src/...`); map them to fixed names.
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", remap_flags(root, &target_dir, cargo_home.as_deref()).join("\x1f"));
     let status = cmd.status().unwrap_or_else(|e| panic!("cannot run cargo for the plugins: {e}"));
     if !status.success() {
-        panic!("building the first-party plugins failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)");
+        panic!(
+            "building the first-party plugins failed (is the wasm32-wasip2 target installed? `rustup target add \
+             wasm32-wasip2`; after changing a plugin's dependencies, update plugins/Cargo.lock with `cargo update \
+             --workspace` in plugins/)"
+        );
     }
     target_dir.join("wasm32-wasip2").join("release")
 }
 
-/// `--remap-path-prefix` flags for a build in `root` with `target_dir`.
-pub fn remap_flags(root: &Path, target_dir: &Path) -> Vec<String> {
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
-    let mut flags = vec![
-        format!("--remap-path-prefix={}=/target", target_dir.display()),
-        format!("--remap-path-prefix={}=/keyward", root.display()),
-    ];
-    if let Some(home) = cargo_home {
-        flags.push(format!("--remap-path-prefix={}=/cargo", home.display()));
+/// Environment variables removed from the nested cargo's environment, by
+/// prefix and by name (see `build_plugins`).
+const SCRUBBED_PREFIXES: &[&str] =
+    &["CARGO_PROFILE_", "CARGO_BUILD_", "CARGO_TARGET_", "CARGO_CFG_", "CARGO_FEATURE_", "CARGO_PKG_"];
+const SCRUBBED: &[&str] = &[
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "CARGO_INCREMENTAL",
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_PRIMARY_PACKAGE",
+    "OUT_DIR",
+];
+
+/// `--remap-path-prefix` flags mapping the checkout to `/keyward`, cargo's
+/// home to `/cargo` and the target dir to `/target`, each both as given and
+/// with symlinks resolved. rustc applies the *last* flag that matches a path,
+/// so they are ordered from the shortest prefix to the longest: a target dir
+/// inside the checkout (the default) maps to `/target/...`, as one elsewhere
+/// does, not to `/keyward/target/...`.
+fn remap_flags(root: &Path, target_dir: &Path, cargo_home: Option<&Path>) -> Vec<String> {
+    let _ = std::fs::create_dir_all(target_dir);
+    let mut maps: Vec<(PathBuf, &str)> = Vec::new();
+    for (path, to) in [(Some(root), "/keyward"), (cargo_home, "/cargo"), (Some(target_dir), "/target")] {
+        let Some(path) = path else { continue };
+        for p in [path.to_path_buf(), std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())] {
+            if !maps.iter().any(|(q, _)| *q == p) {
+                maps.push((p, to));
+            }
+        }
     }
-    flags
+    maps.sort_by_key(|(p, _)| p.components().count());
+    maps.iter().map(|(p, to)| format!("--remap-path-prefix={}={to}", p.display())).collect()
 }
