@@ -257,6 +257,7 @@ fn validate_entry(raw: RawEntry, base: &Path) -> Result<ManifestEntry, String> {
     if raw.path.as_os_str().is_empty() {
         return Err("path is empty".into());
     }
+    check_no_control("path", &raw.path.to_string_lossy())?;
     let sha256 = match raw.sha256 {
         None => None,
         Some(s) => {
@@ -269,23 +270,23 @@ fn validate_entry(raw: RawEntry, base: &Path) -> Result<ManifestEntry, String> {
     };
     let mut grants = raw.grants;
     let mut guests = HashSet::new();
-    for dir in &mut grants.dirs {
+    for (i, dir) in grants.dirs.iter_mut().enumerate() {
+        let key = format!("grants.dirs[{i}]");
         if dir.host.as_os_str().is_empty() {
-            return Err("grants.dirs: host is empty".into());
+            return Err(format!("{key}.host is empty"));
         }
+        check_no_control(&format!("{key}.host"), &dir.host.to_string_lossy())?;
         dir.host = resolve(base, &dir.host);
-        check_guest_path(&dir.guest)?;
+        check_guest_path(&format!("{key}.guest"), &dir.guest)?;
         if !guests.insert(dir.guest.clone()) {
-            return Err(format!("grants.dirs: guest path {:?} is granted twice", dir.guest));
+            return Err(format!("{key}.guest: {:?} is granted twice", dir.guest));
         }
     }
-    for var in &grants.env {
-        if var.is_empty() || var.contains('=') || var.contains('\0') {
-            return Err(format!("grants.env: {var:?} is not an environment variable name"));
-        }
+    for (i, var) in grants.env.iter().enumerate() {
+        check_env_name(var).map_err(|m| format!("grants.env[{i}]: {var:?} {m}"))?;
     }
-    for host in &grants.hosts {
-        check_http_origin(host).map_err(|m| format!("grants.hosts: {host:?}: {m}"))?;
+    for (i, host) in grants.hosts.iter().enumerate() {
+        check_http_origin(host).map_err(|m| format!("grants.hosts[{i}]: {host:?}: {m}"))?;
     }
     let limits = Limits {
         memory: match raw.limits.memory {
@@ -332,14 +333,45 @@ fn check_plugin_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_guest_path(guest: &str) -> Result<(), String> {
+/// Refuses control characters (NUL included) in a path from the manifest:
+/// they are never meant, they make messages and logs misleading, and a NUL
+/// would only be refused by the OS much later, when an instance is built.
+fn check_no_control(key: &str, value: &str) -> Result<(), String> {
+    match value.chars().find(|c| c.is_control()) {
+        Some(c) => Err(format!("{key}: {value:?} contains the control character {c:?}")),
+        None => Ok(()),
+    }
+}
+
+/// A guest path is the name the plugin sees for a preopen. It must be one
+/// plain absolute spelling (no `//`, `.`, `..` or trailing `/`), so that two
+/// grants cannot name the same guest directory differently.
+fn check_guest_path(key: &str, guest: &str) -> Result<(), String> {
+    check_no_control(key, guest)?;
     if !guest.starts_with('/') {
-        return Err(format!("grants.dirs: guest path {guest:?} must be absolute (e.g. \"/data\")"));
+        return Err(format!("{key}: {guest:?} must be absolute (e.g. \"/data\")"));
     }
     if guest.split('/').any(|c| c == "..") {
-        return Err(format!("grants.dirs: guest path {guest:?} must not contain \"..\""));
+        return Err(format!("{key}: {guest:?} must not contain \"..\""));
+    }
+    if guest != "/" && guest[1..].split('/').any(|c| c.is_empty() || c == ".") {
+        return Err(format!(
+            "{key}: {guest:?} must be a plain absolute path like \"/data\" (no \"//\", \".\" or trailing '/')"
+        ));
     }
     Ok(())
+}
+
+/// Environment names are passed to `std::env::var` and into the plugin: only
+/// the portable shell spelling (letters, digits, `_`, not starting with a
+/// digit) is accepted, which also rules out `=`, NUL and spaces.
+fn check_env_name(name: &str) -> Result<(), &'static str> {
+    let portable = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    match name.bytes().next() {
+        None => Err("is empty"),
+        Some(first) if portable && !first.is_ascii_digit() => Ok(()),
+        Some(_) => Err("is not an environment variable name (letters, digits and '_', not starting with a digit)"),
+    }
 }
 
 /// Accepts `http(s)://host[:port]` with nothing after the authority: grants
@@ -353,19 +385,33 @@ fn check_http_origin(origin: &str) -> Result<(), String> {
     if authority.is_empty() {
         return Err("has no host".into());
     }
-    if authority.contains(['/', '?', '#', '@', ' ']) {
+    if authority.contains(['/', '?', '#', '@']) {
         return Err("must be scheme://host[:port] with no path, query or credentials".into());
     }
-    let port = if let Some(bracketed) = authority.strip_prefix('[') {
+    if let Some(c) = authority.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("contains {c:?}, which cannot be part of a host"));
+    }
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
         // IPv6 literal: `[addr]` or `[addr]:port`.
-        let (_, after) = bracketed.split_once(']').ok_or("unclosed '[' in IPv6 address")?;
+        let (addr, after) = bracketed.split_once(']').ok_or("unclosed '[' in IPv6 address")?;
+        addr.parse::<std::net::Ipv6Addr>().map_err(|_| format!("[{addr}] is not an IPv6 address"))?;
         match after {
-            "" => None,
-            p => Some(p.strip_prefix(':').ok_or("unexpected text after ']'")?),
+            "" => (addr, None),
+            p => (addr, Some(p.strip_prefix(':').ok_or("unexpected text after ']'")?)),
         }
     } else {
-        authority.split_once(':').map(|(_, p)| p)
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
     };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    // A DNS name or an IPv4 address; `_` is not DNS but occurs in internal names.
+    if !authority.starts_with('[') && !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
+        return Err(format!("host {host:?} may only contain ASCII letters, digits, '-', '.' and '_'"));
+    }
     if let Some(port) = port {
         port.parse::<u16>().map_err(|_| format!("port {port:?} is not a number 0-65535"))?;
     }
@@ -499,5 +545,61 @@ path = "/opt/audit_file.wasm"
         assert!(check_http_origin("https://x/path").is_err());
         assert!(check_http_origin("https://x:notaport").is_err());
         assert!(check_http_origin("https://").is_err());
+    }
+
+    /// Odd characters in grants are refused at load, with a message naming
+    /// the plugin and the exact key (and showing the character escaped).
+    #[test]
+    fn odd_characters_in_grants_are_refused_naming_the_key() {
+        for (body, key) in [
+            (r#"dirs = [{ host = "/var/k\u0000eys", guest = "/data" }]"#, "grants.dirs[0].host"),
+            (r#"dirs = [{ host = "/var/keys\n", guest = "/data" }]"#, "grants.dirs[0].host"),
+            (r#"dirs = [{ host = "", guest = "/data" }]"#, "grants.dirs[0].host"),
+            (
+                r#"dirs = [{ host = "/a", guest = "/a" }, { host = "/b", guest = "/da\u0000ta" }]"#,
+                "grants.dirs[1].guest",
+            ),
+            (r#"dirs = [{ host = "/a", guest = "/data\t" }]"#, "grants.dirs[0].guest"),
+            (r#"dirs = [{ host = "/a", guest = "/data/" }]"#, "grants.dirs[0].guest"),
+            (r#"dirs = [{ host = "/a", guest = "//data" }]"#, "grants.dirs[0].guest"),
+            (r#"dirs = [{ host = "/a", guest = "/./data" }]"#, "grants.dirs[0].guest"),
+            (r#"dirs = [{ host = "/a", guest = "/x/../data" }]"#, "grants.dirs[0].guest"),
+            (r#"dirs = [{ host = "/a", guest = "/d" }, { host = "/b", guest = "/d" }]"#, "grants.dirs[1].guest"),
+            (r#"env = ["OK", "BAD\u0000NAME"]"#, "grants.env[1]"),
+            (r#"env = [""]"#, "grants.env[0]"),
+            (r#"env = ["WITH SPACE"]"#, "grants.env[0]"),
+            (r#"env = ["A=B"]"#, "grants.env[0]"),
+            (r#"env = ["1ST"]"#, "grants.env[0]"),
+            (r#"env = ["PATH\n"]"#, "grants.env[0]"),
+            (r#"hosts = ["https://ok.example", "https://ev\u0000il.example"]"#, "grants.hosts[1]"),
+            (r#"hosts = ["https://evil.example\r\nX-Injected: 1"]"#, "grants.hosts[0]"),
+            (r#"hosts = ["https://a b"]"#, "grants.hosts[0]"),
+            (r#"hosts = ["https://:8200"]"#, "grants.hosts[0]"),
+            (r#"hosts = ["https://[not-v6]:8200"]"#, "grants.hosts[0]"),
+            (r#"hosts = ["https://bad%host"]"#, "grants.hosts[0]"),
+        ] {
+            let text =
+                format!("[[plugin]]\nname = \"p1\"\nkind = \"keystore\"\npath = \"a.wasm\"\n[plugin.grants]\n{body}\n");
+            let msg = parse(&text).unwrap_err().to_string();
+            assert!(msg.contains("\"p1\"") && msg.contains(key), "{body}: {msg}");
+            assert!(!msg.contains('\0') && !msg.contains('\n') && !msg.contains('\r'), "unescaped: {msg:?}");
+        }
+        let text = "[[plugin]]\nname = \"p1\"\nkind = \"keystore\"\npath = \"a\\u0000.wasm\"\n";
+        assert!(parse(text).unwrap_err().to_string().contains("path"));
+    }
+
+    #[test]
+    fn ordinary_grants_are_accepted() {
+        let text = r#"[[plugin]]
+name = "p1"
+kind = "keystore"
+path = "a.wasm"
+[plugin.grants]
+dirs = [{ host = "/var/lib/key ward", guest = "/" }, { host = "k", guest = "/data/keys-2" }]
+env = ["ETCD_TOKEN", "_x", "a1"]
+hosts = ["https://vault.internal:8200", "http://10.0.0.1", "https://[::1]:2379", "https://etcd_1.svc/"]
+"#;
+        let m = parse(text).unwrap();
+        assert_eq!(m.plugins[0].grants.dirs.len(), 2);
     }
 }
