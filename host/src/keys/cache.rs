@@ -95,8 +95,11 @@ pub enum Eviction {
 }
 
 impl ExpiryClock {
+    /// Deadlines use `checked_add`: the durations come from the config, and
+    /// one too large for the clock (`any = "300000000000y"`) must mean
+    /// "never", not a panic in `Instant + Duration`.
     pub fn new(settings: CacheSettings, now: Instant) -> Self {
-        let at = |d: Duration| (!d.is_zero()).then(|| now + d);
+        let at = |d: Duration| if d.is_zero() { None } else { now.checked_add(d) };
         ExpiryClock { settings, next_any: at(settings.any), next_unused: at(settings.unused / 2), offline_since: None }
     }
 
@@ -133,13 +136,13 @@ impl ExpiryClock {
         let mut action = Eviction::None;
         if let Some(at) = self.next_unused {
             if now >= at {
-                self.next_unused = Some(now + self.settings.unused / 2);
+                self.next_unused = now.checked_add(self.settings.unused / 2);
                 action = Eviction::Unused;
             }
         }
         if let Some(at) = self.next_any {
             if now >= at {
-                self.next_any = Some(now + self.settings.any);
+                self.next_any = now.checked_add(self.settings.any);
                 action = Eviction::All;
             }
         }
@@ -209,5 +212,19 @@ mod tests {
         let t0 = Instant::now();
         let mut clock = ExpiryClock::new(settings(0, 0, 0), t0);
         assert_eq!(clock.tick(t0 + Duration::from_secs(100_000)), Eviction::None);
+    }
+
+    /// A duration the clock cannot add (accepted by the config parser) means
+    /// "never"; a merely huge one works; neither panics.
+    #[test]
+    fn durations_beyond_the_clock_never_fire_and_never_panic() {
+        let t0 = Instant::now();
+        let huge = crate::config::parse_duration("cache.expiry.any", "300000000000y").unwrap();
+        let mut clock = ExpiryClock::new(CacheSettings { any: huge, unused: Duration::MAX, offline: huge }, t0);
+        clock.set_online(false, t0);
+        assert_eq!(clock.tick(t0 + Duration::from_secs(100_000)), Eviction::None);
+        let mut clock = ExpiryClock::new(settings(u64::MAX / 4, 20, 0), t0);
+        assert_eq!(clock.tick(t0 + Duration::from_secs(10)), Eviction::Unused);
+        assert_eq!(clock.tick(t0 + Duration::from_secs(100_000)), Eviction::Unused);
     }
 }
