@@ -152,15 +152,15 @@ const TARGET_KEYWARD: &str = "keyward";
 const TARGET_NOAUDIT: &str = "keyward-noaudit";
 
 /// A server process, killed on drop.
-struct Server {
-    name: String,
-    child: Child,
-    port: u16,
-    dir: PathBuf,
+pub(crate) struct Server {
+    pub name: String,
+    pub child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
 }
 
 impl Server {
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -168,11 +168,11 @@ impl Server {
         format!("https://127.0.0.1:{}", self.port)
     }
 
-    fn addr(&self) -> SocketAddr {
+    pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    fn stderr(&self) -> String {
+    pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
     }
 
@@ -205,23 +205,24 @@ impl Drop for Server {
     }
 }
 
-struct Files {
-    dir: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-    admin_id: String,
-    client_id: String,
+/// Generated certificates and the identities they stand for.
+pub(crate) struct Files {
+    pub dir: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub admin_id: String,
+    pub client_id: String,
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A command for `program`, under `taskset -c cpus` if given. The child gets
 /// SIGTERM if `compare` dies, so no server outlives an interrupted run.
-fn command(program: &Path, cpus: Option<&str>) -> Command {
+pub(crate) fn command(program: &Path, cpus: Option<&str>) -> Command {
     let mut c = match cpus {
         Some(list) => {
             let mut c = Command::new("taskset");
@@ -268,11 +269,11 @@ fn cleanup_on_signal(tmp: PathBuf, keep: bool) {
     });
 }
 
-fn write(path: &Path, contents: &str) -> Result<()> {
+pub(crate) fn write(path: &Path, contents: &str) -> Result<()> {
     std::fs::write(path, contents).with_context(|| format!("write {}", path.display()))
 }
 
-fn make_files(dir: &Path) -> Result<Files> {
+pub(crate) fn make_files(dir: &Path) -> Result<Files> {
     use keyward::dev::self_signed;
     std::fs::create_dir_all(dir)?;
     let (sc, sk) = self_signed("localhost", vec!["localhost".into(), "127.0.0.1".into()], false)?;
@@ -299,19 +300,7 @@ fn make_files(dir: &Path) -> Result<Files> {
 /// cache expiry.
 fn keyward_config(f: &Files, dir: &Path, port: u16, audit: bool, long_cache: bool) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let mut text = format!(
-        "address = \"127.0.0.1:{port}\"\n\
-         [admin]\nidentity = \"{admin}\"\n\
-         [tls]\nkey = \"{key}\"\ncert = \"{cert}\"\n\
-         [log]\nerror = \"on\"\naudit = \"off\"\n\
-         [policy.bench]\nallow = [\"/v1/key/*\"]\nidentities = [\"{client}\"]\n\
-         [keystore]\nplugin = \"fs\"\n[keystore.config]\npath = \"{keys}\"\n",
-        admin = f.admin_id,
-        client = f.client_id,
-        key = f.server_key.display(),
-        cert = f.server_cert.display(),
-        keys = dir.join("keys").display(),
-    );
+    let mut text = base_config(f, port, &["/v1/key/*"], &dir.join("keys"));
     if long_cache {
         text.push_str("[cache.expiry]\nany = \"1h\"\nunused = \"1h\"\n");
     }
@@ -326,11 +315,31 @@ fn keyward_config(f: &Files, dir: &Path, port: u16, audit: bool, long_cache: boo
     Ok(path)
 }
 
+/// What every keyward the benchmarks start has: the address, the admin,
+/// TLS, stdout audit off, the client's policy allowing `allow`, and the `fs`
+/// keystore on `keys`.
+pub(crate) fn base_config(f: &Files, port: u16, allow: &[&str], keys: &Path) -> String {
+    let allow = allow.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        "address = \"127.0.0.1:{port}\"\n\
+         [admin]\nidentity = \"{admin}\"\n\
+         [tls]\nkey = \"{key}\"\ncert = \"{cert}\"\n\
+         [log]\nerror = \"on\"\naudit = \"off\"\n\
+         [policy.bench]\nallow = [{allow}]\nidentities = [\"{client}\"]\n\
+         [keystore]\nplugin = \"fs\"\n[keystore.config]\npath = \"{keys}\"\n",
+        admin = f.admin_id,
+        client = f.client_id,
+        key = f.server_key.display(),
+        cert = f.server_cert.display(),
+        keys = keys.display(),
+    )
+}
+
 fn audit_path(dir: &Path) -> PathBuf {
     dir.join("audit").join("audit.jsonl")
 }
 
-fn spawn_logged(mut cmd: Command, dir: &Path) -> Result<Child> {
+pub(crate) fn spawn_logged(mut cmd: Command, dir: &Path) -> Result<Child> {
     std::fs::create_dir_all(dir)?;
     cmd.current_dir(dir)
         .stdin(Stdio::null())
@@ -444,7 +453,7 @@ impl Ctx {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -457,11 +466,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn mib(kib: u64) -> f64 {
+pub(crate) fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
@@ -524,6 +533,22 @@ fn drain_audit(path: &Path) -> (u64, u64) {
     (lines, bytes.len() as u64)
 }
 
+/// `--keyward`, or the `keyward` binary next to this executable (both are
+/// built into target/release by the same cargo command).
+pub(crate) fn keyward_binary(given: Option<&Path>) -> Result<PathBuf> {
+    let keyward = match given {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe().context("current_exe")?.with_file_name("keyward"),
+    };
+    if !keyward.is_file() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p keyward -p keyward-bench` or pass --keyward",
+            keyward.display()
+        );
+    }
+    Ok(keyward)
+}
+
 pub fn run(mut args: CompareArgs) -> Result<()> {
     if args.quick {
         args.rounds = 1;
@@ -532,16 +557,7 @@ pub fn run(mut args: CompareArgs) -> Result<()> {
         args.startup_runs = 1;
     }
     let exe = std::env::current_exe().context("current_exe")?;
-    let keyward = match &args.keyward {
-        Some(p) => p.clone(),
-        None => exe.with_file_name("keyward"),
-    };
-    if !keyward.is_file() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p keyward -p keyward-bench` or pass --keyward",
-            keyward.display()
-        );
-    }
+    let keyward = keyward_binary(args.keyward.as_deref())?;
     let (server_cpus, client_cpus) = match &args.taskset {
         Some(spec) => {
             let (s, c) =

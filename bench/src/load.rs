@@ -163,17 +163,26 @@ pub struct Report {
     pub machine_cores: Option<f64>,
 }
 
+/// Where requests go and how connections to it are opened; `soak` drives
+/// its own traffic over the same connections.
+pub struct Target {
+    pub connector: TlsConnector,
+    pub addr: SocketAddr,
+    pub server_name: ServerName<'static>,
+    /// The `Host` header of every request.
+    pub authority: String,
+    /// Bound on opening a connection (TCP, TLS and HTTP handshakes) and, in
+    /// `load`, on each request.
+    pub timeout: Duration,
+}
+
 struct Shared {
-    connector: TlsConnector,
-    addr: SocketAddr,
-    server_name: ServerName<'static>,
-    authority: String,
+    target: Target,
     route: Route,
     key_name: String,
     keys: u64,
     body: Bytes,
     path: String,
-    timeout: Duration,
     measure_start: Instant,
     measure_end: Option<Instant>,
     /// Requests-mode budget of measured requests still to send.
@@ -191,30 +200,32 @@ struct WorkerResult {
     last_done: Instant,
 }
 
-type Sender = SendRequest<Full<Bytes>>;
-type Conn =
+pub type Sender = SendRequest<Full<Bytes>>;
+pub type Conn =
     Pin<Box<hyper::client::conn::http1::Connection<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>, Full<Bytes>>>>;
 
-/// Opens a connection. The caller polls the returned connection future in
-/// the same task as it sends (see [`exchange`]), so a request costs no
-/// cross-task wake-ups in the load generator.
-async fn connect(s: &Shared) -> Result<(Sender, Conn)> {
-    tokio::time::timeout(s.timeout, connect_inner(s))
-        .await
-        .map_err(|_| anyhow!("connecting to {} timed out after {:?}", s.addr, s.timeout))?
-}
+impl Target {
+    /// Opens a connection. The caller polls the returned connection future in
+    /// the same task as it sends (see [`exchange`]), so a request costs no
+    /// cross-task wake-ups in the load generator.
+    pub async fn connect(&self) -> Result<(Sender, Conn)> {
+        tokio::time::timeout(self.timeout, self.connect_inner())
+            .await
+            .map_err(|_| anyhow!("connecting to {} timed out after {:?}", self.addr, self.timeout))?
+    }
 
-async fn connect_inner(s: &Shared) -> Result<(Sender, Conn)> {
-    let tcp = TcpStream::connect(s.addr).await.with_context(|| format!("connect {}", s.addr))?;
-    tcp.set_nodelay(true)?;
-    let tls = s.connector.connect(s.server_name.clone(), tcp).await.context("TLS handshake")?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-    Ok((sender, Box::pin(conn)))
+    async fn connect_inner(&self) -> Result<(Sender, Conn)> {
+        let tcp = TcpStream::connect(self.addr).await.with_context(|| format!("connect {}", self.addr))?;
+        tcp.set_nodelay(true)?;
+        let tls = self.connector.connect(self.server_name.clone(), tcp).await.context("TLS handshake")?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        Ok((sender, Box::pin(conn)))
+    }
 }
 
 /// Sends one request while driving its connection; `Err` means the
 /// connection is unusable.
-async fn exchange(sender: &mut Sender, conn: &mut Conn, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes)> {
+pub async fn exchange(sender: &mut Sender, conn: &mut Conn, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes)> {
     tokio::select! {
         biased;
         r = send(sender, req) => r,
@@ -226,8 +237,13 @@ async fn exchange(sender: &mut Sender, conn: &mut Conn, req: Request<Full<Bytes>
 }
 
 fn request(authority: &str, path: &str, body: Bytes) -> Request<Full<Bytes>> {
+    request_with(Method::PUT, authority, path, body)
+}
+
+/// A request with a JSON body (empty for GET and DELETE).
+pub fn request_with(method: Method, authority: &str, path: &str, body: Bytes) -> Request<Full<Bytes>> {
     Request::builder()
-        .method(Method::PUT)
+        .method(method)
         .uri(path)
         .header(http::header::HOST, authority)
         .header(http::header::CONTENT_TYPE, "application/json")
@@ -277,7 +293,7 @@ async fn worker(s: Arc<Shared>, (mut sender, mut conn): (Sender, Conn)) -> Worke
             }
         }
         if broken {
-            match connect(&s).await {
+            match s.target.connect().await {
                 Ok(new) => {
                     (sender, conn) = new;
                     broken = false;
@@ -297,12 +313,12 @@ async fn worker(s: Arc<Shared>, (mut sender, mut conn): (Sender, Conn)) -> Worke
         let n = s.issued.fetch_add(1, Ordering::Relaxed);
         let req = if s.keys > 1 {
             let path = format!("/v1/key/{}/{}-{}", s.route.as_str(), s.key_name, n % s.keys);
-            request(&s.authority, &path, s.body.clone())
+            request(&s.target.authority, &path, s.body.clone())
         } else {
-            request(&s.authority, &s.path, s.body.clone())
+            request(&s.target.authority, &s.path, s.body.clone())
         };
         let start = Instant::now();
-        let outcome = tokio::time::timeout(s.timeout, exchange(&mut sender, &mut conn, req)).await;
+        let outcome = tokio::time::timeout(s.target.timeout, exchange(&mut sender, &mut conn, req)).await;
         let done = Instant::now();
         r.total += 1;
         let ok = match outcome {
@@ -317,7 +333,7 @@ async fn worker(s: Arc<Shared>, (mut sender, mut conn): (Sender, Conn)) -> Worke
                 false
             }
             Err(_) => {
-                note_error(&s, || format!("timeout after {:?}", s.timeout));
+                note_error(&s, || format!("timeout after {:?}", s.target.timeout));
                 broken = true;
                 false
             }
@@ -379,16 +395,18 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
     let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| format!("{host}:{port}"));
 
     let mut shared = Shared {
-        connector: TlsConnector::from(config),
-        addr,
-        server_name,
-        authority: authority.clone(),
+        target: Target {
+            connector: TlsConnector::from(config),
+            addr,
+            server_name,
+            authority: authority.clone(),
+            timeout: args.timeout,
+        },
         route: args.route,
         key_name: args.key_name.clone(),
         keys,
         body: Bytes::new(),
         path: format!("/v1/key/{}/{}", args.route.as_str(), args.key_name),
-        timeout: args.timeout,
         measure_start: Instant::now(),
         measure_end: None,
         remaining: args.requests.map(AtomicU64::new),
@@ -397,7 +415,7 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
     };
 
     // Set-up on one connection: create the key(s), build the request body.
-    let mut setup = connect(&shared).await?;
+    let mut setup = shared.target.connect().await?;
     let key_names: Vec<String> = if keys > 1 {
         (0..keys).map(|i| format!("{}-{i}", args.key_name)).collect()
     } else {
@@ -444,7 +462,7 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
     // Open every connection before the clock starts.
     let mut senders = vec![setup];
     while senders.len() < args.connections {
-        senders.push(connect(&shared).await?);
+        senders.push(shared.target.connect().await?);
     }
 
     let t0 = Instant::now() + Duration::from_millis(5);

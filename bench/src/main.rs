@@ -5,12 +5,15 @@
 //! * `baseline`: bare hyper + rustls + keyward's crypto, the ceiling for this
 //!   stack;
 //! * `compare`: start-up, throughput, latency and memory of keyward against the
-//!   baseline in one run.
+//!   baseline in one run;
+//! * `soak`: a long mixed-traffic run with plugin reloads, checking for leaks,
+//!   failed requests and lost audit events.
 
 mod baseline;
 mod compare;
 mod load;
 mod procfs;
+mod soak;
 mod tls;
 
 use anyhow::Result;
@@ -35,6 +38,8 @@ enum Cmd {
     Baseline(baseline::BaselineArgs),
     /// Start the baseline and keyward, measure both in one run, print markdown tables.
     Compare(compare::CompareArgs),
+    /// Mixed traffic for a long time with plugin reloads: RSS, fds, failures, one audit event per request.
+    Soak(soak::SoakArgs),
 }
 
 /// A tokio runtime with `threads` workers (default: one per CPU); a single
@@ -77,6 +82,12 @@ fn main() {
             })
         }),
         Cmd::Compare(args) => compare::run(args),
+        // Exit code 2 is a failed verdict, 1 a soak that could not run.
+        Cmd::Soak(args) => runtime(args.threads).and_then(|rt| rt.block_on(soak::run(&args))).map(|pass| {
+            if !pass {
+                std::process::exit(2);
+            }
+        }),
     };
     if let Err(e) = outcome {
         eprintln!("keyward-bench: {e:#}");

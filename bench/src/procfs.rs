@@ -1,14 +1,28 @@
-//! Process figures from /proc (Linux only): resident memory and CPU time.
+//! Process figures from /proc (Linux only): resident memory, open file
+//! descriptors and CPU time.
 
 use std::time::Duration;
 
 /// `VmRSS` of `pid` in KiB, or `None` if the process is gone.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_number(pid, "VmRSS:")
+}
+
+/// Threads of `pid`, or `None` if the process is gone.
+pub fn threads(pid: u32) -> Option<u64> {
+    status_number(pid, "Threads:")
+}
+
+/// The number after `field` in `/proc/PID/status` (units dropped).
+fn status_number(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Open file descriptors of `pid` (entries of `/proc/PID/fd`), or `None` if
+/// the process is gone or not ours to inspect.
+pub fn fd_count(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
 }
 
 /// User + system CPU time consumed so far by `pid` (all its threads).
