@@ -1,6 +1,7 @@
 //! The bundled `audit-webhook` sink: a receiver on 127.0.0.1 gets every audit
-//! event of the server; with the receiver down, requests are just as fast and
-//! the lost events are counted in `keyward_audit_dropped_events`.
+//! event of the server; with the receiver down, requests are just as fast, the
+//! lost events are counted in `keyward_audit_dropped_events` and the failures
+//! logged without the URL's token.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -132,7 +133,8 @@ async fn median_latency(c: &Client, n: usize, sent: &mut Vec<String>) -> Duratio
 async fn webhook_gets_every_event_and_a_dead_receiver_costs_nothing() {
     let rx = Receiver::start("127.0.0.1:0".parse().unwrap()).await;
     let addr = rx.addr;
-    let s = TestServer::start(&webhook_config(&format!("http://127.0.0.1:{}/audit", addr.port())));
+    // Webhook URLs often carry a credential; it must never reach the log.
+    let s = TestServer::start(&webhook_config(&format!("http://127.0.0.1:{}/audit?token=E2E-T0KEN", addr.port())));
     let c = s.admin_client();
 
     // Every request, refused ones included, arrives once and in order.
@@ -182,6 +184,7 @@ async fn webhook_gets_every_event_and_a_dead_receiver_costs_nothing() {
     // The failures are in the server log, with the reason.
     let log = s.stderr();
     assert!(log.contains("audit sink failed") && log.contains("attempts"), "{log}");
+    assert!(!log.contains("T0KEN"), "the URL's token is in the log:\n{log}");
 
     // The receiver comes back on the same address: new events flow again.
     let rx = Receiver::start(addr).await;

@@ -34,13 +34,14 @@ struct Seen {
 
 /// An HTTP/1.1 server on 127.0.0.1 that records every request and answers
 /// `503` to the first `fail_first` of them, `status` (200 unless changed) to
-/// the rest, with the body `hello <path>`.
+/// the rest, with the body `hello <path>` (or `big_body` when it is set).
 struct Receiver {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     connections: Arc<AtomicUsize>,
     fail_first: Arc<AtomicUsize>,
     status: Arc<AtomicUsize>,
+    big_body: Arc<Mutex<Option<Bytes>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -52,18 +53,21 @@ impl Receiver {
         let connections = Arc::new(AtomicUsize::new(0));
         let fail_first = Arc::new(AtomicUsize::new(0));
         let status = Arc::new(AtomicUsize::new(200));
+        let big_body = Arc::new(Mutex::new(None::<Bytes>));
         let task = {
-            let (seen, connections, fail_first, status) =
-                (seen.clone(), connections.clone(), fail_first.clone(), status.clone());
+            let (seen, connections, fail_first, status, big_body) =
+                (seen.clone(), connections.clone(), fail_first.clone(), status.clone(), big_body.clone());
             tokio::spawn(async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
                         return;
                     };
                     connections.fetch_add(1, Ordering::SeqCst);
-                    let (seen, fail_first, status) = (seen.clone(), fail_first.clone(), status.clone());
+                    let (seen, fail_first, status, big_body) =
+                        (seen.clone(), fail_first.clone(), status.clone(), big_body.clone());
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (seen, fail_first, status) = (seen.clone(), fail_first.clone(), status.clone());
+                        let (seen, fail_first, status, big_body) =
+                            (seen.clone(), fail_first.clone(), status.clone(), big_body.clone());
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -82,7 +86,9 @@ impl Receiver {
                             } else {
                                 status.load(Ordering::SeqCst) as u16
                             };
-                            let mut resp = hyper::Response::new(Full::new(Bytes::from(format!("hello {path}"))));
+                            let body = big_body.lock().unwrap().clone();
+                            let body = body.unwrap_or_else(|| Bytes::from(format!("hello {path}")));
+                            let mut resp = hyper::Response::new(Full::new(body));
                             *resp.status_mut() = hyper::StatusCode::from_u16(code).unwrap();
                             Ok::<_, Infallible>(resp)
                         }
@@ -95,7 +101,7 @@ impl Receiver {
                 }
             })
         };
-        Receiver { addr, seen, connections, fail_first, status, task }
+        Receiver { addr, seen, connections, fail_first, status, big_body, task }
     }
 
     fn origin(&self) -> String {
@@ -346,8 +352,21 @@ async fn webhook_config_errors_are_load_errors() {
     for (config, needle) in [
         (r#"{}"#, "url"),
         (r#"{"url": "ftp://127.0.0.1/x"}"#, "http"),
+        (r#"{"url": "http:///x"}"#, "no host"),
+        (r#"{"url": "http://127.0.0.1:99999/x"}"#, "port"),
+        (r#"{"url": "http://127.0.0.1:1/x#part"}"#, "fragment"),
+        (r#"{"url": "http://127.0.0.1:1/a b"}"#, "' '"),
+        (r#"{"url": "http://user:pa55word@127.0.0.1:1/x"}"#, "credentials"),
         (r#"{"url": "http://127.0.0.1:1/x", "retries": 1000}"#, "retries"),
+        (r#"{"url": "http://127.0.0.1:1/x", "backoff_ms": 60000}"#, "backoff_ms"),
+        (r#"{"url": "http://127.0.0.1:1/x", "timeout_ms": 0}"#, "timeout_ms"),
         (r#"{"url": "http://127.0.0.1:1/x", "headers": {"bad name": "v"}}"#, "header"),
+        (r#"{"url": "http://127.0.0.1:1/x", "headers": {"Host": "elsewhere"}}"#, "host"),
+        (r#"{"url": "http://127.0.0.1:1/x", "headers": {"Content-Length": "1"}}"#, "content-length"),
+        (r#"{"url": "http://127.0.0.1:1/x", "headers": {"Content-Type": "text/plain"}}"#, "content-type"),
+        (r#"{"url": "http://127.0.0.1:1/x", "headers": {"Connection": "close"}}"#, "connection"),
+        (r#"{"url": "http://127.0.0.1:1/x", "headers": {"X-Key": "a", "x-key": "b"}}"#, "twice"),
+        (r#"{"url": "http://127.0.0.1:1/x", "headers": {"Authorization": "Bearer pa55word\n"}}"#, "authorization"),
         (r#"{"url": "http://127.0.0.1:1/x", "colour": "blue"}"#, "colour"),
     ] {
         let spec = pinned("webhook", "audit_webhook", PluginKind::AuditSink, hosts(&["http://127.0.0.1:1".into()]));
@@ -356,6 +375,8 @@ async fn webhook_config_errors_are_load_errors() {
             matches!(&e, PluginError::Init { source: StoreError::Invalid(m), .. } if m.contains(needle)),
             "{config}: {e}"
         );
+        // Neither a URL's credentials nor a header value is ever repeated.
+        assert!(!e.to_string().contains("pa55word"), "{config}: {e}");
     }
     // The sink may only reach what it is granted: a URL outside the grant is
     // denied by the host and not retried.
@@ -366,6 +387,135 @@ async fn webhook_config_errors_are_load_errors() {
         other => panic!("{other:?}"),
     }
     assert_eq!(rx.connections.load(Ordering::SeqCst), 0);
+}
+
+/// The scheme is case-insensitive (as in the host's allow-list), and a URL
+/// without a path posts to `/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_urls_as_the_host_reads_them() {
+    let rx = Receiver::start().await;
+    for (url, path) in [
+        (format!("HTTP://127.0.0.1:{}/audit", rx.addr.port()), "/audit"),
+        (format!("http://127.0.0.1:{}?source=keyward", rx.addr.port()), "/"),
+    ] {
+        let sink = webhook(&url, &rx.origin(), "").await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        sink.write(&[event(1)]).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(rx.seen().last().unwrap().path, path, "{url}");
+    }
+}
+
+/// A receiver that accepts the connection and never answers: the batch fails
+/// within the sink's `timeout_ms`, with the sink's own message, well before
+/// the host's call deadline (which would discard the instance and say only
+/// "timed out").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_gives_up_on_a_silent_receiver_within_its_time_budget() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let silent = {
+        let held = held.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                held.lock().unwrap().push(stream);
+            }
+        })
+    };
+    let origin = format!("http://127.0.0.1:{}", addr.port());
+    let sink = webhook(&format!("{origin}/audit"), &origin, r#", "timeout_ms": 500, "retries": 3, "backoff_ms": 50"#)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let r = sink.write(&[event(1)]).await;
+        let took = started.elapsed();
+        match r {
+            Err(StoreError::Unavailable(m)) => {
+                assert!(m.contains("no answer in time") && m.contains("timeout_ms = 500"), "{m}");
+                assert!(m.contains(&origin), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The call deadline is the default 2 s.
+        assert!(took >= Duration::from_millis(480) && took < Duration::from_millis(1200), "{took:?}");
+    }
+    let stats = sink.stats();
+    assert_eq!(stats.timeouts.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.traps.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.instances_created.load(Ordering::Relaxed), 1, "the instance was thrown away");
+    assert_eq!(held.lock().unwrap().len(), 2, "one request per batch");
+    silent.abort();
+}
+
+/// A retry schedule longer than `timeout_ms` stops at the budget: the sink
+/// never starts a retry it could not finish, whatever `retries` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_retries_stop_at_the_time_budget() {
+    let rx = Receiver::start().await;
+    rx.status.store(503, Ordering::SeqCst);
+    // Attempts at 0, 200 and 600 ms; the next would start at 1400 ms.
+    let config = r#", "retries": 20, "backoff_ms": 200, "timeout_ms": 1000"#;
+    let sink = webhook(&rx.url("/audit"), &rx.origin(), config).await.unwrap();
+    let started = Instant::now();
+    match sink.write(&[event(1)]).await {
+        Err(StoreError::Unavailable(m)) => {
+            assert!(m.contains("status 503") && m.contains("3 attempts") && m.contains("timeout_ms"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(600) && took < Duration::from_millis(1000), "{took:?}");
+    assert_eq!(rx.seen().len(), 3);
+    assert_eq!(sink.stats().timeouts.load(Ordering::Relaxed), 0);
+}
+
+/// The answer's body is never read: a receiver answering with more than the
+/// plugin's whole memory costs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_ignores_the_response_body() {
+    let rx = Receiver::start().await;
+    *rx.big_body.lock().unwrap() = Some(Bytes::from(vec![b'x'; 96 << 20]));
+    let sink = webhook(&rx.url("/audit"), &rx.origin(), "").await.unwrap();
+    for status in [200, 500] {
+        rx.status.store(status, Ordering::SeqCst);
+        let r = sink.write(&[event(1)]).await;
+        assert!(if status == 200 { r.is_ok() } else { r.is_err() }, "{status}: {r:?}");
+    }
+    assert_eq!(sink.stats().traps.load(Ordering::Relaxed), 0);
+    assert_eq!(sink.stats().instances_created.load(Ordering::Relaxed), 1);
+}
+
+/// Messages and log lines name the endpoint by its origin: a token in the
+/// URL's path or query, and header values, never reach the host log.
+#[tokio::test(flavor = "current_thread")]
+async fn webhook_messages_never_show_secrets() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let rx = Receiver::start().await;
+    rx.status.store(500, Ordering::SeqCst);
+    let url = rx.url("/hooks/PATH-T0KEN?key=QUERY-T0KEN");
+    let config = r#", "retries": 1, "backoff_ms": 10, "headers": {"Authorization": "Bearer HEADER-T0KEN"}"#;
+    let sink = webhook(&url, &rx.origin(), config).await.unwrap();
+    let m = match sink.write(&[event(1)]).await {
+        Err(StoreError::Unavailable(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    assert!(m.contains(&format!("POST to {}: status 500", rx.origin())) && m.contains("2 attempts"), "{m}");
+    let seen = rx.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].path, "/hooks/PATH-T0KEN");
+    assert_eq!(seen[0].headers["authorization"], "Bearer HEADER-T0KEN");
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("retry 1 of 1"), "the retry was not logged:\n{log}");
+    assert!(!m.contains("T0KEN"), "{m}");
+    assert!(!log.contains("T0KEN"), "{log}");
 }
 
 /// `https://` goes through rustls with the public (webpki) roots: a granted
