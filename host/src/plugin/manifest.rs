@@ -99,8 +99,10 @@ pub struct Grants {
     /// Preopened directories.
     #[serde(default)]
     pub dirs: Vec<DirGrant>,
-    /// Outbound HTTP allow-list (`scheme://host[:port]`). Reserved for the
-    /// `wasi:http` seam; validated now, enforced when HTTP is linked.
+    /// Outbound HTTP allow-list of origins (`scheme://host[:port]`, http or
+    /// https). A plugin is linked with `wasi:http` only when this is not
+    /// empty, and may then reach exactly these origins (compared
+    /// case-insensitively, default port filled in; see `sandbox`).
     #[serde(default)]
     pub hosts: Vec<String>,
     /// Environment variables passed through by name (value read from the

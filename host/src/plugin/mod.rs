@@ -26,10 +26,13 @@
 //! * **Fail small**: an instance that trapped or timed out is discarded and a
 //!   fresh one is made for the next call; a plugin's own `error` answers map
 //!   one to one onto [`StoreError`](crate::keys::store::StoreError).
-//!
-//! Outbound HTTP (`wasi:http`, for etcd/vault/webhook plugins) is not linked
-//! yet; see [`sandbox`] for the seam. A component that imports it is refused at
-//! load time with a message saying so.
+//! * **Outbound HTTP only where granted**: `wasi:http` (for webhook, etcd and
+//!   vault plugins) is linked only for plugins whose `grants.hosts` lists
+//!   origins, and each request must go to one of them exactly (scheme, host
+//!   and port; anything else is refused before a connection is made) and ends
+//!   at the call's deadline ([`sandbox`]). A component that imports
+//!   `wasi:http` without such a grant is refused at load time with a message
+//!   saying how to grant hosts.
 //!
 //! Typical use (the server's start-up path):
 //!
