@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use keyward::audit::sink::{AuditEvent, AuditSink};
 use keyward::crypto::{Algorithm, StoredKey};
 use keyward::keys::store::Keystore;
-use keyward::audit::sink::{AuditEvent, AuditSink};
 use keyward::plugin::{
     EngineOptions, Grants, PluginAuditSink, PluginEngine, PluginKeystore, PluginKind, PluginSpec, PoolOptions,
 };
@@ -63,9 +63,8 @@ fn bench(c: &mut Criterion) {
     let bytes = keyward::bundled::find("audit-file").expect("bundled audit-file plugin");
     let spec = PluginSpec::embedded("audit-file", PluginKind::AuditSink, bytes, Grants::dir(&logs, "/logs"));
     let loaded = engine.load(&spec).unwrap();
-    let sink = rt
-        .block_on(PluginAuditSink::start(loaded, r#"{"path":"/logs/audit.jsonl"}"#, PoolOptions::default()))
-        .unwrap();
+    let sink =
+        rt.block_on(PluginAuditSink::start(loaded, r#"{"path":"/logs/audit.jsonl"}"#, PoolOptions::default())).unwrap();
     let native_path = logs.join("native.jsonl");
     let mut g = c.benchmark_group("audit_write_256_events");
     g.throughput(criterion::Throughput::Elements(events.len() as u64));
