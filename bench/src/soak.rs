@@ -92,14 +92,30 @@ pub struct SoakArgs {
     /// known bug in one is open; create and delete go together.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub without: Vec<Op>,
+    /// Samples up to this point are not used as the leak rule's reference
+    /// (default: a tenth of --duration, at least one --sample-every).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub warmup: Option<Duration>,
     /// Keep the temporary directory (config, server log, keystore) even when the soak passes.
     #[arg(long)]
     pub keep: bool,
 }
 
-/// Samples the leak rule needs: 1 skipped, 2–4 the reference, and the last
-/// three disjoint from those.
-const MIN_SAMPLES: usize = 7;
+impl SoakArgs {
+    /// See `--warmup`. Under churn keyward's RSS climbs for a minute or two
+    /// (allocator arenas, the plugin pools growing to their maximum) before it
+    /// levels off, so a fixed first-few-samples reference would read that as
+    /// a leak in a long run.
+    fn warmup(&self) -> Duration {
+        self.warmup.unwrap_or(self.duration / 10).max(self.sample_every)
+    }
+
+    /// Samples the leak rule needs: those in the warm-up, then three for the
+    /// reference and three more, disjoint, for the end.
+    fn samples_needed(&self) -> u32 {
+        (self.warmup().as_secs_f64() / self.sample_every.as_secs_f64()).floor() as u32 + 6
+    }
+}
 /// Keys a connection creates before it deletes one: the churn stays at a few
 /// hundred keys however long the run.
 const CHURN_KEYS_PER_CONNECTION: usize = 4;
@@ -658,12 +674,14 @@ struct Sample {
 }
 
 /// The leak rule for one figure: the median of the last three samples against
-/// the median of samples 2–4. Sample 1 is left out because the key cache,
-/// the plugin instance pools and the allocator's arenas fill during the first
-/// seconds of traffic; medians, because a sample can land on a reload, while
-/// the old plugins are still being torn down.
+/// the median of the first three after the warm-up (see [`SoakArgs::warmup`]).
+/// Medians, because a sample can land on a reload, while the old plugins are
+/// still being torn down, and RSS moves in 2 MiB steps where the allocator's
+/// arenas use transparent huge pages.
 #[derive(Debug, Clone, Serialize)]
 struct Growth {
+    /// Time of the first reference sample.
+    reference_at_s: f64,
     reference: f64,
     end: f64,
     max: f64,
@@ -672,17 +690,22 @@ struct Growth {
     ok: bool,
 }
 
-fn growth(values: &[f64], limit: impl Fn(f64) -> f64) -> Option<Growth> {
-    if values.len() < MIN_SAMPLES {
+/// `values` are `(time, value)` samples; `None` if there are too few after
+/// `warmup` for a reference and an end that do not overlap.
+fn growth(values: &[(f64, f64)], warmup: Duration, limit: impl Fn(f64) -> f64) -> Option<Growth> {
+    let first = values.iter().position(|&(t, _)| t > warmup.as_secs_f64())?;
+    if first + 6 > values.len() {
         return None;
     }
-    let reference = compare::median(values[1..4].to_vec());
-    let end = compare::median(values[values.len() - 3..].to_vec());
+    let median = |v: &[(f64, f64)]| compare::median(v.iter().map(|&(_, x)| x).collect());
+    let reference = median(&values[first..first + 3]);
+    let end = median(&values[values.len() - 3..]);
     let limit = limit(reference);
     Some(Growth {
+        reference_at_s: values[first].0,
         reference,
         end,
-        max: values.iter().copied().fold(0.0, f64::max),
+        max: values.iter().map(|&(_, x)| x).fold(0.0, f64::max),
         growth: end - reference,
         limit,
         ok: end - reference <= limit,
@@ -738,6 +761,8 @@ struct Report {
     keys: usize,
     reload_every_s: f64,
     sample_every_s: f64,
+    /// Samples up to here are not the leak rule's reference.
+    warmup_s: f64,
     reloads: u64,
     reload_failures: u64,
     /// SIGHUP → the new audit sink's file exists.
@@ -763,6 +788,10 @@ struct Report {
     server_audit_dropped: Option<u64>,
     rss_kib: Option<Growth>,
     fds: Option<Growth>,
+    /// After set-up, before the traffic's connections open; and after they
+    /// closed, before shutdown: the same figure with every reload in between.
+    rss_before_traffic_kib: Option<u64>,
+    fds_before_traffic: Option<u64>,
     rss_after_traffic_kib: Option<u64>,
     fds_after_traffic: Option<u64>,
     shutdown: Shutdown,
@@ -899,10 +928,11 @@ fn validate(args: &SoakArgs) -> Result<()> {
     if args.sample_every.is_zero() {
         bail!("--sample-every must be more than 0");
     }
-    if args.duration < args.sample_every * MIN_SAMPLES as u32 {
+    let needed = args.sample_every * args.samples_needed();
+    if args.duration < needed {
         bail!(
-            "--duration must cover at least {MIN_SAMPLES} samples ({:?} at --sample-every {:?}) to judge growth",
-            args.sample_every * MIN_SAMPLES as u32,
+            "--duration must be at least {needed:?}: the warm-up ({:?}) and 6 samples (--sample-every {:?}) to judge growth",
+            args.warmup(),
             args.sample_every
         );
     }
@@ -941,6 +971,9 @@ async fn soak(args: &SoakArgs, keyward_bin: &Path, files: Files, dir: &Path) -> 
         timeout: args.timeout,
     };
     let fixture = set_up(&target, &mut counts, args.keys, args.payload_size).await?;
+    // Give the server a moment to close the set-up connection.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = (procfs::rss_kib(k.server.pid()), procfs::fd_count(k.server.pid()));
     let mut conns = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         conns.push(target.connect().await?);
@@ -965,6 +998,7 @@ async fn soak(args: &SoakArgs, keyward_bin: &Path, files: Files, dir: &Path) -> 
     let workers: Vec<_> =
         conns.into_iter().enumerate().map(|(i, c)| tokio::spawn(traffic(shared.clone(), i, c))).collect();
     let mut run = Run::new(args, k, shared, keyward_bin);
+    (run.report.rss_before_traffic_kib, run.report.fds_before_traffic) = before;
     let controlled = run.control().await;
     run.s.stop.store(true, Ordering::Relaxed);
     run.report.elapsed_s = run.s.started.elapsed().as_secs_f64();
@@ -1132,10 +1166,13 @@ impl<'a> Run<'a> {
         r.latency_us = latency(hist);
         r.reload_ms_median = compare::median(self.reload_ms.clone());
         r.reload_ms_max = self.reload_ms.iter().copied().fold(f64::NAN, f64::max);
-        let rss: Vec<f64> = r.samples.iter().map(|x| x.rss_kib as f64).collect();
-        let fds: Vec<f64> = r.samples.iter().map(|x| x.fds as f64).collect();
-        r.rss_kib = growth(&rss, |base| (args.rss_tolerance_mib * 1024.0).max(base * args.rss_tolerance_pct / 100.0));
-        r.fds = growth(&fds, |_| args.fd_tolerance as f64);
+        let rss: Vec<(f64, f64)> = r.samples.iter().map(|x| (x.t_s, x.rss_kib as f64)).collect();
+        let fds: Vec<(f64, f64)> = r.samples.iter().map(|x| (x.t_s, x.fds as f64)).collect();
+        let warmup = args.warmup();
+        r.warmup_s = warmup.as_secs_f64();
+        let rss_limit = |base: f64| (args.rss_tolerance_mib * 1024.0).max(base * args.rss_tolerance_pct / 100.0);
+        r.rss_kib = growth(&rss, warmup, rss_limit);
+        r.fds = growth(&fds, warmup, |_| args.fd_tolerance as f64);
     }
 }
 
@@ -1202,7 +1239,7 @@ fn verdict(r: &Report) -> Vec<String> {
             g.limit / 1024.0
         )),
         Some(_) => {}
-        None => why.push(format!("fewer than {MIN_SAMPLES} samples: growth not judged")),
+        None => why.push(format!("too few samples after the {:.0} s warm-up: growth not judged", r.warmup_s)),
     }
     if let Some(g) = r.fds.as_ref().filter(|g| !g.ok) {
         why.push(format!(
@@ -1246,18 +1283,22 @@ fn summary(r: &Report) -> String {
     ));
     if let Some(g) = &r.rss_kib {
         o.push_str(&format!(
-            "RSS: {:.1} MiB warm → {:.1} MiB at the end ({:+.1} MiB, limit +{:.1}), max {:.1} MiB\n",
+            "RSS: {:.1} MiB at {:.0} s (after the warm-up) → {:.1} MiB at the end ({:+.1} MiB, limit +{:.1}), max {:.1} MiB\n",
             g.reference / 1024.0,
+            g.reference_at_s,
             g.end / 1024.0,
             g.growth / 1024.0,
             g.limit / 1024.0,
             g.max / 1024.0
         ));
     }
+    if let (Some(a), Some(b)) = (r.fds_before_traffic, r.fds_after_traffic) {
+        o.push_str(&format!("fds with no client connected: {a} before the traffic, {b} after it\n"));
+    }
     if let Some(g) = &r.fds {
         o.push_str(&format!(
-            "fds: {:.0} warm → {:.0} at the end ({:+.0}, limit +{:.0}), max {:.0}\n",
-            g.reference, g.end, g.growth, g.limit, g.max
+            "fds: {:.0} at {:.0} s → {:.0} at the end ({:+.0}, limit +{:.0}), max {:.0}\n",
+            g.reference, g.reference_at_s, g.end, g.growth, g.limit, g.max
         ));
     }
     o.push_str(&format!(
@@ -1352,13 +1393,21 @@ mod tests {
 
     #[test]
     fn growth_rule() {
-        let flat = [10.0, 20.0, 21.0, 20.0, 22.0, 21.0, 20.0, 21.0];
-        let g = growth(&flat, |_| 1.0).unwrap();
-        assert_eq!((g.reference, g.end), (20.0, 21.0));
+        let timed = |v: &[f64]| v.iter().enumerate().map(|(i, &x)| ((i + 1) as f64 * 10.0, x)).collect::<Vec<_>>();
+        let s10 = Duration::from_secs(10);
+        let flat = timed(&[10.0, 20.0, 21.0, 20.0, 22.0, 21.0, 20.0, 21.0]);
+        let g = growth(&flat, s10, |_| 1.0).unwrap();
+        assert_eq!((g.reference_at_s, g.reference, g.end), (20.0, 20.0, 21.0));
         assert!(g.ok);
-        let leak = [10.0, 20.0, 21.0, 20.0, 25.0, 30.0, 35.0, 40.0];
-        assert!(!growth(&leak, |_| 5.0).unwrap().ok);
-        assert!(growth(&leak[..6], |_| 5.0).is_none());
+        let leak = timed(&[10.0, 20.0, 21.0, 20.0, 25.0, 30.0, 35.0, 40.0]);
+        assert!(!growth(&leak, s10, |_| 5.0).unwrap().ok);
+        assert!(growth(&leak[..6], s10, |_| 5.0).is_none());
+        // A warm-up that ends later moves the reference: a climb that levels off passes.
+        let levels_off = timed(&[10.0, 20.0, 30.0, 40.0, 41.0, 40.0, 42.0, 41.0, 40.0, 41.0]);
+        assert!(!growth(&levels_off, s10, |_| 5.0).unwrap().ok);
+        let g = growth(&levels_off, Duration::from_secs(30), |_| 5.0).unwrap();
+        assert_eq!((g.reference_at_s, g.reference), (40.0, 40.0));
+        assert!(g.ok);
     }
 
     #[test]
