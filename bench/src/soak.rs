@@ -9,17 +9,18 @@
 //!   into the temp dir, stdout audit off), `keyward server --config`, then
 //!   `--keys` long-lived keys with a reference ciphertext and HMAC each.
 //! * Traffic: `--connections` keep-alive connections, each a closed loop over
-//!   the weighted [`MIX`] (less any `--without`). Every answer is checked against what that request
-//!   must get (status, and the body where the soak knows it: decrypt returns
-//!   the plaintext, HMACs match the set-up ones, listings hold exactly the
-//!   long-lived keys); a provoked failure (describe of a missing key → 404,
-//!   decrypt of garbage → 400) is counted apart.
+//!   the weighted [`MIX`] (less any `--without`). Every answer is checked
+//!   against what that request must get (status, and the body where the soak
+//!   knows it: decrypt returns the plaintext, HMACs match the set-up ones,
+//!   listings hold exactly the long-lived keys); a provoked failure (describe
+//!   of a missing key → 404, decrypt of garbage → 400) is counted apart.
 //! * Every `--reload-every`: the config is rewritten with a new audit file
 //!   name and the server gets SIGHUP, which rebuilds both the keystore and
 //!   the audit-sink plugin; the new file appearing confirms the reload.
-//! * Every `--sample-every`: the server's RSS and open descriptors, and the
-//!   audit file is rotated (see [`AuditFiles`]) so a 30-minute run does not
-//!   leave gigabytes of audit lines behind.
+//! * Every `--sample-every`: the server's RSS, open descriptors and threads
+//!   are sampled, and the audit file is rotated (see [`AuditFiles`]) so a
+//!   30-minute run does not leave gigabytes of audit lines behind. The leak
+//!   rule ([`Growth`]) compares the end with the samples after a warm-up.
 //! * At the end: SIGTERM (the server flushes queued audit events before it
 //!   exits), then the audit lines are counted, per status, against every
 //!   answer the soak received — set-up, readiness probes and the final
