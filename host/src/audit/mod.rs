@@ -77,7 +77,8 @@ pub fn event(
 /// A named sink with its queue and the task writing to it.
 struct SinkQueue {
     tx: mpsc::Sender<AuditEvent>,
-    writer: tokio::task::JoinHandle<()>,
+    /// Taken by [`AuditLog::flush_and_close`], which awaits it.
+    writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Fans audit events out to sinks and followers.
@@ -101,7 +102,7 @@ impl AuditLog {
             .map(|(name, sink)| {
                 let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
                 let writer = tokio::spawn(drain(name, sink, rx, self.metrics.clone()));
-                SinkQueue { tx, writer }
+                SinkQueue { tx, writer: std::sync::Mutex::new(Some(writer)) }
             })
             .collect();
         self.sinks.store(Arc::new(queues));
@@ -112,12 +113,12 @@ impl AuditLog {
     /// are audited too.
     pub async fn flush_and_close(&self) {
         let queues = self.sinks.swap(Arc::new(Vec::new()));
-        let Ok(queues) = Arc::try_unwrap(queues) else {
-            // A concurrent `record` still holds the list; its senders close
-            // when it is done and the writers finish on their own.
-            return;
-        };
-        let writers: Vec<_> = queues.into_iter().map(|q| q.writer).collect();
+        let writers: Vec<_> =
+            queues.iter().filter_map(|q| q.writer.lock().ok().and_then(|mut w| w.take())).collect();
+        // Dropping the list closes the queues; a `record` running right now
+        // holds its own reference and closes them when it is done, so the
+        // writers still end after the last event either way.
+        drop(queues);
         if tokio::time::timeout(FLUSH_GRACE, futures_util::future::join_all(writers)).await.is_err() {
             tracing::warn!("audit sinks did not finish writing within {FLUSH_GRACE:?}; queued events may be lost");
         }
