@@ -113,8 +113,7 @@ impl AuditLog {
     /// are audited too.
     pub async fn flush_and_close(&self) {
         let queues = self.sinks.swap(Arc::new(Vec::new()));
-        let writers: Vec<_> =
-            queues.iter().filter_map(|q| q.writer.lock().ok().and_then(|mut w| w.take())).collect();
+        let writers: Vec<_> = queues.iter().filter_map(|q| q.writer.lock().ok().and_then(|mut w| w.take())).collect();
         // Dropping the list closes the queues; a `record` running right now
         // holds its own reference and closes them when it is done, so the
         // writers still end after the last event either way.
