@@ -208,3 +208,68 @@ async fn fs_init_cost_does_not_grow_with_key_count() {
         assert_eq!(after_init, before, "init listed the key directory");
     }
 }
+
+/// A listing taken while other requests create and delete keys sees every
+/// key that existed throughout, and never fails because an entry vanished
+/// between being read and being looked at (the soak found this: WASI's
+/// readdir stats each entry after reading it, so a key deleted, or the
+/// temporary directory removed, in between used to fail the whole listing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_listing_survives_concurrent_creates_and_deletes() {
+    let dir = TempDir::new("fs-list-churn");
+    let ks = Arc::new(fs_keystore(dir.path(), PoolOptions::default()).await);
+    let stable: Vec<String> = (0..20).map(|i| format!("stable-{i:02}")).collect();
+    for name in &stable {
+        ks.create(name, b"v").await.unwrap();
+    }
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut churners = Vec::new();
+    for worker in 0..4 {
+        let (ks, stop) = (ks.clone(), stop.clone());
+        churners.push(tokio::spawn(async move {
+            let mut round = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("churn-{worker}-{round}");
+                ks.create(&name, b"v").await.unwrap();
+                ks.delete(&name).await.unwrap();
+                round += 1;
+            }
+            round
+        }));
+    }
+
+    let mut listings = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        let page = ks.list("", "", 1000).await.unwrap_or_else(|e| panic!("listing {listings} failed: {e:?}"));
+        let seen: Vec<&String> = page.names.iter().filter(|n| n.starts_with("stable-")).collect();
+        assert_eq!(seen, stable.iter().collect::<Vec<_>>(), "listing {listings}");
+        assert!(page.names.iter().all(|n| n.starts_with("stable-") || n.starts_with("churn-")), "{:?}", page.names);
+        listings += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut churned = 0;
+    for c in churners {
+        churned += c.await.unwrap();
+    }
+    assert!(listings > 20 && churned > 100, "{listings} listings, {churned} create/delete rounds");
+}
+
+/// The key directory may sit below the granted directory (one grant, several
+/// tenants); listing finds it there and shows only its own keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_key_directory_below_the_grant() {
+    let dir = TempDir::new("fs-subdir");
+    std::fs::create_dir_all(dir.path().join("tenants/a")).unwrap();
+    std::fs::write(dir.path().join("tenants/not-a-key-of-a"), b"v").unwrap();
+    let spec = pinned("fs", "keystore_fs", PluginKind::Keystore, Grants::dir(dir.path(), "/data"));
+    let ks = PluginKeystore::load(&shared_engine(), &spec, r#"{"path": "/data/tenants/a"}"#, PoolOptions::default())
+        .await
+        .unwrap();
+    ks.create("k1", b"v1").await.unwrap();
+    ks.create("k2", b"v2").await.unwrap();
+    assert_eq!(ks.list("", "", 0).await.unwrap().names, vec!["k1", "k2"]);
+    assert_eq!(ks.get("k2").await.unwrap(), b"v2");
+    assert_eq!(dir_names(&dir.path().join("tenants/a")), vec!["k1", "k2"]);
+}

@@ -184,6 +184,66 @@ fn io_error(context: &str, err: &std::io::Error) -> Error {
     }
 }
 
+/// The names in a directory, each with whether it is a plain file.
+///
+/// This talks to `wasi:filesystem` directly rather than through `std::fs`:
+/// the host reads each entry's name and then looks the entry up for its type,
+/// so an entry deleted by a concurrent request in between (a key, or the
+/// temporary directory) arrives as a per-entry `no-entry` error. The stream
+/// carries on after it, but wasi-libc's `readdir` drops the rest of its
+/// buffered batch, so under `std::fs` a listing silently missed keys or failed.
+/// Here such an entry is skipped and every other one is still listed.
+fn dir_entries(dir: &Path) -> Result<Vec<(String, bool)>, Error> {
+    use wasip2::filesystem::types::{DescriptorFlags, DescriptorType, ErrorCode, OpenFlags, PathFlags};
+    const CONTEXT: &str = "cannot list key directory";
+
+    let wasi_error = |code: ErrorCode| io_error(CONTEXT, &std::io::Error::new(wasi_error_kind(code), code.message()));
+    // The preopen holding `dir`: the one with the longest matching path.
+    let (root, rest) = wasip2::filesystem::preopens::get_directories()
+        .into_iter()
+        .filter_map(|(descriptor, path)| {
+            let rest = dir.strip_prefix(&path).ok()?.to_str()?.to_string();
+            Some((Path::new(&path).components().count(), descriptor, rest))
+        })
+        .max_by_key(|(depth, _, _)| *depth)
+        .map(|(_, descriptor, rest)| (descriptor, rest))
+        .ok_or_else(|| Error::Unavailable(format!("{CONTEXT}: {} is not inside a granted directory", dir.display())))?;
+    let opened;
+    let listed = if rest.is_empty() {
+        &root
+    } else {
+        opened = root
+            .open_at(PathFlags::SYMLINK_FOLLOW, &rest, OpenFlags::DIRECTORY, DescriptorFlags::READ)
+            .map_err(wasi_error)?;
+        &opened
+    };
+    let stream = listed.read_directory().map_err(wasi_error)?;
+    let mut entries = Vec::new();
+    loop {
+        match stream.read_directory_entry() {
+            Ok(Some(entry)) => entries.push((entry.name, entry.type_ == DescriptorType::RegularFile)),
+            Ok(None) => return Ok(entries),
+            Err(ErrorCode::NoEntry) => continue,
+            Err(code) => return Err(wasi_error(code)),
+        }
+    }
+}
+
+/// The `std::io` kind [`io_error`] classifies a WASI error code by.
+fn wasi_error_kind(code: wasip2::filesystem::types::ErrorCode) -> std::io::ErrorKind {
+    use std::io::ErrorKind;
+    use wasip2::filesystem::types::ErrorCode;
+    match code {
+        ErrorCode::NoEntry => ErrorKind::NotFound,
+        ErrorCode::Access | ErrorCode::NotPermitted => ErrorKind::PermissionDenied,
+        ErrorCode::NotDirectory => ErrorKind::NotADirectory,
+        ErrorCode::ReadOnly => ErrorKind::ReadOnlyFilesystem,
+        ErrorCode::InsufficientSpace => ErrorKind::StorageFull,
+        ErrorCode::Quota => ErrorKind::QuotaExceeded,
+        _ => ErrorKind::Other,
+    }
+}
+
 /// The likely cause of a generic I/O error, named in the message.
 ///
 /// Under wasmtime 48 the guest cannot see every cause: a read-only mount
@@ -340,20 +400,10 @@ impl Keystore for FsKeystore {
 
     fn list(&self, prefix: &str, continue_at: &str, limit: u32) -> Result<Page, Error> {
         let limit = if limit == 0 { DEFAULT_PAGE } else { limit as usize };
-        let entries = fs::read_dir(&self.dir).map_err(|e| io_error("cannot list key directory", &e))?;
         let mut names = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| io_error("cannot list key directory", &e))?;
-            // Names that are not UTF-8 were not written by keyward or KES.
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            if name.starts_with('.') || !name.starts_with(prefix) || name.as_str() < continue_at {
-                continue;
-            }
-            match entry.file_type() {
-                Ok(t) if t.is_file() => names.push(name),
-                _ => continue,
+        for (name, is_file) in dir_entries(&self.dir)? {
+            if is_file && !name.starts_with('.') && name.starts_with(prefix) && name.as_str() >= continue_at {
+                names.push(name);
             }
         }
         names.sort_unstable();
