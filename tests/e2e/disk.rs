@@ -4,70 +4,8 @@
 //! root, where permissions cannot make a disk unwritable); where mounting is
 //! not permitted the test prints a SKIP line and passes.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use crate::harness::{fs_keystore, unb64, Setup, TempDir, TestServer};
-
-/// A 256 KiB tmpfs on a fresh directory, unmounted when dropped.
-struct Tmpfs {
-    /// Removed (by its own drop) after the unmount.
-    dir: TempDir,
-}
-
-impl Tmpfs {
-    /// `None`, after a SKIP line naming `test`, when mounting is not permitted.
-    fn mount(test: &str) -> Option<Tmpfs> {
-        let dir = TempDir::new("tmpfs");
-        match run("mount", &["-t", "tmpfs", "-o", "size=256k", "tmpfs"], &dir.0) {
-            Ok(()) => Some(Tmpfs { dir }),
-            Err(why) => {
-                eprintln!("SKIP {test}: cannot mount a tmpfs here (needs root): {why}");
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.dir.0
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        if run("umount", &[], &self.dir.0).is_err() {
-            let _ = run("umount", &["-l"], &self.dir.0);
-        }
-    }
-}
-
-/// Runs `program args... dir`; the error carries its stderr.
-fn run(program: &str, args: &[&str], dir: &Path) -> Result<(), String> {
-    let out = Command::new(program).args(args).arg(dir).output().map_err(|e| format!("cannot run {program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{program} {args:?} {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
-/// Fills the filesystem holding `dir` with `dir/filler` until it is full.
-fn fill(dir: &Path) -> PathBuf {
-    let path = dir.join("filler");
-    let mut file = std::fs::File::create(&path).unwrap();
-    let chunk = vec![0xa5u8; 16 << 10];
-    loop {
-        match file.write(&chunk) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
-            Err(e) => panic!("filling {}: {e}", path.display()),
-        }
-    }
-    while file.write(&[0]).is_ok_and(|n| n == 1) {}
-    path
-}
+use crate::harness::{fs_keystore, unb64, Setup, TestServer};
+use crate::tmpfs::{fill, Tmpfs};
 
 /// The key names of a new-generation listing.
 async fn listed(c: &crate::harness::Client) -> Vec<String> {

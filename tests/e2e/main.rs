@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `keyward` binary over real mutual TLS.
 
 mod harness;
+#[path = "../common/tmpfs.rs"]
+mod tmpfs;
 
 mod abuse;
 mod auth;

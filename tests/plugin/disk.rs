@@ -8,91 +8,15 @@
 //! costs no earlier key; reads keep working; once the fault is gone, creates
 //! work again on the same instances.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::Ordering;
 
 use keyward::keys::store::{Keystore, StoreError};
 use keyward::plugin::{PluginKeystore, PoolOptions};
 
 use crate::fs::TEMP_DIR;
-use crate::{dir_names, fs_keystore, TempDir};
-
-/// Size of the test filesystems: room for a few dozen keys.
-const TMPFS_SIZE: &str = "256k";
-
-/// A tmpfs mounted on a fresh directory, unmounted when dropped.
-pub struct Tmpfs {
-    /// Declared (so dropped) after the unmount in `Drop`.
-    dir: TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a `TMPFS_SIZE` tmpfs, or prints a SKIP line naming `test` and
-    /// returns `None` when this machine does not allow it (not root, or no
-    /// `CAP_SYS_ADMIN`). CI runs as root, so there the tests do run.
-    pub fn mount(test: &str) -> Option<Tmpfs> {
-        let dir = TempDir::new("tmpfs");
-        let size = format!("size={TMPFS_SIZE}");
-        match run("mount", &["-t", "tmpfs", "-o", &size, "tmpfs"], dir.path()) {
-            Ok(()) => Some(Tmpfs { dir }),
-            Err(why) => {
-                eprintln!("SKIP {test}: cannot mount a tmpfs here (needs root): {why}");
-                None
-            }
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Remounts read-only (`true`) or read-write (`false`).
-    pub fn set_read_only(&self, read_only: bool) {
-        let options = if read_only { "remount,ro" } else { "remount,rw" };
-        run("mount", &["-o", options], self.path()).unwrap_or_else(|e| panic!("mount -o {options}: {e}"));
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // A lazy unmount if something still holds it open, so a failing test
-        // never leaves a mount behind.
-        if run("umount", &[], self.path()).is_err() {
-            let _ = run("umount", &["-l"], self.path());
-        }
-    }
-}
-
-/// Runs `program args... dir`; the error carries its stderr.
-fn run(program: &str, args: &[&str], dir: &Path) -> Result<(), String> {
-    let out = Command::new(program).args(args).arg(dir).output().map_err(|e| format!("cannot run {program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{program} {args:?} {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
-/// Fills the filesystem holding `dir` with one file, `dir/filler`, until it
-/// reports a full disk; returns that file.
-pub fn fill(dir: &Path) -> PathBuf {
-    let path = dir.join("filler");
-    let mut file = std::fs::File::create(&path).unwrap();
-    let chunk = vec![0xa5u8; 16 << 10];
-    loop {
-        match file.write(&chunk) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
-            Err(e) => panic!("filling {}: {e}", path.display()),
-        }
-    }
-    // Partial pages left by a short write: one byte at a time.
-    while file.write(&[0]).is_ok_and(|n| n == 1) {}
-    path
-}
+use crate::tmpfs::{fill, Tmpfs};
+use crate::{dir_names, fs_keystore};
 
 /// The mounted tmpfs with a `keys` directory, and `keystore-fs` on it.
 async fn keystore_on_tmpfs(tmpfs: &Tmpfs) -> (PathBuf, PluginKeystore) {

@@ -13,13 +13,13 @@
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use keyward::keys::store::{Keystore, StoreError};
 use keyward::plugin::{Grants, Limits, PluginError, PluginKeystore, PoolOptions, TIMEOUT_MESSAGE};
 
-use crate::{fs_keystore, hostile, short_timeout, TempDir};
+use crate::{capture_logs, fs_keystore, hostile, short_timeout, TempDir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loop_times_out_and_next_call_works() {
@@ -341,35 +341,14 @@ async fn plugins_cannot_see_each_others_data() {
     assert_eq!(probe_b.stats().traps.load(Ordering::Relaxed), 0);
 }
 
-/// Captures tracing output for the log-import test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn log_import_and_stderr_reach_tracing_tagged_with_the_plugin() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::TRACE)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_logs(tracing::Level::TRACE);
 
     let ks = hostile(Limits::default(), Grants::default(), "{}", 1).await.unwrap();
     ks.status().await.unwrap();
     let _ = ks.get("trap").await;
-    let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let out = captured.text();
     assert!(out.contains("hostile plugin status called"), "{out}");
     assert!(out.contains("plugin=\"hostile\"") || out.contains("plugin=hostile"), "{out}");
     // The panic message went to the plugin's stderr and from there to the log.

@@ -21,7 +21,7 @@ use keyward::plugin::{
     Grants, Limits, PluginAuditSink, PluginError, PluginKeystore, PluginKind, PoolOptions, TIMEOUT_MESSAGE,
 };
 
-use crate::{pinned, shared_engine};
+use crate::{capture_logs, pinned, shared_engine};
 
 /// One request a [`Receiver`] got.
 #[derive(Debug, Clone)]
@@ -159,32 +159,11 @@ async fn a_granted_host_is_reachable() {
     assert_eq!(ks.stats().traps.load(Ordering::Relaxed), 0);
 }
 
-/// Captures tracing output (for the denial log line).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Anything but the exact granted origin is refused with `HttpRequestDenied`
 /// before a connection is made, and the host logs it with the plugin's name.
 #[tokio::test(flavor = "current_thread")]
 async fn hosts_not_granted_are_denied_before_connecting() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_logs(tracing::Level::WARN);
 
     let granted = Receiver::start().await;
     let other = Receiver::start().await;
@@ -207,7 +186,7 @@ async fn hosts_not_granted_are_denied_before_connecting() {
     assert_eq!(ks.get(&granted.url("/ok")).await.unwrap(), b"hello /ok");
     assert_eq!(ks.stats().instances_created.load(Ordering::Relaxed), 1);
 
-    let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let out = captured.text();
     let denial = out
         .lines()
         .find(|l| l.contains("denied") && l.contains(&format!("127.0.0.1:{}", other.addr.port())))
@@ -489,14 +468,7 @@ async fn webhook_ignores_the_response_body() {
 /// URL's path or query, and header values, never reach the host log.
 #[tokio::test(flavor = "current_thread")]
 async fn webhook_messages_never_show_secrets() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_logs(tracing::Level::DEBUG);
 
     let rx = Receiver::start().await;
     rx.status.store(500, Ordering::SeqCst);
@@ -512,7 +484,7 @@ async fn webhook_messages_never_show_secrets() {
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].path, "/hooks/PATH-T0KEN");
     assert_eq!(seen[0].headers["authorization"], "Bearer HEADER-T0KEN");
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     assert!(log.contains("retry 1 of 1"), "the retry was not logged:\n{log}");
     assert!(!m.contains("T0KEN"), "{m}");
     assert!(!log.contains("T0KEN"), "{log}");
