@@ -326,7 +326,7 @@ async fn serve_connection(
         let chain = conn.peer_certificates().unwrap_or(&[]);
         crate::tls::identity_of_chain(chain)
     };
-    let peer = Arc::new(Peer { ip: Some(addr.ip().to_string()), identity });
+    let peer = Arc::new(Peer { ip: Some(addr.ip().to_string().into()), identity: identity.map(Arc::from) });
     let metrics = state.metrics.clone();
     let body_timeout = limits.body_timeout;
     let service = service_fn(move |req: http::Request<Incoming>| {

@@ -11,7 +11,7 @@ fn event(i: u32) -> AuditEvent {
         time: format!("2024-01-01T00:00:{i:02}Z"),
         ip: Some("127.0.0.1".into()),
         path: "/v1/key/create/a".into(),
-        identity: if i.is_multiple_of(2) { None } else { Some("ab".repeat(32)) },
+        identity: if i.is_multiple_of(2) { None } else { Some("ab".repeat(32).into()) },
         status: 200,
         duration_us: 42 + u64::from(i),
         json: format!(r#"{{"time":"2024-01-01T00:00:{i:02}Z","request":{{"path":"/v1/key/create/a"}},"n":{i}}}"#),

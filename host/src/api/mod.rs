@@ -16,6 +16,7 @@ pub mod routes;
 mod system;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,11 +38,12 @@ pub type Body = BoxBody<Bytes, Infallible>;
 /// A finished response.
 pub type Reply = Response<Body>;
 
-/// What a connection knows about its client.
+/// What a connection knows about its client. Shared (`Arc<str>`) because
+/// every request's audit event carries both: a reference count, not a copy.
 #[derive(Debug, Clone)]
 pub struct Peer {
-    pub ip: Option<String>,
-    pub identity: Result<String, IdentityError>,
+    pub ip: Option<Arc<str>>,
+    pub identity: Result<Arc<str>, IdentityError>,
 }
 
 /// How a listing argument selects names.
@@ -267,8 +269,7 @@ pub async fn serve<B: RequestBody>(state: Arc<State>, peer: Arc<Peer>, req: Requ
     state.metrics.request_active.dec();
     state.metrics.observe(status, elapsed.as_secs_f64());
     if state.audit.wanted() {
-        let time = received.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-        state.audit.record(crate::audit::event(time, peer.ip.clone(), path, identity, status, elapsed));
+        state.audit.record(crate::audit::event(received, peer.ip.clone(), path, identity, status, elapsed));
     }
     tracing::debug!(status, micros = elapsed.as_micros() as u64, "served");
     Ok(reply)
@@ -281,7 +282,7 @@ async fn route<B: RequestBody>(
     peer: &Peer,
     path: &str,
     req: Request<B>,
-) -> (Option<String>, Result<Reply, ApiError>) {
+) -> (Option<Arc<str>>, Result<Reply, ApiError>) {
     let identity = peer.identity.as_ref().ok().cloned();
     let Some((route, name)) = routes::find(path) else {
         return (identity, Err(ApiError::no_route()));
@@ -309,15 +310,30 @@ async fn route<B: RequestBody>(
             Call { state, route, name, identity: identity.as_deref(), wants_json, query: query.as_deref(), body };
         dispatch(call).await
     };
-    let result = if timeout.is_zero() {
-        body_future.await
-    } else {
-        match tokio::time::timeout(timeout, body_future).await {
-            Ok(r) => r,
-            Err(_) => Err(ApiError::timeout()),
-        }
-    };
+    let result = within(timeout, body_future).await;
     (identity, result)
+}
+
+/// Runs a handler under the route's timeout (zero: none).
+///
+/// The handler is polled once before the timer is armed: most requests (a
+/// cached key, a body that came with the head) finish in that first poll, and
+/// then cost no timer registration at all. One that waits (a keystore call, a
+/// slow body) gets the full timeout from that point on.
+async fn within(
+    timeout: std::time::Duration,
+    handler: impl Future<Output = Result<Reply, ApiError>>,
+) -> Result<Reply, ApiError> {
+    let mut handler = std::pin::pin!(handler);
+    if let std::task::Poll::Ready(result) =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(handler.as_mut().poll(cx))).await
+    {
+        return result;
+    }
+    if timeout.is_zero() {
+        return handler.await;
+    }
+    tokio::time::timeout(timeout, handler).await.unwrap_or_else(|_| Err(ApiError::timeout()))
 }
 
 /// Checks the caller against the route's auth class.

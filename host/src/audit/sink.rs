@@ -3,6 +3,8 @@
 //! Same shape as the WIT `audit-sink` world. Sinks are fed off the request path
 //! by a bounded queue; a slow or failing sink never delays a response.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::keys::store::StoreError;
@@ -14,12 +16,13 @@ use crate::keys::store::StoreError;
 pub struct AuditEvent {
     /// RFC 3339 time the request arrived.
     pub time: String,
-    /// Client IP address, if known.
-    pub ip: Option<String>,
+    /// Client IP address, if known. Shared by every event of a connection.
+    pub ip: Option<Arc<str>>,
     /// URL path (no query).
     pub path: String,
     /// Client identity (hex SHA-256 of the certificate's public key), if any.
-    pub identity: Option<String>,
+    /// Shared by every event of a connection.
+    pub identity: Option<Arc<str>>,
     /// HTTP status sent.
     pub status: u16,
     /// Time taken to answer, in microseconds.
