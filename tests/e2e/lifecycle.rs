@@ -20,6 +20,22 @@ async fn sigterm_exits_zero_quickly() {
     }
 }
 
+/// The server opts out of transparent huge pages: with them, the allocator's
+/// partly used huge pages made RSS climb for half an hour under mixed load
+/// (the soak in BENCHMARKS.md). Linux reports the flag in /proc.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn server_runs_without_transparent_huge_pages() {
+    let s = TestServer::start("");
+    assert_eq!(s.admin_client().get("/v1/status").await.status, 200);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
+    let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) else {
+        eprintln!("SKIP: this kernel does not report THP_enabled");
+        return;
+    };
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}
+
 #[test]
 fn unknown_config_key_is_refused_with_its_name_and_line() {
     let dir = TempDir::new("badcfg");
