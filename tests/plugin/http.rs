@@ -214,15 +214,14 @@ async fn wasi_http_without_a_grant_is_refused_at_load() {
     assert!(e.to_string().contains("grants.hosts"), "{e}");
 }
 
-/// A server that accepts and then never answers cannot hold a call past its
-/// deadline: the request fails at the deadline (well before the wall-clock
-/// backstop) and the call ends as a timeout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_cannot_outlive_the_call_deadline() {
+/// A TCP server on 127.0.0.1 that accepts connections and never answers: its
+/// address, the connections it holds, and its task (abort it when done).
+async fn silent_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<tokio::net::TcpStream>>>, tokio::task::JoinHandle<()>)
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let held = Arc::new(Mutex::new(Vec::new()));
-    let silent = {
+    let task = {
         let held = held.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -230,6 +229,15 @@ async fn a_request_cannot_outlive_the_call_deadline() {
             }
         })
     };
+    (addr, held, task)
+}
+
+/// A server that accepts and then never answers cannot hold a call past its
+/// deadline: the request fails at the deadline (well before the wall-clock
+/// backstop) and the call ends as a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cannot_outlive_the_call_deadline() {
+    let (addr, held, silent) = silent_server().await;
     let limits = Limits { call_timeout: Duration::from_millis(300), ..Limits::default() };
     let ks = probe(hosts(&[format!("http://127.0.0.1:{}", addr.port())]), limits).await.unwrap();
     let started = Instant::now();
@@ -389,17 +397,7 @@ async fn webhook_urls_as_the_host_reads_them() {
 /// "timed out").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_gives_up_on_a_silent_receiver_within_its_time_budget() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let held = Arc::new(Mutex::new(Vec::new()));
-    let silent = {
-        let held = held.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                held.lock().unwrap().push(stream);
-            }
-        })
-    };
+    let (addr, held, silent) = silent_server().await;
     let origin = format!("http://127.0.0.1:{}", addr.port());
     let sink = webhook(&format!("{origin}/audit"), &origin, r#", "timeout_ms": 500, "retries": 3, "backoff_ms": 50"#)
         .await
