@@ -382,9 +382,45 @@ async fn dispatch(call: Call<'_>) -> Result<Reply, ApiError> {
     }
 }
 
-/// Go's `time.Time` JSON form: RFC 3339 with nanoseconds, trailing zeros cut.
+/// Go's `time.Time` JSON form: RFC 3339 with nanoseconds, trailing zeros cut
+/// (`2024-01-31T12:00:00.1234Z`).
+///
+/// Every request's audit event carries one, so UTC times (all the server
+/// makes) are written directly, without the `time` formatter's allocations
+/// and checks; the text is the same (tested). Other offsets go through the
+/// formatter, which keeps them.
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    let (year, month, day) = t.to_calendar_date();
+    if !t.offset().is_utc() || !(0..=9999).contains(&year) {
+        return t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    }
+    let (hour, minute, second, nanos) = t.to_hms_nano();
+    let mut out = String::with_capacity(30);
+    let year = year as u32;
+    out.extend([year / 1000, year / 100 % 10, year / 10 % 10, year % 10].map(|d| char::from(b'0' + d as u8)));
+    let push2 = |out: &mut String, sep: char, n: u8| {
+        out.push(sep);
+        out.push(char::from(b'0' + n / 10));
+        out.push(char::from(b'0' + n % 10));
+    };
+    push2(&mut out, '-', month as u8);
+    push2(&mut out, '-', day);
+    push2(&mut out, 'T', hour);
+    push2(&mut out, ':', minute);
+    push2(&mut out, ':', second);
+    if nanos != 0 {
+        let mut fraction = [b'0'; 9];
+        let mut n = nanos;
+        for digit in fraction.iter_mut().rev() {
+            *digit = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        let len = 9 - fraction.iter().rev().take_while(|&&d| d == b'0').count();
+        out.push('.');
+        out.extend(fraction[..len].iter().map(|&d| char::from(d)));
+    }
+    out.push('Z');
+    out
 }
 
 /// Handles the `enclave` query: only the default enclave exists.
@@ -405,4 +441,33 @@ pub fn form_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
         let dec = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
         (dec(k), dec(v))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(unix_nanos: i128) -> time::OffsetDateTime {
+        time::OffsetDateTime::from_unix_timestamp_nanos(unix_nanos).unwrap()
+    }
+
+    /// The time is the text `time`'s RFC 3339 formatter writes (Go's
+    /// `RFC3339Nano` in UTC), across the fraction lengths and the calendar.
+    #[test]
+    fn rfc3339_matches_the_time_formatter() {
+        let reference = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
+        let mut t: i128 = 0;
+        for step in [1i128, 7, 10, 100, 1_000, 123_456, 1_000_000_000, 86_399_999_999_999, 31_556_952_000_000_017] {
+            for _ in 0..200 {
+                t = t.wrapping_add(step * 7919) % 253_402_300_799_000_000_000;
+                assert_eq!(rfc3339(at(t)), reference(at(t)));
+            }
+        }
+        assert_eq!(rfc3339(at(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(at(1_500)), "1970-01-01T00:00:00.0000015Z");
+        assert_eq!(rfc3339(at(253_402_300_799_999_999_999)), "9999-12-31T23:59:59.999999999Z");
+        // Another offset is kept, as Go keeps it.
+        let offset = at(1_704_067_200_500_000_000).to_offset(time::UtcOffset::from_hms(5, 30, 0).unwrap());
+        assert_eq!(rfc3339(offset), "2024-01-01T05:30:00.5+05:30");
+    }
 }
