@@ -63,6 +63,10 @@ async fn fs_listing_skips_temporary_and_hidden_files_and_directories() {
     std::fs::write(dir.path().join(".tmp-deadbeef"), b"half").unwrap();
     std::fs::write(dir.path().join(".DS_Store"), b"x").unwrap();
     std::fs::create_dir(dir.path().join("k99-subdir")).unwrap();
+    // A name that is not UTF-8 was written by neither keyward nor KES.
+    #[cfg(unix)]
+    std::fs::write(dir.path().join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"k3-\xff")), b"x")
+        .unwrap();
     let all = ks.list("", "", 0).await.unwrap();
     assert_eq!(all.names, vec!["k1", "k2"]);
     assert_eq!(ks.list("k", "", 1).await.unwrap().next, "k2");

@@ -192,7 +192,8 @@ fn io_error(context: &str, err: &std::io::Error) -> Error {
 /// temporary directory) arrives as a per-entry `no-entry` error. The stream
 /// carries on after it, but wasi-libc's `readdir` drops the rest of its
 /// buffered batch, so under `std::fs` a listing silently missed keys or failed.
-/// Here such an entry is skipped and every other one is still listed.
+/// Here such an entry is skipped and every other one is still listed, and so
+/// is a name that is not UTF-8 (the host reports it as an error too).
 fn dir_entries(dir: &Path) -> Result<Vec<(String, bool)>, Error> {
     use wasip2::filesystem::types::{DescriptorFlags, DescriptorType, ErrorCode, OpenFlags, PathFlags};
     const CONTEXT: &str = "cannot list key directory";
@@ -224,6 +225,8 @@ fn dir_entries(dir: &Path) -> Result<Vec<(String, bool)>, Error> {
             Ok(Some(entry)) => entries.push((entry.name, entry.type_ == DescriptorType::RegularFile)),
             Ok(None) => return Ok(entries),
             Err(ErrorCode::NoEntry) => continue,
+            // A name that is not UTF-8 was written by neither keyward nor KES.
+            Err(ErrorCode::IllegalByteSequence) => continue,
             Err(code) => return Err(wasi_error(code)),
         }
     }
