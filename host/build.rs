@@ -13,7 +13,7 @@ const BUNDLED: &[(&str, &str)] =
     &[("keystore-fs", "keystore_fs.wasm"), ("audit-file", "audit_file.wasm"), ("audit-webhook", "audit_webhook.wasm")];
 /// Test fixtures (hostile plugins), built alongside and found by the tests
 /// through `KEYWARD_TEST_PLUGINS_DIR`; never embedded.
-const FIXTURES: &[&str] = &["hostile", "future-wit", "http-probe"];
+const FIXTURES: &[&str] = &["hostile", "future-wit", "http-probe", "audit-events"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());

@@ -1,18 +1,21 @@
 //! `audit-file`: appends keyward audit events to a file as JSON lines.
 //!
-//! Each event's `json` (the exact KES audit line) is written followed by `\n`,
-//! so the file reads like KES's own audit log and any JSON-lines tool can
-//! follow it. Configuration: `{"path": "/logs/audit.jsonl"}` (the default),
-//! a guest path inside a directory the host preopened.
+//! It exports the `audit-lines` world: each batch arrives as the events' exact
+//! KES audit lines, each followed by `\n`, and is appended to the file as
+//! given, so the file reads like KES's own audit log and any JSON-lines tool
+//! can follow it. Configuration: `{"path": "/logs/audit.jsonl"}` (the
+//! default), a guest path inside a directory the host preopened.
 //!
 //! The file is opened for appending on every batch rather than held open, so a
 //! log rotation (rename + new file) is picked up at the next batch, and several
-//! instances of the sink never hold stale handles.
+//! instances of the sink never hold stale handles. Each batch goes to the file
+//! through one `write_all` of the whole buffer, in as few writes as possible,
+//! which keeps lines from concurrent instances from interleaving mid-line.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 
-use keyward_sdk::{AuditSink, Error, Event};
+use keyward_sdk::{AuditSink, Error};
 
 /// The sink's configuration, from the server config.
 #[derive(serde::Deserialize)]
@@ -29,25 +32,6 @@ fn default_path() -> String {
 
 struct FileSink {
     path: String,
-}
-
-/// A batch is one `write` call: the lines are assembled in memory first so the
-/// whole batch goes to the file in as few writes as possible, which keeps
-/// lines from concurrent instances from interleaving mid-line.
-fn render(events: &[Event]) -> Vec<u8> {
-    let size = events.iter().map(|e| e.json.len() + 1).sum();
-    let mut out = Vec::with_capacity(size);
-    for event in events {
-        // A line break inside the JSON would split one event into two lines;
-        // well-formed JSON never contains a raw one, so replace defensively.
-        if event.json.contains('\n') {
-            out.extend_from_slice(event.json.replace('\n', " ").as_bytes());
-        } else {
-            out.extend_from_slice(event.json.as_bytes());
-        }
-        out.push(b'\n');
-    }
-    out
 }
 
 fn io_error(context: &str, path: &str, err: &std::io::Error) -> Error {
@@ -89,12 +73,17 @@ impl AuditSink for FileSink {
         Ok(sink)
     }
 
-    fn write(&self, events: Vec<Event>) -> Result<(), Error> {
-        if events.is_empty() {
+    fn write(&self, mut lines: Vec<u8>) -> Result<(), Error> {
+        if lines.is_empty() {
             return Ok(());
         }
+        // The host ends every line with `\n`; should a batch ever lack the
+        // last one, add it so the next batch starts on a line of its own.
+        if lines.last() != Some(&b'\n') {
+            lines.push(b'\n');
+        }
         let mut file = self.open()?;
-        file.write_all(&render(&events))
+        file.write_all(&lines)
             .and_then(|()| file.flush())
             .map_err(|e| io_error("cannot append to audit log", &self.path, &e))
     }

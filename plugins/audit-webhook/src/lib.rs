@@ -1,7 +1,8 @@
 //! `audit-webhook`: POSTs keyward audit events to an HTTP(S) endpoint.
 //!
-//! Each `write` sends its whole batch as one request: every event's `json`
-//! (the exact KES audit line) followed by `\n`, with
+//! It exports the `audit-lines` world. Each `write` sends its whole batch as
+//! one request whose body is the batch exactly as the host gave it, every
+//! event's exact KES audit line followed by `\n`, with
 //! `Content-Type: application/x-ndjson`. A connection failure (refused,
 //! reset, connect timeout), a 5xx, a 408 or a 429 is retried with exponential
 //! backoff; any other answer outside 2xx, and a request the host refuses
@@ -47,7 +48,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use keyward_sdk::{log, AuditSink, Error, Event};
+use keyward_sdk::{log, AuditSink, Error};
 use waki::bindings::wasi::clocks::monotonic_clock;
 use waki::bindings::wasi::http::outgoing_handler;
 use waki::bindings::wasi::http::types::{
@@ -179,23 +180,6 @@ struct Webhook {
 struct Failure {
     message: String,
     retry: bool,
-}
-
-/// The batch as ndjson: one event's KES JSON line per line.
-fn render(events: &[Event]) -> Vec<u8> {
-    let size = events.iter().map(|e| e.json.len() + 1).sum();
-    let mut out = Vec::with_capacity(size);
-    for event in events {
-        // A raw line break would split one event into two lines; well-formed
-        // JSON never contains one, so replace defensively.
-        if event.json.contains('\n') {
-            out.extend_from_slice(event.json.replace('\n', " ").as_bytes());
-        } else {
-            out.extend_from_slice(event.json.as_bytes());
-        }
-        out.push(b'\n');
-    }
-    out
 }
 
 /// Headers the HTTP layer sets itself (or `wasi:http` refuses).
@@ -372,11 +356,11 @@ impl AuditSink for Webhook {
         Ok(webhook)
     }
 
-    fn write(&self, events: Vec<Event>) -> Result<(), Error> {
-        if events.is_empty() {
+    /// The batch is already ndjson: it is the request body as it is.
+    fn write(&self, body: Vec<u8>) -> Result<(), Error> {
+        if body.is_empty() {
             return Ok(());
         }
-        let body = render(&events);
         let started = Instant::now();
         let deadline = started + self.timeout;
         let mut wait = self.backoff;

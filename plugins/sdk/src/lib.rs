@@ -25,8 +25,25 @@
 //! Build the plugin crate as a `cdylib` with `cargo build --release --target
 //! wasm32-wasip2`; the resulting `.wasm` file is a component ready for keyward.
 //!
+//! | world | trait | export macro |
+//! |---|---|---|
+//! | `keystore` | [`Keystore`] | [`export_keystore!`] |
+//! | `audit-lines` (preferred for audit sinks) | [`AuditSink`] | [`export_audit_sink!`] |
+//! | `audit-sink` (the original per-event world) | [`AuditEventSink`] | [`export_audit_event_sink!`] |
+//!
+//! An audit sink exports one of two worlds; the host accepts either and tells
+//! them apart by the exported interface. Prefer `audit-lines` ([`AuditSink`]):
+//! each batch arrives as one byte buffer of newline-delimited JSON, every
+//! event's exact KES audit line followed by `\n`, which is what files, log
+//! shippers and webhooks store or send anyway, and it is much cheaper for the
+//! host to hand over than one record of strings per event. Use
+//! `audit-sink` ([`AuditEventSink`]) only when a sink needs pre-parsed fields
+//! ([`Event`]: time, ip, path, identity, status, duration) for most events and
+//! would rather not parse the JSON line itself.
+//!
 //! Each instance of a plugin is initialised exactly once by the host (through
-//! [`Keystore::init`] / [`AuditSink::init`]) and keeps the value `init` returned
+//! [`Keystore::init`], [`AuditSink::init`] or [`AuditEventSink::init`]) and
+//! keeps the value `init` returned
 //! for the rest of its life. The host may run several instances side by side and
 //! may replace an instance at any time (for example after a trap), so keep
 //! nothing in memory that another instance would need to see.
@@ -59,9 +76,9 @@ pub mod bindings {
         });
     }
 
-    /// Bindings for the `audit-sink` world. The shared `types` and `log`
-    /// interfaces are those of [`keystore`](super::keystore), so there is one
-    /// [`Error`](crate::Error) type for both worlds.
+    /// Bindings for the `audit-sink` world (events as records). The shared
+    /// `types` and `log` interfaces are those of [`keystore`], so there is one
+    /// [`Error`](crate::Error) type for every world.
     #[allow(missing_docs)]
     pub mod audit_sink {
         wit_bindgen::generate!({
@@ -70,6 +87,25 @@ pub mod bindings {
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "keyward_sdk::bindings::audit_sink",
+            runtime_path: "keyward_sdk::__private::wit_bindgen::rt",
+            with: {
+                "keyward:plugin/types@0.1.0": crate::bindings::keystore::keyward::plugin::types,
+                "keyward:plugin/log@0.1.0": crate::bindings::keystore::keyward::plugin::log,
+            },
+        });
+    }
+
+    /// Bindings for the `audit-lines` world (events as ndjson bytes). The
+    /// shared `types` and `log` interfaces are those of [`keystore`], as for
+    /// [`audit_sink`].
+    #[allow(missing_docs)]
+    pub mod audit_lines {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: "keyward:plugin/audit-lines@0.1.0",
+            pub_export_macro: true,
+            export_macro_name: "export",
+            default_bindings_module: "keyward_sdk::bindings::audit_lines",
             runtime_path: "keyward_sdk::__private::wit_bindgen::rt",
             with: {
                 "keyward:plugin/types@0.1.0": crate::bindings::keystore::keyward::plugin::types,
@@ -87,7 +123,8 @@ pub mod bindings {
 /// configuration the backend refuses, `Internal` for everything else.
 pub use bindings::keystore::keyward::plugin::types::Error;
 
-/// One audit event; the WIT `event` record.
+/// One audit event; the WIT `event` record, as [`AuditEventSink::write`]
+/// receives it.
 pub use bindings::keystore::keyward::plugin::types::Event;
 
 /// The WIT package this SDK implements. The host refuses plugins built for a
@@ -136,10 +173,32 @@ pub trait Keystore: Sized + 'static {
     }
 }
 
-/// An audit sink: the `audit-sink` world as a Rust trait.
+/// An audit sink: the `audit-lines` world as a Rust trait. The preferred way
+/// to write an audit sink.
 ///
 /// Implement it and call [`export_audit_sink!`] once in the plugin crate.
 pub trait AuditSink: Sized + 'static {
+    /// Builds this instance's state from the sink's configuration, a JSON
+    /// object (`{}` when the operator gave none). Called once per instance,
+    /// before anything else. Answer [`Error::Invalid`] for a configuration
+    /// that cannot work.
+    fn init(config: &str) -> Result<Self, Error>;
+
+    /// Delivers a batch of one or more events as newline-delimited JSON:
+    /// every event's exact KES audit line (UTF-8, no line break inside)
+    /// followed by `\n`, oldest first. An error means the batch may be lost;
+    /// the host counts its events as dropped and does not retry.
+    fn write(&self, lines: Vec<u8>) -> Result<(), Error>;
+}
+
+/// An audit sink taking one [`Event`] record per event: the original
+/// `audit-sink` world as a Rust trait.
+///
+/// Still supported, but prefer [`AuditSink`]: lowering every event's fields
+/// into the guest costs the host far more than handing over one buffer of
+/// lines. Implement it and call [`export_audit_event_sink!`] once in the
+/// plugin crate.
+pub trait AuditEventSink: Sized + 'static {
     /// Builds this instance's state from the sink's configuration, a JSON
     /// object. Called once per instance, before anything else.
     fn init(config: &str) -> Result<Self, Error>;
@@ -293,10 +352,43 @@ macro_rules! export_keystore {
     };
 }
 
-/// Exports a type implementing [`AuditSink`] as this component's `audit-sink`
-/// world. Call it exactly once, at the top level of the plugin crate.
+/// Exports a type implementing [`AuditSink`] as this component's
+/// `audit-lines` world. Call it exactly once, at the top level of the plugin
+/// crate.
 #[macro_export]
 macro_rules! export_audit_sink {
+    ($ty:ty) => {
+        const _: () = {
+            use $crate::bindings::audit_lines::exports::keyward::plugin::audit_lines_api::Guest;
+
+            ::std::thread_local! {
+                static STATE: ::std::cell::OnceCell<$ty> = const { ::std::cell::OnceCell::new() };
+            }
+
+            struct KeywardAuditLinesExport;
+
+            impl Guest for KeywardAuditLinesExport {
+                fn init(config: ::std::string::String) -> ::std::result::Result<(), $crate::Error> {
+                    $crate::__private::init(&STATE, || <$ty as $crate::AuditSink>::init(&config))
+                }
+                fn write(lines: ::std::vec::Vec<u8>) -> ::std::result::Result<(), $crate::Error> {
+                    $crate::__private::with(&STATE, |s| $crate::AuditSink::write(s, lines))
+                }
+            }
+
+            $crate::bindings::audit_lines::export!(
+                KeywardAuditLinesExport with_types_in $crate::bindings::audit_lines
+            );
+        };
+    };
+}
+
+/// Exports a type implementing [`AuditEventSink`] as this component's
+/// `audit-sink` world (the original per-event world; prefer
+/// [`export_audit_sink!`]). Call it exactly once, at the top level of the
+/// plugin crate.
+#[macro_export]
+macro_rules! export_audit_event_sink {
     ($ty:ty) => {
         const _: () = {
             use $crate::bindings::audit_sink::exports::keyward::plugin::audit_sink_api::Guest;
@@ -309,10 +401,10 @@ macro_rules! export_audit_sink {
 
             impl Guest for KeywardAuditSinkExport {
                 fn init(config: ::std::string::String) -> ::std::result::Result<(), $crate::Error> {
-                    $crate::__private::init(&STATE, || <$ty as $crate::AuditSink>::init(&config))
+                    $crate::__private::init(&STATE, || <$ty as $crate::AuditEventSink>::init(&config))
                 }
                 fn write(events: ::std::vec::Vec<$crate::Event>) -> ::std::result::Result<(), $crate::Error> {
-                    $crate::__private::with(&STATE, |s| $crate::AuditSink::write(s, events))
+                    $crate::__private::with(&STATE, |s| $crate::AuditEventSink::write(s, events))
                 }
             }
 
