@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use keyward::audit::sink::{AuditEvent, AuditSink};
+use keyward::audit::sink::{AuditBatch, AuditSink};
 use keyward::crypto::{Algorithm, StoredKey};
 use keyward::keys::store::Keystore;
 use keyward::plugin::{
@@ -59,7 +59,8 @@ fn bench(c: &mut Criterion) {
     // the bundled audit-file plugin vs appending the same lines natively.
     let logs = tmp.0.join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let events: Vec<AuditEvent> = (0..256).map(sample_event).collect();
+    let lines: Vec<u8> = (0..256).flat_map(|i| sample_line(i).into_bytes().into_iter().chain([b'\n'])).collect();
+    let batch = AuditBatch::new(&lines);
     let bytes = keyward::bundled::find("audit-file").expect("bundled audit-file plugin");
     let spec = PluginSpec::embedded("audit-file", PluginKind::AuditSink, bytes, Grants::dir(&logs, "/logs"));
     let loaded = engine.load(&spec).unwrap();
@@ -67,38 +68,33 @@ fn bench(c: &mut Criterion) {
         rt.block_on(PluginAuditSink::start(loaded, r#"{"path":"/logs/audit.jsonl"}"#, PoolOptions::default())).unwrap();
     let native_path = logs.join("native.jsonl");
     let mut g = c.benchmark_group("audit_write_256_events");
-    g.throughput(criterion::Throughput::Elements(events.len() as u64));
-    g.bench_function("audit-file plugin (wasm)", |b| b.to_async(&rt).iter(|| sink.write(&events)));
-    g.bench_function("native append", |b| b.iter(|| append_natively(&native_path, &events)));
+    g.throughput(criterion::Throughput::Elements(batch.len() as u64));
+    g.bench_function("audit-file plugin (wasm)", |b| b.to_async(&rt).iter(|| sink.write(batch)));
+    g.bench_function("native append", |b| b.iter(|| append_natively(&native_path, batch)));
     g.finish();
 
-    // What every audited request pays on its own path: the event and its line.
+    // What every audited request pays on its own path: writing its line.
     let mut g = c.benchmark_group("audit_event");
-    g.bench_function("build one event", |b| b.iter(|| sample_event(7)));
+    g.bench_function("build one line", |b| b.iter(|| sample_line(7)));
     g.finish();
 }
 
-fn sample_event(i: usize) -> AuditEvent {
-    keyward::audit::event(
+fn sample_line(i: usize) -> String {
+    keyward::audit::line(
         time::OffsetDateTime::now_utc(),
-        Some("127.0.0.1".into()),
-        format!("/v1/key/encrypt/bench-{i}"),
-        Some("3f7c0a1b2d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8".into()),
+        Some("127.0.0.1"),
+        &format!("/v1/key/encrypt/bench-{i}"),
+        Some("3f7c0a1b2d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8"),
         200,
         std::time::Duration::from_micros(42),
     )
 }
 
 /// What the plugin does, natively: open for append, one write of the batch.
-fn append_natively(path: &std::path::Path, events: &[AuditEvent]) {
+fn append_natively(path: &std::path::Path, batch: AuditBatch<'_>) {
     use std::io::Write;
-    let mut out = Vec::with_capacity(events.iter().map(|e| e.json.len() + 1).sum());
-    for e in events {
-        out.extend_from_slice(e.json.as_bytes());
-        out.push(b'\n');
-    }
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
-    file.write_all(&out).unwrap();
+    file.write_all(batch.lines()).unwrap();
 }
 
 criterion_group!(benches, bench);

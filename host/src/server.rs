@@ -4,16 +4,18 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
@@ -329,22 +331,158 @@ async fn serve_connection(
     let peer = Arc::new(Peer { ip: Some(addr.ip().to_string().into()), identity: identity.map(Arc::from) });
     let metrics = state.metrics.clone();
     let body_timeout = limits.body_timeout;
+    let activity = Arc::new(Activity::new());
+    let requests = activity.clone();
     let service = service_fn(move |req: http::Request<Incoming>| {
-        api::serve(state.clone(), peer.clone(), req.map(|body| DeadlineBody::new(body, body_timeout)))
+        requests.begin();
+        let reply = api::serve(state.clone(), peer.clone(), req.map(|body| DeadlineBody::new(body, body_timeout)));
+        let requests = requests.clone();
+        async move {
+            let Ok(reply) = reply.await;
+            if reply.body().size_hint().exact().is_some() {
+                requests.end();
+                return Ok::<_, std::convert::Infallible>(reply);
+            }
+            // A streamed answer (log following) keeps the request going
+            // until its body is done.
+            Ok(reply.map(|body| BodyExt::boxed(EndsWhenDropped { body, activity: requests })))
+        }
     });
     // hyper's own HTTP/1 connection, not hyper-util's `auto` one: `auto`
     // first waits for 24 bytes to tell HTTP/2 from HTTP/1 with no timeout,
     // so a client that handshakes and then sends nothing would hold its
-    // slot forever. HTTP/2 is not served anyway.
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .serve_connection(TokioIo::new(tls), service);
-    if let Err(e) = watcher.watch(conn).await {
-        if e.is_timeout() {
+    // slot forever. HTTP/2 is not served anyway. The header timeout is the
+    // connection's `HeadWatchdog`, not hyper's (which arms a timer per request).
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(tls), service);
+    match HeadWatchdog::new(watcher.watch(conn), activity, limits.header_timeout).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "connection ended with an error"),
+        Err(HeadTimedOut) => {
             metrics.connections_timed_out.with_label_values(&["header"]).inc();
+            tracing::debug!(peer = %addr, "request head not received within limits.header_timeout");
         }
-        tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
+    }
+}
+
+/// What a connection's requests are doing, for its [`HeadWatchdog`]: how many
+/// were handed to the API and how many it has answered, and when the last
+/// answer was ready. Written only by the connection's own task (plain
+/// loads and stores; atomics only because the task may move between threads).
+struct Activity {
+    since: std::time::Instant,
+    begun: AtomicU64,
+    ended: AtomicU64,
+    /// Nanoseconds after `since` at which the last request ended.
+    last_end: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            since: std::time::Instant::now(),
+            begun: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+            last_end: AtomicU64::new(0),
+        }
+    }
+
+    /// A request head arrived in full.
+    fn begin(&self) {
+        self.begun.store(self.begun.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// Its answer is ready: from now on the connection waits for the next head.
+    fn end(&self) {
+        let nanos = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_end.store(nanos, Ordering::Relaxed);
+        self.ended.store(self.ended.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
+
+/// A streamed response body that marks its request ended when it is dropped
+/// (sent in full, or the connection gone).
+struct EndsWhenDropped {
+    body: api::Body,
+    activity: Arc<Activity>,
+}
+
+impl Drop for EndsWhenDropped {
+    fn drop(&mut self) {
+        self.activity.end();
+    }
+}
+
+impl Body for EndsWhenDropped {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A connection's header timeout: the connection is closed when a request
+/// head has not fully arrived within `limits.header_timeout` of the moment
+/// the server started waiting for it (after the handshake, or after the
+/// previous answer). Covers heads that stall or trickle (progress does not
+/// extend the deadline) and idle keep-alive connections, as hyper's own
+/// `header_read_timeout` does — but with one timer per connection, checked
+/// only when it fires, instead of a timer armed and cancelled per request.
+struct HeadWatchdog<F> {
+    conn: Pin<Box<F>>,
+    timer: Pin<Box<Sleep>>,
+    activity: Arc<Activity>,
+    timeout: Duration,
+    /// `activity.begun` when the timer was last armed.
+    begun_at_arming: u64,
+}
+
+/// A [`HeadWatchdog`] closed its connection.
+#[derive(Debug)]
+struct HeadTimedOut;
+
+impl<F: Future> HeadWatchdog<F> {
+    fn new(conn: F, activity: Arc<Activity>, timeout: Duration) -> HeadWatchdog<F> {
+        let timer = Box::pin(tokio::time::sleep(timeout));
+        HeadWatchdog { conn: Box::pin(conn), timer, activity, timeout, begun_at_arming: 0 }
+    }
+}
+
+impl<F: Future> Future for HeadWatchdog<F> {
+    type Output = Result<F::Output, HeadTimedOut>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Poll::Ready(done) = this.conn.as_mut().poll(cx) {
+            return Poll::Ready(Ok(done));
+        }
+        while this.timer.as_mut().poll(cx).is_ready() {
+            let a = &this.activity;
+            let (begun, ended) = (a.begun.load(Ordering::Relaxed), a.ended.load(Ordering::Relaxed));
+            let deadline = if begun != ended {
+                // A request is being handled (or its streamed answer sent):
+                // route and body timeouts govern it, not this one.
+                tokio::time::Instant::now() + this.timeout
+            } else if begun != this.begun_at_arming {
+                // Requests came and went: the wait for the next head started
+                // when the last one ended.
+                tokio::time::Instant::from_std(a.since + Duration::from_nanos(a.last_end.load(Ordering::Relaxed)))
+                    + this.timeout
+            } else {
+                return Poll::Ready(Err(HeadTimedOut));
+            };
+            this.begun_at_arming = begun;
+            this.timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
     }
 }
 

@@ -185,6 +185,39 @@ async fn slow_and_idle_request_heads_are_cut_at_header_timeout() {
     assert_no_panic(&server);
 }
 
+/// The header timeout covers waiting for a request head only: a client
+/// following the audit log (one request whose answer streams for as long as
+/// it likes) keeps receiving lines well past `limits.header_timeout`, and the
+/// same connection is cut only once the stream ends and no new head comes.
+#[tokio::test]
+async fn a_followed_log_outlives_the_header_timeout() {
+    let server = start("[limits]\nheader_timeout = \"1s\"\n");
+    let mut follower = tls_connect(&server, &server.admin).await;
+    follower.write_all(b"GET /v1/log/audit HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let c = server.admin_client();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Repeated: lines arrive in the order requests are answered; look for
+    // one made 2.5 s after the stream started.
+    let mut received = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        c.get("/v1/key/describe/after-the-timeout").await;
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_millis(200), follower.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => panic!("the follower was cut: {}", String::from_utf8_lossy(&received)),
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if String::from_utf8_lossy(&received).contains("/v1/key/describe/after-the-timeout") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("/v1/key/describe/after-the-timeout"), "no line after the header timeout: {text}");
+    assert_no_panic(&server);
+}
+
 /// The head of a request announcing `Content-Length: 1000` to `path`.
 fn head_with_body(path: &str) -> String {
     format!("PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")

@@ -1,49 +1,48 @@
-//! `audit-file`: JSON lines appended to a file in its granted directory.
+//! Audit sinks: `audit-file` (the `audit-lines` world) appends the lines to a
+//! file in its granted directory; a sink built for the original `audit-sink`
+//! world still gets every event's fields.
 
-use keyward::audit::sink::{AuditEvent, AuditSink};
+use keyward::audit::sink::{AuditBatch, AuditSink};
 use keyward::keys::store::StoreError;
-use keyward::plugin::{Grants, PluginAuditSink, PluginError, PluginKind, PoolOptions};
+use keyward::plugin::{Grants, PluginAuditSink, PluginEngine, PluginError, PluginKind, PoolOptions};
 
 use crate::{pinned, shared_engine, TempDir};
 
-fn event(i: u32) -> AuditEvent {
-    AuditEvent {
-        time: format!("2024-01-01T00:00:{i:02}Z"),
-        ip: Some("127.0.0.1".into()),
-        path: "/v1/key/create/a".into(),
-        identity: if i.is_multiple_of(2) { None } else { Some("ab".repeat(32).into()) },
-        status: 200,
-        duration_us: 42 + u64::from(i),
-        json: format!(r#"{{"time":"2024-01-01T00:00:{i:02}Z","request":{{"path":"/v1/key/create/a"}},"n":{i}}}"#),
-    }
+/// The audit line of request `i`, as the host writes it.
+fn line(i: u32) -> String {
+    let identity = if i.is_multiple_of(2) { String::new() } else { format!(r#","identity":"{}""#, "ab".repeat(32)) };
+    format!(
+        r#"{{"time":"2024-01-01T00:00:{i:02}Z","request":{{"ip":"127.0.0.1","path":"/v1/key/create/a{i}"{identity}}},"response":{{"code":200,"time":{}}}}}"#,
+        (42 + u64::from(i)) * 1000
+    )
+}
+
+/// Requests as the batch a sink is handed: every line followed by `\n`.
+fn batch(requests: impl IntoIterator<Item = u32>) -> Vec<u8> {
+    requests.into_iter().map(|i| line(i) + "\n").collect::<String>().into_bytes()
+}
+
+async fn audit_file(engine: &PluginEngine, dir: &TempDir) -> PluginAuditSink {
+    let spec = pinned("audit-file", "audit_file", PluginKind::AuditSink, Grants::dir(dir.path(), "/logs"));
+    PluginAuditSink::load(engine, &spec, r#"{"path": "/logs/audit.jsonl"}"#, PoolOptions::default()).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_file_appends_json_lines() {
     let dir = TempDir::new("audit");
-    let spec = pinned("audit-file", "audit_file", PluginKind::AuditSink, Grants::dir(dir.path(), "/logs"));
-    let sink =
-        PluginAuditSink::load(&shared_engine(), &spec, r#"{"path": "/logs/audit.jsonl"}"#, PoolOptions::default())
-            .await
-            .unwrap();
-    let batch1: Vec<AuditEvent> = (0..3).map(event).collect();
-    let batch2: Vec<AuditEvent> = (3..5).map(event).collect();
-    sink.write(&batch1).await.unwrap();
-    sink.write(&[]).await.unwrap();
-    sink.write(&batch2).await.unwrap();
+    let sink = audit_file(&shared_engine(), &dir).await;
+    sink.write(AuditBatch::new(&batch(0..3))).await.unwrap();
+    sink.write(AuditBatch::new(b"")).await.unwrap();
+    sink.write(AuditBatch::new(&batch(3..5))).await.unwrap();
     let text = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
-    let expected: String = (0..5).map(|i| format!("{}\n", event(i).json)).collect();
-    assert_eq!(text, expected);
+    assert_eq!(text.as_bytes(), batch(0..5));
     for line in text.lines() {
         serde_json::from_str::<serde_json::Value>(line).unwrap();
     }
 
     // A file that exists already is appended to, not truncated.
-    let sink2 =
-        PluginAuditSink::load(&shared_engine(), &spec, r#"{"path": "/logs/audit.jsonl"}"#, PoolOptions::default())
-            .await
-            .unwrap();
-    sink2.write(&[event(9)]).await.unwrap();
+    let sink2 = audit_file(&shared_engine(), &dir).await;
+    sink2.write(AuditBatch::new(&batch([9]))).await.unwrap();
     let text = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
     assert_eq!(text.lines().count(), 6);
     assert_eq!(sink2.stats().calls.load(std::sync::atomic::Ordering::Relaxed), 1, "an empty batch is not a call");
@@ -56,4 +55,34 @@ async fn audit_file_without_grant_fails_at_load() {
         .await
         .unwrap_err();
     assert!(matches!(&e, PluginError::Init { source: StoreError::Invalid(m), .. } if m.contains("preopen")), "{e}");
+}
+
+/// A sink built for the original `audit-sink` world (one record per event)
+/// loads under the same manifest `kind` and gets each event's facts, parsed
+/// from the lines the host records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_event_sink_gets_every_field() {
+    let dir = TempDir::new("audit-events");
+    let spec = pinned("events", "audit_events", PluginKind::AuditSink, Grants::dir(dir.path(), "/logs"));
+    let sink =
+        PluginAuditSink::load(&shared_engine(), &spec, r#"{"path": "/logs/events.jsonl"}"#, PoolOptions::default())
+            .await
+            .unwrap();
+    sink.write(AuditBatch::new(&batch(0..2))).await.unwrap();
+    let text = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+    let got: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let expected: Vec<serde_json::Value> = (0..2u32)
+        .map(|i| {
+            serde_json::json!({
+                "time": format!("2024-01-01T00:00:{i:02}Z"),
+                "ip": "127.0.0.1",
+                "path": format!("/v1/key/create/a{i}"),
+                "identity": if i == 1 { serde_json::json!("ab".repeat(32)) } else { serde_json::Value::Null },
+                "status": 200,
+                "duration_us": 42 + i,
+                "json": line(i),
+            })
+        })
+        .collect();
+    assert_eq!(got, expected);
 }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use keyward::audit::sink::{AuditEvent, AuditSink};
+use keyward::audit::sink::{AuditBatch, AuditSink};
 use keyward::keys::store::{Keystore, StoreError};
 use keyward::plugin::{
     Grants, Limits, PluginAuditSink, PluginError, PluginKeystore, PluginKind, PoolOptions, TIMEOUT_MESSAGE,
@@ -252,17 +252,14 @@ async fn a_request_cannot_outlive_the_call_deadline() {
     silent.abort();
 }
 
-fn event(i: u32) -> AuditEvent {
-    let path = format!("/v1/key/create/k{i}");
-    AuditEvent {
-        time: format!("2024-01-01T00:00:{i:02}Z"),
-        ip: Some("127.0.0.1".into()),
-        json: format!(r#"{{"time":"2024-01-01T00:00:{i:02}Z","request":{{"path":"{path}"}},"n":{i}}}"#),
-        path,
-        identity: None,
-        status: 200,
-        duration_us: 7,
-    }
+/// The audit line of event `i`.
+fn event(i: u32) -> String {
+    format!(r#"{{"time":"2024-01-01T00:00:{i:02}Z","request":{{"path":"/v1/key/create/k{i}"}},"n":{i}}}"#)
+}
+
+/// Events as the batch a sink is handed: every line followed by `\n`.
+fn batch(events: impl IntoIterator<Item = u32>) -> Vec<u8> {
+    events.into_iter().map(|i| event(i) + "\n").collect::<String>().into_bytes()
 }
 
 async fn webhook(url: &str, origin: &str, extra: &str) -> Result<PluginAuditSink, PluginError> {
@@ -275,10 +272,9 @@ async fn webhook(url: &str, origin: &str, extra: &str) -> Result<PluginAuditSink
 async fn webhook_posts_each_batch_as_ndjson() {
     let rx = Receiver::start().await;
     let sink = webhook(&rx.url("/audit"), &rx.origin(), r#", "headers": {"X-Audit-Token": "s3cret"}"#).await.unwrap();
-    let first: Vec<AuditEvent> = (0..3).map(event).collect();
-    sink.write(&first).await.unwrap();
-    sink.write(&[]).await.unwrap();
-    sink.write(&[event(3)]).await.unwrap();
+    sink.write(AuditBatch::new(&batch(0..3))).await.unwrap();
+    sink.write(AuditBatch::new(b"")).await.unwrap();
+    sink.write(AuditBatch::new(&batch([3]))).await.unwrap();
     let seen = rx.seen();
     assert_eq!(seen.len(), 2, "one request per non-empty batch");
     for s in &seen {
@@ -286,9 +282,8 @@ async fn webhook_posts_each_batch_as_ndjson() {
         assert_eq!(s.headers["content-type"], "application/x-ndjson");
         assert_eq!(s.headers["x-audit-token"], "s3cret");
     }
-    let expected: String = (0..3).map(|i| format!("{}\n", event(i).json)).collect();
-    assert_eq!(String::from_utf8_lossy(&seen[0].body), expected);
-    assert_eq!(String::from_utf8_lossy(&seen[1].body), format!("{}\n", event(3).json));
+    assert_eq!(seen[0].body, batch(0..3));
+    assert_eq!(seen[1].body, batch([3]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,13 +293,13 @@ async fn webhook_retries_5xx_with_backoff_then_gives_up() {
     // Two failures, then success: delivered on the third attempt.
     rx.fail_first.store(2, Ordering::SeqCst);
     let started = Instant::now();
-    sink.write(&[event(1)]).await.unwrap();
+    sink.write(AuditBatch::new(&batch([1]))).await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(150), "backoff 50 + 100 ms: {:?}", started.elapsed());
     assert_eq!(rx.seen().len(), 3);
 
     // Always failing: 1 + 2 attempts, then `unavailable`.
     rx.status.store(500, Ordering::SeqCst);
-    match sink.write(&[event(2)]).await {
+    match sink.write(AuditBatch::new(&batch([2]))).await {
         Err(StoreError::Unavailable(m)) => assert!(m.contains("500") && m.contains("3 attempts"), "{m}"),
         other => panic!("{other:?}"),
     }
@@ -312,7 +307,9 @@ async fn webhook_retries_5xx_with_backoff_then_gives_up() {
 
     // A client error is not retried.
     rx.status.store(400, Ordering::SeqCst);
-    assert!(matches!(sink.write(&[event(3)]).await, Err(StoreError::Internal(m)) if m.contains("400")));
+    assert!(
+        matches!(sink.write(AuditBatch::new(&batch([3]))).await, Err(StoreError::Internal(m)) if m.contains("400"))
+    );
     assert_eq!(rx.seen().len(), 7);
     assert_eq!(sink.stats().traps.load(Ordering::Relaxed), 0);
 }
@@ -324,7 +321,7 @@ async fn webhook_with_the_receiver_down_fails_fast() {
     // Loads even though nothing listens: the receiver may come up later.
     let sink = webhook(&format!("{origin}/audit"), &origin, r#", "retries": 2, "backoff_ms": 20"#).await.unwrap();
     let started = Instant::now();
-    match sink.write(&[event(1)]).await {
+    match sink.write(AuditBatch::new(&batch([1]))).await {
         Err(StoreError::Unavailable(m)) => {
             eprintln!("receiver down: {m}");
             assert!(m.contains("3 attempts"), "{m}");
@@ -369,7 +366,7 @@ async fn webhook_config_errors_are_load_errors() {
     // denied by the host and not retried.
     let rx = Receiver::start().await;
     let sink = webhook(&rx.url("/audit"), "http://127.0.0.1:1", "").await.unwrap();
-    match sink.write(&[event(1)]).await {
+    match sink.write(AuditBatch::new(&batch([1]))).await {
         Err(StoreError::Internal(m)) => assert!(m.contains("denied"), "{m}"),
         other => panic!("{other:?}"),
     }
@@ -386,7 +383,7 @@ async fn webhook_urls_as_the_host_reads_them() {
         (format!("http://127.0.0.1:{}?source=keyward", rx.addr.port()), "/"),
     ] {
         let sink = webhook(&url, &rx.origin(), "").await.unwrap_or_else(|e| panic!("{url}: {e}"));
-        sink.write(&[event(1)]).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        sink.write(AuditBatch::new(&batch([1]))).await.unwrap_or_else(|e| panic!("{url}: {e}"));
         assert_eq!(rx.seen().last().unwrap().path, path, "{url}");
     }
 }
@@ -404,7 +401,7 @@ async fn webhook_gives_up_on_a_silent_receiver_within_its_time_budget() {
         .unwrap();
     for _ in 0..2 {
         let started = Instant::now();
-        let r = sink.write(&[event(1)]).await;
+        let r = sink.write(AuditBatch::new(&batch([1]))).await;
         let took = started.elapsed();
         match r {
             Err(StoreError::Unavailable(m)) => {
@@ -434,7 +431,7 @@ async fn webhook_retries_stop_at_the_time_budget() {
     let config = r#", "retries": 20, "backoff_ms": 200, "timeout_ms": 1000"#;
     let sink = webhook(&rx.url("/audit"), &rx.origin(), config).await.unwrap();
     let started = Instant::now();
-    match sink.write(&[event(1)]).await {
+    match sink.write(AuditBatch::new(&batch([1]))).await {
         Err(StoreError::Unavailable(m)) => {
             assert!(m.contains("status 503") && m.contains("3 attempts") && m.contains("timeout_ms"), "{m}")
         }
@@ -455,7 +452,7 @@ async fn webhook_ignores_the_response_body() {
     let sink = webhook(&rx.url("/audit"), &rx.origin(), "").await.unwrap();
     for status in [200, 500] {
         rx.status.store(status, Ordering::SeqCst);
-        let r = sink.write(&[event(1)]).await;
+        let r = sink.write(AuditBatch::new(&batch([1]))).await;
         assert!(if status == 200 { r.is_ok() } else { r.is_err() }, "{status}: {r:?}");
     }
     assert_eq!(sink.stats().traps.load(Ordering::Relaxed), 0);
@@ -473,7 +470,7 @@ async fn webhook_messages_never_show_secrets() {
     let url = rx.url("/hooks/PATH-T0KEN?key=QUERY-T0KEN");
     let config = r#", "retries": 1, "backoff_ms": 10, "headers": {"Authorization": "Bearer HEADER-T0KEN"}"#;
     let sink = webhook(&url, &rx.origin(), config).await.unwrap();
-    let m = match sink.write(&[event(1)]).await {
+    let m = match sink.write(AuditBatch::new(&batch([1]))).await {
         Err(StoreError::Unavailable(m)) => m,
         other => panic!("{other:?}"),
     };

@@ -269,7 +269,7 @@ pub async fn serve<B: RequestBody>(state: Arc<State>, peer: Arc<Peer>, req: Requ
     state.metrics.request_active.dec();
     state.metrics.observe(status, elapsed.as_secs_f64());
     if state.audit.wanted() {
-        state.audit.record(crate::audit::event(received, peer.ip.clone(), path, identity, status, elapsed));
+        state.audit.record(received, peer.ip.as_deref(), &path, identity.as_deref(), status, elapsed);
     }
     tracing::debug!(status, micros = elapsed.as_micros() as u64, "served");
     Ok(reply)
@@ -390,12 +390,20 @@ async fn dispatch(call: Call<'_>) -> Result<Reply, ApiError> {
 /// and checks; the text is the same (tested). Other offsets go through the
 /// formatter, which keeps them.
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    let mut out = String::with_capacity(30);
+    push_rfc3339(&mut out, t);
+    out
+}
+
+/// Appends [`rfc3339`]`(t)` to `out`: the audit line is written this way,
+/// straight into its buffer.
+pub fn push_rfc3339(out: &mut String, t: time::OffsetDateTime) {
     let (year, month, day) = t.to_calendar_date();
     if !t.offset().is_utc() || !(0..=9999).contains(&year) {
-        return t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        out.push_str(&t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default());
+        return;
     }
     let (hour, minute, second, nanos) = t.to_hms_nano();
-    let mut out = String::with_capacity(30);
     let year = year as u32;
     out.extend([year / 1000, year / 100 % 10, year / 10 % 10, year % 10].map(|d| char::from(b'0' + d as u8)));
     let push2 = |out: &mut String, sep: char, n: u8| {
@@ -403,11 +411,11 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
         out.push(char::from(b'0' + n / 10));
         out.push(char::from(b'0' + n % 10));
     };
-    push2(&mut out, '-', month as u8);
-    push2(&mut out, '-', day);
-    push2(&mut out, 'T', hour);
-    push2(&mut out, ':', minute);
-    push2(&mut out, ':', second);
+    push2(out, '-', month as u8);
+    push2(out, '-', day);
+    push2(out, 'T', hour);
+    push2(out, ':', minute);
+    push2(out, ':', second);
     if nanos != 0 {
         let mut fraction = [b'0'; 9];
         let mut n = nanos;
@@ -420,7 +428,6 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
         out.extend(fraction[..len].iter().map(|&d| char::from(d)));
     }
     out.push('Z');
-    out
 }
 
 /// Handles the `enclave` query: only the default enclave exists.

@@ -1,78 +1,100 @@
 //! Audit and error logs.
 //!
-//! Every request produces one [`AuditEvent`]. It goes, off the request path, to
-//! each configured sink through its own bounded queue (a full queue drops the
-//! event and counts it: a slow sink never slows a response), and to any client
-//! following `/v1/log/audit`. Error messages go to the tracing log and to
-//! clients following `/v1/log/error`.
+//! Every request produces one audit line, KES's JSON shape. On the request
+//! path it is written once into a per-thread scratch buffer and copied into
+//! each configured sink's pending buffer (a short lock; a full buffer drops the
+//! event and counts it, so a slow sink never slows a response), and sent to any
+//! client following `/v1/log/audit`. Each sink's writer task hands everything
+//! pending to its sink a few milliseconds later as one [`AuditBatch`]: the
+//! request path allocates nothing per event, and a sink (typically a
+//! WebAssembly plugin) is called once per batch with the lines it will write.
+//! Error messages go to the tracing log and to clients following
+//! `/v1/log/error`.
 
 pub mod sink;
 pub mod stdout;
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, Notify};
 
 use crate::metrics::Metrics;
-use sink::{AuditEvent, AuditSink};
+use sink::{AuditBatch, AuditSink};
 
-/// Events a sink may have queued before new ones are dropped.
+/// Events a sink may have pending before new ones are dropped.
 pub const QUEUE_CAPACITY: usize = 8192;
-/// Largest batch handed to a sink in one call.
-pub const MAX_BATCH: usize = 512;
-/// How long a sink's queue gathers events after the first one of a batch
+/// Bytes of lines a sink may have pending before new events are dropped
+/// (lines carry the request path, which a client chooses).
+pub const QUEUE_BYTES: usize = 4 << 20;
+/// How long a sink's writer gathers events after the first one of a batch
 /// arrives. A sink call (a plugin call, a file append, an HTTP POST) costs
 /// far more than one event, so under load one call per few milliseconds
 /// rather than one per request keeps audit nearly free (the same trade as a
 /// Kafka producer's `linger.ms`); at rest an event waits at most this long.
 pub const LINGER: Duration = Duration::from_millis(5);
-/// How long shutdown waits for the sinks to write what is still queued.
+/// How long shutdown waits for the sinks to write what is still pending.
 pub const FLUSH_GRACE: Duration = Duration::from_secs(2);
+/// A writer's batch buffer larger than this after a burst is given back.
+const KEEP_BUFFER: usize = 1 << 20;
 
-/// Builds the KES-shaped audit event for one request.
-///
-/// This runs on the request path for every request while anyone listens, so
-/// the line is written straight into one buffer rather than through serde
-/// (same bytes; the unit tests compare both).
-pub fn event(
+/// The KES audit line for one request (without a newline).
+pub fn line(
     received: time::OffsetDateTime,
-    ip: Option<Arc<str>>,
-    path: String,
-    identity: Option<Arc<str>>,
+    ip: Option<&str>,
+    path: &str,
+    identity: Option<&str>,
     status: u16,
     duration: Duration,
-) -> AuditEvent {
-    let time = crate::api::rfc3339(received);
+) -> String {
+    let mut out = String::with_capacity(160 + path.len());
+    push_line(&mut out, received, ip, path, identity, status, duration);
+    out
+}
+
+/// Appends the KES audit line for one request to `out`.
+///
+/// Written by hand rather than through serde since it runs for every
+/// request (same bytes; the unit tests compare both).
+fn push_line(
+    out: &mut String,
+    received: time::OffsetDateTime,
+    ip: Option<&str>,
+    path: &str,
+    identity: Option<&str>,
+    status: u16,
+    duration: Duration,
+) {
     let duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
-    let mut json = String::with_capacity(128 + path.len() + identity.as_ref().map_or(0, |i| i.len()));
-    json.push_str(r#"{"time":""#);
-    json.push_str(&time);
-    json.push_str(r#"","request":{"#);
-    if let Some(ip) = &ip {
-        json.push_str(r#""ip":"#);
-        push_json_string(&mut json, ip);
-        json.push(',');
+    out.push_str(r#"{"time":""#);
+    crate::api::push_rfc3339(out, received);
+    out.push_str(r#"","request":{"#);
+    if let Some(ip) = ip {
+        out.push_str(r#""ip":"#);
+        push_json_string(out, ip);
+        out.push(',');
     }
-    json.push_str(r#""path":"#);
-    push_json_string(&mut json, &path);
-    if let Some(identity) = &identity {
-        json.push_str(r#","identity":"#);
-        push_json_string(&mut json, identity);
+    out.push_str(r#""path":"#);
+    push_json_string(out, path);
+    if let Some(identity) = identity {
+        out.push_str(r#","identity":"#);
+        push_json_string(out, identity);
     }
     // The response time is nanoseconds truncated to microseconds: every Go
     // client decodes it as a `time.Duration` (the newest KES server's
     // milliseconds are a bug).
-    json.push_str(r#"},"response":{"code":"#);
-    json.push_str(itoa::Buffer::new().format(status));
-    json.push_str(r#","time":"#);
-    json.push_str(itoa::Buffer::new().format(duration_us.saturating_mul(1000)));
-    json.push_str("}}");
-    AuditEvent { time, ip, path, identity, status, duration_us, json }
+    out.push_str(r#"},"response":{"code":"#);
+    out.push_str(itoa::Buffer::new().format(status));
+    out.push_str(r#","time":"#);
+    out.push_str(itoa::Buffer::new().format(duration_us.saturating_mul(1000)));
+    out.push_str("}}");
 }
 
 /// Appends `s` as a JSON string literal, escaped exactly as serde_json does.
+/// The result never contains a raw line break, so a line stays one line.
 fn push_json_string(out: &mut String, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push('"');
@@ -84,16 +106,83 @@ fn push_json_string(out: &mut String, s: &str) {
     }
 }
 
-/// A named sink with its queue and the task writing to it.
+thread_local! {
+    /// Where the request path writes an audit line before copying it to the
+    /// sinks: reused, so recording an event allocates nothing.
+    static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// What a sink has not been handed yet.
+#[derive(Default)]
+struct Pending {
+    /// Lines, each followed by `\n`.
+    lines: Vec<u8>,
+    count: usize,
+}
+
+/// One sink's pending lines, shared by the request path and its writer task.
 struct SinkQueue {
-    tx: mpsc::Sender<AuditEvent>,
+    name: String,
+    pending: Mutex<Pending>,
+    /// Notified when `pending` goes from empty to not empty, and on close.
+    ready: Notify,
+    /// Set once no one can add events any more: the writer then writes what
+    /// is left and ends.
+    closed: AtomicBool,
+}
+
+impl SinkQueue {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // Nothing panics while holding the lock; if something did, the
+        // buffer is still a valid list of whole lines.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends one line; `false` (event dropped) if the queue is full.
+    fn push(&self, line: &str) -> bool {
+        let mut p = self.lock();
+        if p.count >= QUEUE_CAPACITY || p.lines.len() + line.len() >= QUEUE_BYTES {
+            return false;
+        }
+        p.lines.extend_from_slice(line.as_bytes());
+        p.lines.push(b'\n');
+        p.count += 1;
+        let first = p.count == 1;
+        drop(p);
+        if first {
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    /// Moves everything pending into `buf` (empty), leaving `buf`'s old
+    /// allocation in its place; returns how many events moved.
+    fn take(&self, buf: &mut Vec<u8>) -> usize {
+        let mut p = self.lock();
+        std::mem::swap(&mut p.lines, buf);
+        std::mem::take(&mut p.count)
+    }
+}
+
+/// A sink in the current set. Dropped when the set is replaced and no
+/// request is still recording into it: only then is its queue closed, so no
+/// event recorded into it is ever left behind.
+struct SinkHandle {
+    queue: Arc<SinkQueue>,
     /// Taken by [`AuditLog::flush_and_close`], which awaits it.
-    writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for SinkHandle {
+    fn drop(&mut self) {
+        self.queue.closed.store(true, Ordering::Release);
+        self.queue.ready.notify_one();
+    }
 }
 
 /// Fans audit events out to sinks and followers.
 pub struct AuditLog {
-    sinks: ArcSwap<Vec<SinkQueue>>,
+    sinks: ArcSwap<Vec<SinkHandle>>,
     followers: broadcast::Sender<Arc<str>>,
     metrics: Arc<Metrics>,
 }
@@ -104,32 +193,37 @@ impl AuditLog {
         AuditLog { sinks: ArcSwap::from_pointee(Vec::new()), followers, metrics }
     }
 
-    /// Replaces the set of sinks (start-up and SIGHUP). Events already queued
-    /// for the old sinks are still delivered to them.
+    /// Replaces the set of sinks (start-up and SIGHUP). Events already
+    /// recorded for the old sinks are still delivered to them.
     pub fn set_sinks(&self, sinks: Vec<(String, Arc<dyn AuditSink>)>) {
-        let queues = sinks
+        let handles = sinks
             .into_iter()
             .map(|(name, sink)| {
-                let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-                let writer = tokio::spawn(drain(name, sink, rx, self.metrics.clone()));
-                SinkQueue { tx, writer: std::sync::Mutex::new(Some(writer)) }
+                let queue = Arc::new(SinkQueue {
+                    name,
+                    pending: Mutex::default(),
+                    ready: Notify::new(),
+                    closed: AtomicBool::new(false),
+                });
+                let writer = tokio::spawn(drain(queue.clone(), sink, self.metrics.clone()));
+                SinkHandle { queue, writer: Mutex::new(Some(writer)) }
             })
             .collect();
-        self.sinks.store(Arc::new(queues));
+        self.sinks.store(Arc::new(handles));
     }
 
     /// Stops taking events and waits (at most [`FLUSH_GRACE`]) until every
-    /// sink has written what was queued: the last requests before a shutdown
+    /// sink has written what was pending: the last requests before a shutdown
     /// are audited too.
     pub async fn flush_and_close(&self) {
-        let queues = self.sinks.swap(Arc::new(Vec::new()));
-        let writers: Vec<_> = queues.iter().filter_map(|q| q.writer.lock().ok().and_then(|mut w| w.take())).collect();
-        // Dropping the list closes the queues; a `record` running right now
+        let handles = self.sinks.swap(Arc::new(Vec::new()));
+        let writers: Vec<_> = handles.iter().filter_map(|h| h.writer.lock().ok().and_then(|mut w| w.take())).collect();
+        // Dropping the set closes the queues; a `record` running right now
         // holds its own reference and closes them when it is done, so the
         // writers still end after the last event either way.
-        drop(queues);
+        drop(handles);
         if tokio::time::timeout(FLUSH_GRACE, futures_util::future::join_all(writers)).await.is_err() {
-            tracing::warn!("audit sinks did not finish writing within {FLUSH_GRACE:?}; queued events may be lost");
+            tracing::warn!("audit sinks did not finish writing within {FLUSH_GRACE:?}; pending events may be lost");
         }
     }
 
@@ -138,24 +232,32 @@ impl AuditLog {
         !self.sinks.load().is_empty() || self.followers.receiver_count() > 0
     }
 
-    /// Queues an event for every sink and follower; never waits.
-    pub fn record(&self, event: AuditEvent) {
+    /// Records one request for every sink and follower; never waits.
+    pub fn record(
+        &self,
+        received: time::OffsetDateTime,
+        ip: Option<&str>,
+        path: &str,
+        identity: Option<&str>,
+        status: u16,
+        duration: Duration,
+    ) {
         self.metrics.log_audit_events.inc();
-        if self.followers.receiver_count() > 0 {
-            let _ = self.followers.send(Arc::from(event.json.as_str()));
-        }
-        let sinks = self.sinks.load();
-        let Some((last, rest)) = sinks.split_last() else {
-            return;
-        };
-        for s in rest {
-            if s.tx.try_send(event.clone()).is_err() {
-                self.metrics.audit_dropped.inc();
+        SCRATCH.with_borrow_mut(|line| {
+            line.clear();
+            push_line(line, received, ip, path, identity, status, duration);
+            if self.followers.receiver_count() > 0 {
+                let _ = self.followers.send(Arc::from(line.as_str()));
             }
-        }
-        if last.tx.try_send(event).is_err() {
-            self.metrics.audit_dropped.inc();
-        }
+            for sink in self.sinks.load().iter() {
+                if !sink.queue.push(line) {
+                    self.metrics.audit_dropped.inc();
+                }
+            }
+            if line.capacity() > KEEP_BUFFER {
+                *line = String::new();
+            }
+        });
     }
 
     /// A stream of audit lines for `/v1/log/audit`.
@@ -165,27 +267,31 @@ impl AuditLog {
 }
 
 /// Feeds one sink: waits for an event, lingers for [`LINGER`] so that a burst
-/// becomes one batch (up to [`MAX_BATCH`]), and writes the batch. Ends when
-/// every sender is gone and the queue is empty.
-async fn drain(name: String, sink: Arc<dyn AuditSink>, mut rx: mpsc::Receiver<AuditEvent>, metrics: Arc<Metrics>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        if batch.len() < MAX_BATCH && !rx.is_closed() {
-            // Sleeping rather than waiting on the queue: senders do not wake
+/// becomes one batch, and writes everything pending. Ends once the queue is
+/// closed and empty.
+async fn drain(queue: Arc<SinkQueue>, sink: Arc<dyn AuditSink>, metrics: Arc<Metrics>) {
+    let mut batch = Vec::new();
+    loop {
+        queue.ready.notified().await;
+        if !queue.closed.load(Ordering::Acquire) {
+            // Sleeping rather than waiting on the queue: requests do not wake
             // this task for each event while it lingers.
             tokio::time::sleep(LINGER).await;
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(event) => batch.push(event),
-                    Err(_) => break,
-                }
+        }
+        let count = queue.take(&mut batch);
+        if count > 0 {
+            if let Err(e) = sink.write(AuditBatch::new(&batch)).await {
+                metrics.audit_dropped.inc_by(count as u64);
+                tracing::warn!(sink = %queue.name, error = %e, events = count, "audit sink failed; events dropped");
             }
         }
-        if let Err(e) = sink.write(&batch).await {
-            metrics.audit_dropped.inc_by(batch.len() as u64);
-            tracing::warn!(sink = %name, error = %e, events = batch.len(), "audit sink failed; events dropped");
-        }
         batch.clear();
+        if batch.capacity() > KEEP_BUFFER {
+            batch = Vec::new();
+        }
+        if queue.closed.load(Ordering::Acquire) && queue.lock().count == 0 {
+            return;
+        }
     }
 }
 
@@ -222,33 +328,31 @@ mod tests {
     use super::*;
     use crate::keys::store::StoreError;
     use async_trait::async_trait;
-    use std::sync::Mutex;
 
     fn at(unix_nanos: i128) -> time::OffsetDateTime {
         time::OffsetDateTime::from_unix_timestamp_nanos(unix_nanos).unwrap()
     }
 
     #[test]
-    fn event_json_has_the_kes_shape() {
-        let e = event(
+    fn a_line_has_the_kes_shape() {
+        let l = line(
             at(1_704_067_200_000_000_000),
-            Some("127.0.0.1".into()),
-            "/v1/key/create/k".into(),
-            Some("ab".into()),
+            Some("127.0.0.1"),
+            "/v1/key/create/k",
+            Some("ab"),
             200,
             Duration::from_millis(3),
         );
         assert_eq!(
-            e.json,
+            l,
             r#"{"time":"2024-01-01T00:00:00Z","request":{"ip":"127.0.0.1","path":"/v1/key/create/k","identity":"ab"},"response":{"code":200,"time":3000000}}"#
         );
-        assert_eq!((e.time.as_str(), e.status, e.duration_us), ("2024-01-01T00:00:00Z", 200, 3000));
     }
 
     /// The hand-written line is byte for byte what serde writes for the same
     /// facts, for the paths and identities a client can send.
     #[test]
-    fn event_json_matches_serde() {
+    fn a_line_matches_serde() {
         #[derive(serde::Serialize)]
         struct Line<'a> {
             time: &'a str,
@@ -272,31 +376,34 @@ mod tests {
         for (i, path) in paths.into_iter().enumerate() {
             for (ip, identity) in [(None, None), (Some("::1"), Some("x\"y")), (Some("10.0.0.1"), None)] {
                 let micros = [0u64, 1, 999_999, 12_345_678_901][i % 4];
-                let e = event(
-                    at(1_700_000_000_123_456_789),
-                    ip.map(Arc::from),
-                    path.to_string(),
-                    identity.map(Arc::from),
-                    404,
-                    Duration::from_micros(micros),
-                );
+                let l = line(at(1_700_000_000_123_456_789), ip, path, identity, 404, Duration::from_micros(micros));
                 let expected = serde_json::to_string(&Line {
                     time: "2023-11-14T22:13:20.123456789Z",
                     request: Request { ip, path, identity },
                     response: Response { code: 404, time: micros * 1000 },
                 })
                 .unwrap();
-                assert_eq!(e.json, expected);
+                assert_eq!(l, expected);
+                assert!(!l.contains('\n'), "one event, one line: {l}");
             }
         }
     }
 
-    struct Collect(Mutex<Vec<String>>);
+    /// Records the paths of every batch it is handed, batch by batch.
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<Vec<String>>>);
+
+    impl Collect {
+        fn paths(&self) -> Vec<String> {
+            self.0.lock().unwrap().concat()
+        }
+    }
 
     #[async_trait]
     impl AuditSink for Collect {
-        async fn write(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-            self.0.lock().unwrap().extend(events.iter().map(|e| e.path.clone()));
+        async fn write(&self, batch: AuditBatch<'_>) -> Result<(), StoreError> {
+            let paths = batch.iter().map(|l| sink::AuditEvent::parse(l).unwrap().path).collect();
+            self.0.lock().unwrap().push(paths);
             Ok(())
         }
     }
@@ -305,20 +412,24 @@ mod tests {
 
     #[async_trait]
     impl AuditSink for Stuck {
-        async fn write(&self, _: &[AuditEvent]) -> Result<(), StoreError> {
+        async fn write(&self, _: AuditBatch<'_>) -> Result<(), StoreError> {
             std::future::pending().await
         }
+    }
+
+    fn record(log: &AuditLog, path: &str) {
+        log.record(at(0), None, path, None, 200, Duration::ZERO);
     }
 
     #[tokio::test]
     async fn every_event_reaches_a_sink_and_a_stuck_sink_drops_without_blocking() {
         let metrics = Arc::new(Metrics::new());
         let log = AuditLog::new(metrics.clone());
-        let collect = Arc::new(Collect(Mutex::new(Vec::new())));
+        let collect = Arc::new(Collect::default());
         log.set_sinks(vec![("c".into(), collect.clone()), ("stuck".into(), Arc::new(Stuck))]);
         let n = 20_000;
         for i in 0..n {
-            log.record(event(at(0), None, format!("/{i}"), None, 200, Duration::ZERO));
+            record(&log, &format!("/{i}"));
             // Paced at ~500k events/s, far beyond what HTTPS requests can
             // produce, yet slow enough that a sink keeping up loses nothing
             // while the writer lingers.
@@ -327,51 +438,78 @@ mod tests {
             }
         }
         for _ in 0..200 {
-            if collect.0.lock().unwrap().len() == n {
+            if collect.paths().len() == n {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(collect.0.lock().unwrap().len(), n);
+        let expected: Vec<String> = (0..n).map(|i| format!("/{i}")).collect();
+        assert_eq!(collect.paths(), expected, "every event, in order");
+        // The stuck sink holds its first batch and a full queue; the rest of
+        // its events are dropped and counted.
         let dropped = metrics.audit_dropped.get() as usize;
-        assert!(dropped >= n - QUEUE_CAPACITY - MAX_BATCH, "dropped {dropped}");
+        assert!(dropped > 0 && dropped <= n - QUEUE_CAPACITY, "dropped {dropped}");
     }
 
     #[tokio::test]
-    async fn shutdown_writes_what_is_still_queued() {
+    async fn a_queue_is_bounded_in_bytes_too() {
+        let metrics = Arc::new(Metrics::new());
+        let log = AuditLog::new(metrics.clone());
+        log.set_sinks(vec![("stuck".into(), Arc::new(Stuck))]);
+        let long = format!("/{}", "x".repeat(64 * 1024));
+        for _ in 0..200 {
+            record(&log, &long);
+        }
+        let held = 200 - metrics.audit_dropped.get() as usize;
+        // One batch may have been taken by the (stuck) writer already.
+        assert!(held <= 2 * QUEUE_BYTES / long.len() + 1, "{held} events of 64 KiB held");
+    }
+
+    #[tokio::test]
+    async fn shutdown_writes_what_is_still_pending() {
         let log = AuditLog::new(Arc::new(Metrics::new()));
-        let collect = Arc::new(Collect(Mutex::new(Vec::new())));
+        let collect = Arc::new(Collect::default());
         log.set_sinks(vec![("c".into(), collect.clone())]);
         for i in 0..100 {
-            log.record(event(at(0), None, format!("/{i}"), None, 200, Duration::ZERO));
+            record(&log, &format!("/{i}"));
         }
         // Nothing written yet: the writer is still lingering.
         log.flush_and_close().await;
-        assert_eq!(collect.0.lock().unwrap().len(), 100);
+        assert_eq!(collect.paths().len(), 100);
         assert!(!log.wanted(), "a closed log takes no more events");
     }
 
     #[tokio::test]
-    async fn a_burst_becomes_one_batch() {
-        struct Batches(Mutex<Vec<usize>>);
-        #[async_trait]
-        impl AuditSink for Batches {
-            async fn write(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-                self.0.lock().unwrap().push(events.len());
-                Ok(())
-            }
-        }
+    async fn replaced_sinks_still_get_what_was_recorded_for_them() {
         let log = AuditLog::new(Arc::new(Metrics::new()));
-        let batches = Arc::new(Batches(Mutex::new(Vec::new())));
-        log.set_sinks(vec![("b".into(), batches.clone())]);
+        let (old, new) = (Arc::new(Collect::default()), Arc::new(Collect::default()));
+        log.set_sinks(vec![("old".into(), old.clone())]);
+        record(&log, "/before");
+        log.set_sinks(vec![("new".into(), new.clone())]);
+        record(&log, "/after");
+        log.flush_and_close().await;
+        for _ in 0..100 {
+            if !old.paths().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!((old.paths(), new.paths()), (vec!["/before".to_string()], vec!["/after".to_string()]));
+    }
+
+    #[tokio::test]
+    async fn a_burst_becomes_one_batch() {
+        let log = AuditLog::new(Arc::new(Metrics::new()));
+        let collect = Arc::new(Collect::default());
+        log.set_sinks(vec![("b".into(), collect.clone())]);
         for i in 0..50 {
-            log.record(event(at(0), None, format!("/{i}"), None, 200, Duration::ZERO));
+            record(&log, &format!("/{i}"));
             // Each event is seen by the writer on its own, as with requests
             // arriving one by one.
             tokio::task::yield_now().await;
         }
         log.flush_and_close().await;
-        let batches = batches.0.lock().unwrap();
+        let batches: Vec<usize> = collect.0.lock().unwrap().iter().map(Vec::len).collect();
         assert_eq!(batches.iter().sum::<usize>(), 50);
         assert!(batches.len() <= 2, "one call per burst, not per event: {batches:?}");
     }

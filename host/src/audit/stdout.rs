@@ -4,7 +4,7 @@ use std::io::Write;
 
 use async_trait::async_trait;
 
-use super::sink::{AuditEvent, AuditSink};
+use super::sink::{AuditBatch, AuditSink};
 use crate::keys::store::StoreError;
 
 /// Writes audit lines to standard output, one batch per write.
@@ -13,13 +13,10 @@ pub struct StdoutSink;
 
 #[async_trait]
 impl AuditSink for StdoutSink {
-    async fn write(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        let mut buf = Vec::with_capacity(events.len() * 160);
-        for e in events {
-            buf.extend_from_slice(e.json.as_bytes());
-            buf.push(b'\n');
-        }
+    async fn write(&self, batch: AuditBatch<'_>) -> Result<(), StoreError> {
         let mut out = std::io::stdout().lock();
-        out.write_all(&buf).and_then(|_| out.flush()).map_err(|e| StoreError::Unavailable(format!("stdout: {e}")))
+        out.write_all(batch.lines())
+            .and_then(|_| out.flush())
+            .map_err(|e| StoreError::Unavailable(format!("stdout: {e}")))
     }
 }

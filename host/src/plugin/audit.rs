@@ -6,32 +6,51 @@ use async_trait::async_trait;
 use wasmtime::component::InstancePre;
 use wasmtime::Store;
 
+use super::bindings::audit_lines::AuditLines as AuditLinesWorld;
 use super::bindings::audit_sink::AuditSink as AuditSinkWorld;
 use super::bindings::{WitError, WitEvent};
 use super::engine::LoadedComponent;
 use super::pool::{call_plugin, Pool, PoolOptions, World};
 use super::sandbox::HostState;
 use super::{PluginEngine, PluginError, PluginKind, PluginSpec, PluginStats};
-use crate::audit::sink::{AuditEvent, AuditSink};
+use crate::audit::sink::{AuditBatch, AuditEvent, AuditSink};
 use crate::keys::store::StoreError;
 
-impl World for AuditSinkWorld {
+/// An instance of an audit sink component, in whichever of the two audit
+/// worlds it implements.
+pub(crate) enum SinkWorld {
+    /// `audit-lines`: takes a batch as the lines themselves.
+    Lines(AuditLinesWorld),
+    /// `audit-sink`: takes a batch as one record per event.
+    Events(AuditSinkWorld),
+}
+
+impl World for SinkWorld {
     async fn instantiate(pre: &InstancePre<HostState>, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
         let instance = pre.instantiate_async(&mut *store).await?;
-        AuditSinkWorld::new(&mut *store, &instance)
+        // The engine has already checked that one of the two is exported.
+        match AuditLinesWorld::new(&mut *store, &instance) {
+            Ok(world) => Ok(SinkWorld::Lines(world)),
+            Err(_) => Ok(SinkWorld::Events(AuditSinkWorld::new(&mut *store, &instance)?)),
+        }
     }
 
     async fn init(&self, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<(), WitError>> {
-        self.keyward_plugin_audit_sink_api().call_init(store, config).await
+        match self {
+            SinkWorld::Lines(w) => w.keyward_plugin_audit_lines_api().call_init(store, config).await,
+            SinkWorld::Events(w) => w.keyward_plugin_audit_sink_api().call_init(store, config).await,
+        }
     }
 }
 
-/// An [`AuditSink`] backed by an `audit-sink` world plugin.
+/// An [`AuditSink`] backed by an `audit-lines` or `audit-sink` world plugin.
 ///
 /// Same containment as [`PluginKeystore`](super::PluginKeystore): pooled
 /// instances, a deadline per batch, traps and timeouts discard the instance.
 pub struct PluginAuditSink {
-    pool: Pool<AuditSinkWorld>,
+    pool: Pool<SinkWorld>,
+    /// Whether the component implements `audit-lines` (else `audit-sink`).
+    takes_lines: bool,
 }
 
 impl std::fmt::Debug for PluginAuditSink {
@@ -74,7 +93,8 @@ impl PluginAuditSink {
                 wanted: PluginKind::AuditSink,
             });
         }
-        Ok(PluginAuditSink { pool: Pool::start(loaded, config_json, options).await? })
+        let takes_lines = loaded.info.takes_lines();
+        Ok(PluginAuditSink { pool: Pool::start(loaded, config_json, options).await?, takes_lines })
     }
 
     /// The plugin's name.
@@ -107,13 +127,20 @@ fn to_wit(e: &AuditEvent) -> WitEvent<'_> {
 
 #[async_trait]
 impl AuditSink for PluginAuditSink {
-    async fn write(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        if events.is_empty() {
+    async fn write(&self, batch: AuditBatch<'_>) -> Result<(), StoreError> {
+        if batch.is_empty() {
             return Ok(());
         }
-        let events: Vec<WitEvent> = events.iter().map(to_wit).collect();
-        call_plugin!(self.pool, "write", |store, world| world
-            .keyward_plugin_audit_sink_api()
-            .call_write(store, &events))
+        // Per-event records only for a sink built for them: parsed back from
+        // the lines, off the request path.
+        let events: Vec<AuditEvent> =
+            if self.takes_lines { Vec::new() } else { batch.iter().filter_map(AuditEvent::parse).collect() };
+        let records: Vec<WitEvent> = events.iter().map(to_wit).collect();
+        call_plugin!(self.pool, "write", |store, world| async {
+            match world {
+                SinkWorld::Lines(w) => w.keyward_plugin_audit_lines_api().call_write(store, batch.lines()).await,
+                SinkWorld::Events(w) => w.keyward_plugin_audit_sink_api().call_write(store, &records).await,
+            }
+        })
     }
 }

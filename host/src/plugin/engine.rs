@@ -281,16 +281,35 @@ impl ComponentInfo {
     /// The keyward world this component implements, with the WIT version it
     /// was built against, judged by its exports.
     pub fn world(&self) -> Option<(PluginKind, String)> {
-        for export in &self.exports {
-            if let Some((iface, version)) = split_keyward_name(export) {
-                for kind in [PluginKind::Keystore, PluginKind::AuditSink] {
-                    if iface == kind.export_interface() {
-                        return Some((kind, version.unwrap_or("unversioned").to_string()));
-                    }
-                }
-            }
-        }
-        None
+        self.keyward_export().map(|(kind, _, version)| (kind, version.unwrap_or("unversioned").to_string()))
+    }
+
+    /// The name of the WIT world this component implements (`keystore`,
+    /// `audit-lines`, `audit-sink`), judged by its exports.
+    pub fn world_name(&self) -> Option<&'static str> {
+        self.keyward_export().map(|(_, iface, _)| match iface {
+            "keystore-api" => "keystore",
+            "audit-lines-api" => "audit-lines",
+            _ => "audit-sink",
+        })
+    }
+
+    /// Whether this audit sink takes batches of lines (`audit-lines`) rather
+    /// than per-event records (`audit-sink`).
+    pub fn takes_lines(&self) -> bool {
+        self.world_name() == Some("audit-lines")
+    }
+
+    /// The first export that is a keyward world's interface: its kind,
+    /// interface name and WIT version.
+    fn keyward_export(&self) -> Option<(PluginKind, &'static str, Option<&str>)> {
+        self.exports.iter().find_map(|export| {
+            let (iface, version) = split_keyward_name(export)?;
+            [PluginKind::Keystore, PluginKind::AuditSink].into_iter().find_map(|kind| {
+                let known = kind.export_interfaces().iter().find(|&&known| known == iface)?;
+                Some((kind, *known, version))
+            })
+        })
     }
 
     /// Vets the component for use as a `kind` plugin; `http` says whether it
@@ -313,12 +332,11 @@ impl ComponentInfo {
                 }
             }
         }
-        let export = kind.export_name();
-        if !self.exports.contains(&export) {
+        if !kind.export_names().any(|export| self.exports.contains(&export)) {
             return Err(PluginError::WrongWorld {
                 plugin: plugin.to_string(),
                 expected: kind,
-                export,
+                export: kind.export_names().collect::<Vec<_>>().join(" or "),
                 found: if self.exports.is_empty() { "nothing".to_string() } else { self.exports.join(", ") },
             });
         }

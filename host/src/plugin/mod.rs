@@ -89,6 +89,18 @@ pub(crate) mod bindings {
             ownership: Borrowing { duplicate_if_necessary: false },
         });
     }
+    /// The `audit-lines` world: batches of audit lines (preferred by sinks).
+    pub mod audit_lines {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "keyward:plugin/audit-lines@0.1.0",
+            exports: { default: async },
+            with: {
+                "keyward:plugin/types": super::audit_sink::keyward::plugin::types,
+                "keyward:plugin/log": super::audit_sink::keyward::plugin::log,
+            },
+        });
+    }
     /// The `keystore` world.
     pub mod keystore {
         wasmtime::component::bindgen!({
@@ -125,18 +137,21 @@ impl PluginKind {
         }
     }
 
-    /// The interface the world exports, as written in `wit/`.
-    pub fn export_interface(self) -> &'static str {
+    /// The interfaces a component of this kind may export (one of them),
+    /// as written in `wit/`, preferred first. An audit sink exports either
+    /// `audit-lines-api` (batches of lines) or the original `audit-sink-api`
+    /// (per-event records); the manifest `kind` is `audit-sink` for both.
+    pub fn export_interfaces(self) -> &'static [&'static str] {
         match self {
-            PluginKind::Keystore => "keystore-api",
-            PluginKind::AuditSink => "audit-sink-api",
+            PluginKind::Keystore => &["keystore-api"],
+            PluginKind::AuditSink => &["audit-lines-api", "audit-sink-api"],
         }
     }
 
-    /// The fully qualified export name a component of this kind must have,
+    /// The fully qualified export names a component of this kind may have,
     /// e.g. `keyward:plugin/keystore-api@0.1.0`.
-    pub fn export_name(self) -> String {
-        format!("{WIT_PACKAGE}/{}@{WIT_VERSION}", self.export_interface())
+    pub fn export_names(self) -> impl Iterator<Item = String> {
+        self.export_interfaces().iter().map(|iface| format!("{WIT_PACKAGE}/{iface}@{WIT_VERSION}"))
     }
 }
 

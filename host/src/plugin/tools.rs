@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{EngineOptions, Manifest, PluginEngine, PluginError, PluginKind, WIT_PACKAGE, WIT_VERSION};
+use super::{EngineOptions, Manifest, PluginEngine, PluginError, WIT_PACKAGE, WIT_VERSION};
 
 /// Why a tool command failed; the message is printed as is.
 #[derive(Debug, thiserror::Error)]
@@ -33,10 +33,7 @@ pub fn inspect(path: &Path) -> Result<String, ToolError> {
     let _ = writeln!(out, "sha256:  {}", info.sha256);
     match &info.world {
         Some((kind, version)) => {
-            let kind = match kind {
-                PluginKind::Keystore => "keystore",
-                PluginKind::AuditSink => "audit-sink",
-            };
+            let kind = info.info.world_name().unwrap_or(kind.world());
             let note = if version == WIT_VERSION {
                 String::new()
             } else {
