@@ -443,6 +443,8 @@ struct HeadWatchdog<F> {
     timeout: Duration,
     /// `activity.begun` when the timer was last armed.
     begun_at_arming: u64,
+    /// Whether the timer has been polled since it was last armed.
+    timer_registered: bool,
 }
 
 /// A [`HeadWatchdog`] closed its connection.
@@ -452,7 +454,7 @@ struct HeadTimedOut;
 impl<F: Future> HeadWatchdog<F> {
     fn new(conn: F, activity: Arc<Activity>, timeout: Duration) -> HeadWatchdog<F> {
         let timer = Box::pin(tokio::time::sleep(timeout));
-        HeadWatchdog { conn: Box::pin(conn), timer, activity, timeout, begun_at_arming: 0 }
+        HeadWatchdog { conn: Box::pin(conn), timer, activity, timeout, begun_at_arming: 0, timer_registered: false }
     }
 }
 
@@ -464,6 +466,13 @@ impl<F: Future> Future for HeadWatchdog<F> {
         if let Poll::Ready(done) = this.conn.as_mut().poll(cx) {
             return Poll::Ready(Ok(done));
         }
+        // The timer keeps the task's waker once polled (the connection is
+        // one task, so the waker never changes): later wake-ups only look
+        // at whether it fired, rather than re-registering on every poll.
+        if this.timer_registered && !this.timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        this.timer_registered = true;
         while this.timer.as_mut().poll(cx).is_ready() {
             let a = &this.activity;
             let (begun, ended) = (a.begun.load(Ordering::Relaxed), a.ended.load(Ordering::Relaxed));

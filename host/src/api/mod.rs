@@ -211,8 +211,8 @@ fn error_reply(e: &ApiError) -> Reply {
     r
 }
 
-fn header_has<B>(req: &Request<B>, name: http::header::HeaderName, needle: &str) -> bool {
-    req.headers().get_all(name).iter().any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains(needle)))
+fn header_has(headers: &http::HeaderMap, name: http::header::HeaderName, needle: &str) -> bool {
+    headers.get_all(name).iter().any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains(needle)))
 }
 
 /// The error a request body yields when it did not fully arrive within the
@@ -244,16 +244,26 @@ async fn read_body(body: impl RequestBody, limit: usize) -> Result<Bytes, ApiErr
 /// Serves one request. Never fails: every error is a JSON answer.
 pub async fn serve<B: RequestBody>(state: Arc<State>, peer: Arc<Peer>, req: Request<B>) -> Result<Reply, Infallible> {
     let start = Instant::now();
-    let received = time::OffsetDateTime::now_utc();
+    // The wall-clock arrival time is only for the audit line.
+    let received = state.audit.wanted().then(time::OffsetDateTime::now_utc);
     state.metrics.request_active.inc();
-    let path = match percent_encoding::percent_decode_str(req.uri().path()).decode_utf8() {
+    let (head, body) = req.into_parts();
+    let path = match percent_encoding::percent_decode_str(head.uri.path()).decode_utf8() {
         Ok(p) => p.into_owned(),
-        Err(_) => req.uri().path().to_string(),
+        Err(_) => head.uri.path().to_string(),
     };
+    let identity = peer.identity.as_ref().ok().cloned();
     // Attached with `instrument`, not entered: an entered span guard held
     // across an await would tag whatever else runs on this thread meanwhile.
-    let span = tracing::debug_span!("request", method = %req.method(), path = %path);
-    let (identity, result) = route(&state, &peer, &path, req).instrument(span.clone()).await;
+    let span = tracing::debug_span!("request", method = %head.method, path = %path);
+    let result = match admit(&state, &peer, &path, &head) {
+        Ok(admitted) => {
+            drop(head);
+            let timeout = admitted.timeout;
+            within(timeout, run(&state, identity.as_deref(), admitted, body)).instrument(span.clone()).await
+        }
+        Err(e) => Err(e),
+    };
     let _enter = span.enter();
     let reply = match result {
         Ok(r) => r,
@@ -268,27 +278,30 @@ pub async fn serve<B: RequestBody>(state: Arc<State>, peer: Arc<Peer>, req: Requ
     let elapsed = start.elapsed();
     state.metrics.request_active.dec();
     state.metrics.observe(status, elapsed.as_secs_f64());
-    if state.audit.wanted() {
+    if let Some(received) = received {
         state.audit.record(received, peer.ip.as_deref(), &path, identity.as_deref(), status, elapsed);
     }
     tracing::debug!(status, micros = elapsed.as_micros() as u64, "served");
     Ok(reply)
 }
 
-/// Routes, authenticates and runs a request; returns the identity used (for
-/// the audit event) and the outcome.
-async fn route<B: RequestBody>(
-    state: &State,
-    peer: &Peer,
-    path: &str,
-    req: Request<B>,
-) -> (Option<Arc<str>>, Result<Reply, ApiError>) {
-    let identity = peer.identity.as_ref().ok().cloned();
-    let Some((route, name)) = routes::find(path) else {
-        return (identity, Err(ApiError::no_route()));
-    };
-    if !route.methods.allows(req.method()) {
-        return (identity, Err(ApiError::method_not_allowed(req.method().as_str(), route.methods.primary())));
+/// A request that may run: its route and what its handler needs from the head.
+struct Admitted<'a> {
+    route: &'static Route,
+    name: &'a str,
+    timeout: std::time::Duration,
+    wants_json: bool,
+    /// Owned, so the head can be dropped before the handler runs.
+    query: Option<String>,
+}
+
+/// Routes and authenticates a request from its head alone: everything
+/// before the body is read. Synchronous, so none of it (nor the head) is
+/// carried in the request's future.
+fn admit<'a>(state: &State, peer: &Peer, path: &'a str, head: &http::request::Parts) -> Result<Admitted<'a>, ApiError> {
+    let (route, name) = routes::find(path).ok_or_else(ApiError::no_route)?;
+    if !route.methods.allows(&head.method) {
+        return Err(ApiError::method_not_allowed(head.method.as_str(), route.methods.primary()));
     }
     let overrides = state.overrides.load();
     let setting = overrides.get(route);
@@ -297,21 +310,31 @@ async fn route<B: RequestBody>(
         _ => route.auth,
     };
     let timeout = setting.and_then(|s| s.timeout).unwrap_or(route.timeout);
-    if let Err(e) = authenticate(state, peer, path, auth) {
-        return (identity, Err(e));
-    }
+    authenticate(state, peer, path, auth)?;
+    let wants_json = header_has(&head.headers, ACCEPT, "application/json")
+        && !header_has(&head.headers, ACCEPT, "application/x-ndjson");
+    Ok(Admitted { route, name, timeout, wants_json, query: head.uri.query().map(str::to_string) })
+}
 
-    let wants_json = header_has(&req, ACCEPT, "application/json") && !header_has(&req, ACCEPT, "application/x-ndjson");
-    let query = req.uri().query().map(str::to_string);
-
-    let body_future = async {
-        let body = if route.max_body > 0 { read_body(req.into_body(), route.max_body).await? } else { Bytes::new() };
-        let call =
-            Call { state, route, name, identity: identity.as_deref(), wants_json, query: query.as_deref(), body };
-        dispatch(call).await
+/// Reads the body of an admitted request and runs its handler.
+async fn run<B: RequestBody>(
+    state: &State,
+    identity: Option<&str>,
+    admitted: Admitted<'_>,
+    body: B,
+) -> Result<Reply, ApiError> {
+    let route = admitted.route;
+    let body = if route.max_body > 0 { read_body(body, route.max_body).await? } else { Bytes::new() };
+    let call = Call {
+        state,
+        route,
+        name: admitted.name,
+        identity,
+        wants_json: admitted.wants_json,
+        query: admitted.query.as_deref(),
+        body,
     };
-    let result = within(timeout, body_future).await;
-    (identity, result)
+    dispatch(call).await
 }
 
 /// Runs a handler under the route's timeout (zero: none).
@@ -319,7 +342,8 @@ async fn route<B: RequestBody>(
 /// The handler is polled once before the timer is armed: most requests (a
 /// cached key, a body that came with the head) finish in that first poll, and
 /// then cost no timer registration at all. One that waits (a keystore call, a
-/// slow body) gets the full timeout from that point on.
+/// slow body) gets the full timeout from that point on; that timer is boxed,
+/// so it does not enlarge every request's future.
 async fn within(
     timeout: std::time::Duration,
     handler: impl Future<Output = Result<Reply, ApiError>>,
@@ -333,7 +357,7 @@ async fn within(
     if timeout.is_zero() {
         return handler.await;
     }
-    tokio::time::timeout(timeout, handler).await.unwrap_or_else(|_| Err(ApiError::timeout()))
+    Box::pin(tokio::time::timeout(timeout, handler)).await.unwrap_or_else(|_| Err(ApiError::timeout()))
 }
 
 /// Checks the caller against the route's auth class.
@@ -348,7 +372,25 @@ fn authenticate(state: &State, peer: &Peer, path: &str, auth: AuthClass) -> Resu
     }
 }
 
+/// Runs the route's handler.
+///
+/// The four hot handlers (a cached key's encrypt, decrypt, generate, hmac)
+/// are awaited in place; every other one is boxed. Each request's whole
+/// future is moved a few times (into hyper, through the span and the
+/// timeout), and inline it would be as large as the largest handler's state:
+/// boxing the rare ones keeps those moves small for the requests that matter.
 async fn dispatch(call: Call<'_>) -> Result<Reply, ApiError> {
+    match call.route.handler {
+        Handler::KeyGenerate => key::generate(&call).await,
+        Handler::KeyEncrypt => key::encrypt(&call).await,
+        Handler::KeyDecrypt => key::decrypt(&call).await,
+        Handler::KeyHmac => key::hmac(&call).await,
+        _ => Box::pin(dispatch_other(call)).await,
+    }
+}
+
+/// Every handler but the hot four (see [`dispatch`]).
+async fn dispatch_other(call: Call<'_>) -> Result<Reply, ApiError> {
     match call.route.handler {
         Handler::Version => system::version(&call),
         Handler::Ready => system::ready(&call).await,
@@ -364,11 +406,10 @@ async fn dispatch(call: Call<'_>) -> Result<Reply, ApiError> {
         Handler::KeyDescribe => key::describe(&call).await,
         Handler::KeyDelete => key::delete(&call).await,
         Handler::KeyList => key::list(&call).await,
-        Handler::KeyGenerate => key::generate(&call).await,
-        Handler::KeyEncrypt => key::encrypt(&call).await,
-        Handler::KeyDecrypt => key::decrypt(&call).await,
         Handler::KeyBulkDecrypt => key::bulk_decrypt(&call).await,
-        Handler::KeyHmac => key::hmac(&call).await,
+        Handler::KeyGenerate | Handler::KeyEncrypt | Handler::KeyDecrypt | Handler::KeyHmac => {
+            Box::pin(dispatch(call)).await
+        }
         Handler::PolicyDescribe => policy::describe(&call),
         Handler::PolicyRead => policy::read(&call),
         Handler::PolicyWrite => policy::write(&call),

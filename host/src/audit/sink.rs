@@ -23,6 +23,12 @@ impl<'a> AuditBatch<'a> {
         AuditBatch { lines, count: lines.iter().filter(|&&b| b == b'\n').count() }
     }
 
+    /// Wraps lines whose number the caller already knows.
+    pub(crate) fn counted(lines: &'a [u8], count: usize) -> AuditBatch<'a> {
+        debug_assert_eq!(count, AuditBatch::new(lines).count);
+        AuditBatch { lines, count }
+    }
+
     /// The batch as written to a file: every line followed by `\n`.
     pub fn lines(&self) -> &'a [u8] {
         self.lines

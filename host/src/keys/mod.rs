@@ -127,9 +127,16 @@ impl Keys {
 
     /// Returns a key, from the cache or else from the store.
     pub async fn get(&self, name: &str) -> Result<Arc<StoredKey>, KeyError> {
-        if let Some(k) = self.cache.get(name) {
-            return Ok(k);
+        match self.cache.get(name) {
+            Some(k) => Ok(k),
+            // Boxed: the fetch's state would otherwise make every request's
+            // future larger, cache hits included (see `api::dispatch`).
+            None => Box::pin(self.fetch(name)).await,
         }
+    }
+
+    /// Reads a key from the store and caches it.
+    async fn fetch(&self, name: &str) -> Result<Arc<StoredKey>, KeyError> {
         // Unless sealed, the stored value is the key itself: wiped on drop.
         let value = self
             .observe(self.store().get(name).await)
