@@ -242,7 +242,15 @@ async fn read_body(body: impl RequestBody, limit: usize) -> Result<Bytes, ApiErr
 }
 
 /// Serves one request. Never fails: every error is a JSON answer.
-pub async fn serve<B: RequestBody>(state: Arc<State>, peer: Arc<Peer>, req: Request<B>) -> Result<Reply, Infallible> {
+///
+/// Everything decided from the head alone (routing, authorization) happens
+/// here, before the future is made: what the future carries, and so what is
+/// copied each time hyper moves it, is only what the handler needs.
+pub fn serve<B: RequestBody>(
+    state: Arc<State>,
+    peer: Arc<Peer>,
+    req: Request<B>,
+) -> impl Future<Output = Result<Reply, Infallible>> {
     let start = Instant::now();
     // The wall-clock arrival time is only for the audit line.
     let received = state.audit.wanted().then(time::OffsetDateTime::now_utc);
@@ -256,39 +264,43 @@ pub async fn serve<B: RequestBody>(state: Arc<State>, peer: Arc<Peer>, req: Requ
     // Attached with `instrument`, not entered: an entered span guard held
     // across an await would tag whatever else runs on this thread meanwhile.
     let span = tracing::debug_span!("request", method = %head.method, path = %path);
-    let result = match admit(&state, &peer, &path, &head) {
-        Ok(admitted) => {
-            drop(head);
-            let timeout = admitted.timeout;
-            within(timeout, run(&state, identity.as_deref(), admitted, body)).instrument(span.clone()).await
-        }
-        Err(e) => Err(e),
-    };
-    let _enter = span.enter();
-    let reply = match result {
-        Ok(r) => r,
-        Err(e) => {
-            if e.status.is_server_error() {
-                state.errors.error(&format!("{path}: {}", e.message));
+    let admitted = admit(&state, &peer, &path, &head);
+    drop(head);
+    async move {
+        let result = match admitted {
+            Ok(admitted) => {
+                let timeout = admitted.timeout;
+                within(timeout, run(&state, &path, identity.as_deref(), admitted, body)).instrument(span.clone()).await
             }
-            error_reply(&e)
+            Err(e) => Err(e),
+        };
+        let _enter = span.enter();
+        let reply = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if e.status.is_server_error() {
+                    state.errors.error(&format!("{path}: {}", e.message));
+                }
+                error_reply(&e)
+            }
+        };
+        let status = reply.status().as_u16();
+        let elapsed = start.elapsed();
+        state.metrics.request_active.dec();
+        state.metrics.observe(status, elapsed.as_secs_f64());
+        if let Some(received) = received {
+            state.audit.record(received, peer.ip.as_deref(), &path, identity.as_deref(), status, elapsed);
         }
-    };
-    let status = reply.status().as_u16();
-    let elapsed = start.elapsed();
-    state.metrics.request_active.dec();
-    state.metrics.observe(status, elapsed.as_secs_f64());
-    if let Some(received) = received {
-        state.audit.record(received, peer.ip.as_deref(), &path, identity.as_deref(), status, elapsed);
+        tracing::debug!(status, micros = elapsed.as_micros() as u64, "served");
+        Ok(reply)
     }
-    tracing::debug!(status, micros = elapsed.as_micros() as u64, "served");
-    Ok(reply)
 }
 
 /// A request that may run: its route and what its handler needs from the head.
-struct Admitted<'a> {
+struct Admitted {
     route: &'static Route,
-    name: &'a str,
+    /// Where the resource name starts in the path (it is the path's tail).
+    name_at: usize,
     timeout: std::time::Duration,
     wants_json: bool,
     /// Owned, so the head can be dropped before the handler runs.
@@ -296,9 +308,8 @@ struct Admitted<'a> {
 }
 
 /// Routes and authenticates a request from its head alone: everything
-/// before the body is read. Synchronous, so none of it (nor the head) is
-/// carried in the request's future.
-fn admit<'a>(state: &State, peer: &Peer, path: &'a str, head: &http::request::Parts) -> Result<Admitted<'a>, ApiError> {
+/// before the body is read.
+fn admit(state: &State, peer: &Peer, path: &str, head: &http::request::Parts) -> Result<Admitted, ApiError> {
     let (route, name) = routes::find(path).ok_or_else(ApiError::no_route)?;
     if !route.methods.allows(&head.method) {
         return Err(ApiError::method_not_allowed(head.method.as_str(), route.methods.primary()));
@@ -313,14 +324,21 @@ fn admit<'a>(state: &State, peer: &Peer, path: &'a str, head: &http::request::Pa
     authenticate(state, peer, path, auth)?;
     let wants_json = header_has(&head.headers, ACCEPT, "application/json")
         && !header_has(&head.headers, ACCEPT, "application/x-ndjson");
-    Ok(Admitted { route, name, timeout, wants_json, query: head.uri.query().map(str::to_string) })
+    Ok(Admitted {
+        route,
+        name_at: path.len() - name.len(),
+        timeout,
+        wants_json,
+        query: head.uri.query().map(str::to_string),
+    })
 }
 
 /// Reads the body of an admitted request and runs its handler.
 async fn run<B: RequestBody>(
     state: &State,
+    path: &str,
     identity: Option<&str>,
-    admitted: Admitted<'_>,
+    admitted: Admitted,
     body: B,
 ) -> Result<Reply, ApiError> {
     let route = admitted.route;
@@ -328,7 +346,7 @@ async fn run<B: RequestBody>(
     let call = Call {
         state,
         route,
-        name: admitted.name,
+        name: path.get(admitted.name_at..).unwrap_or_default(),
         identity,
         wants_json: admitted.wants_json,
         query: admitted.query.as_deref(),
@@ -342,22 +360,44 @@ async fn run<B: RequestBody>(
 /// The handler is polled once before the timer is armed: most requests (a
 /// cached key, a body that came with the head) finish in that first poll, and
 /// then cost no timer registration at all. One that waits (a keystore call, a
-/// slow body) gets the full timeout from that point on; that timer is boxed,
-/// so it does not enlarge every request's future.
-async fn within(
-    timeout: std::time::Duration,
-    handler: impl Future<Output = Result<Reply, ApiError>>,
-) -> Result<Reply, ApiError> {
-    let mut handler = std::pin::pin!(handler);
-    if let std::task::Poll::Ready(result) =
-        std::future::poll_fn(|cx| std::task::Poll::Ready(handler.as_mut().poll(cx))).await
-    {
-        return result;
+/// slow body) gets the full timeout from that point on.
+///
+/// A hand-written future rather than an `async fn`: an `async fn` would hold
+/// the handler twice (as its argument and as its pinned local), doubling the
+/// size of every request's future, which is moved several times per request.
+fn within<F: Future<Output = Result<Reply, ApiError>>>(timeout: std::time::Duration, handler: F) -> Within<F> {
+    Within { handler, timeout, timer: None }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`within`].
+    struct Within<F> {
+        #[pin]
+        handler: F,
+        timeout: std::time::Duration,
+        // Boxed: only the rare waiting request pays for a timer.
+        timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     }
-    if timeout.is_zero() {
-        return handler.await;
+}
+
+impl<F: Future<Output = Result<Reply, ApiError>>> Future for Within<F> {
+    type Output = Result<Reply, ApiError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        if let std::task::Poll::Ready(result) = this.handler.poll(cx) {
+            return std::task::Poll::Ready(result);
+        }
+        if this.timeout.is_zero() {
+            return std::task::Poll::Pending;
+        }
+        let timeout = *this.timeout;
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(ApiError::timeout())),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
     }
-    Box::pin(tokio::time::timeout(timeout, handler)).await.unwrap_or_else(|_| Err(ApiError::timeout()))
 }
 
 /// Checks the caller against the route's auth class.
