@@ -345,7 +345,7 @@ async fn serve_connection(
             }
             // A streamed answer (log following) keeps the request going
             // until its body is done.
-            Ok(reply.map(|body| BodyExt::boxed(EndsWhenDropped { body, activity: requests })))
+            Ok(reply.map(|body| api::Body::Stream(BodyExt::boxed(EndsWhenDropped { body, activity: requests }))))
         }
     });
     // hyper's own HTTP/1 connection, not hyper-util's `auto` one: `auto`

@@ -1,19 +1,22 @@
 //! Prometheus metrics under KES's names, so existing dashboards keep working,
 //! plus keyward's own plugin and audit counters.
 
+mod requests;
+
+use std::sync::Arc;
 use std::time::Instant;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::core::{Collector, Desc};
+use prometheus::{proto, Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+pub use requests::RequestStats;
 
 /// All server metrics. Cloning handles is cheap; the registry owns them.
 pub struct Metrics {
     registry: Registry,
     started: Instant,
-    pub request_success: IntCounter,
-    pub request_error: IntCounter,
-    pub request_failure: IntCounter,
-    pub request_active: IntGauge,
-    pub response_time: Histogram,
+    /// KES's per-request counters, active gauge and response-time histogram.
+    pub requests: Arc<RequestStats>,
     pub log_error_events: IntCounter,
     pub log_audit_events: IntCounter,
     pub audit_dropped: IntCounter,
@@ -49,6 +52,19 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).unwrap_or_else(|_| unreachable_metric(name));
     let _ = r.register(Box::new(g.clone()));
     g
+}
+
+/// Registers a collector the registry shares with [`Metrics`].
+struct Shared<C>(Arc<C>);
+
+impl<C: Collector> Collector for Shared<C> {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<proto::MetricFamily> {
+        self.0.collect()
+    }
 }
 
 /// Metric names and help texts are constants checked by the tests, so
@@ -91,15 +107,8 @@ impl ProcessStats {
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let response_time = Histogram::with_opts(
-            HistogramOpts::new(
-                "kes_http_response_time",
-                "Histogram of request response times spawning from 10ms to 10s.",
-            )
-            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 3.0, 5.0, 10.0]),
-        )
-        .unwrap_or_else(|_| unreachable_metric("kes_http_response_time"));
-        let _ = r.register(Box::new(response_time.clone()));
+        let requests = Arc::new(RequestStats::new());
+        let _ = r.register(Box::new(Shared(requests.clone())));
         let keystore_errors = IntCounterVec::new(
             Opts::new(
                 "keyward_keystore_errors",
@@ -123,27 +132,7 @@ impl Metrics {
             let _ = connections_timed_out.with_label_values(&[phase]);
         }
         Metrics {
-            request_success: counter(
-                &r,
-                "kes_http_request_success",
-                "Number of requests that have been served successfully.",
-            ),
-            request_error: counter(
-                &r,
-                "kes_http_request_error",
-                "Number of request that failed due to some error. (HTTP 4xx status code)",
-            ),
-            request_failure: counter(
-                &r,
-                "kes_http_request_failure",
-                "Number of request that failed due to some internal failure. (HTTP 5xx status code)",
-            ),
-            request_active: gauge(
-                &r,
-                "kes_http_request_active",
-                "Number of active requests that are not finished, yet.",
-            ),
-            response_time,
+            requests,
             log_error_events: counter(
                 &r,
                 "kes_log_error_events",
@@ -197,16 +186,6 @@ impl Metrics {
         self.started.elapsed().as_secs()
     }
 
-    /// Counts one finished request by its status class.
-    pub fn observe(&self, status: u16, seconds: f64) {
-        match status {
-            500.. => self.request_failure.inc(),
-            400..=499 => self.request_error.inc(),
-            _ => self.request_success.inc(),
-        }
-        self.response_time.observe(seconds);
-    }
-
     /// Renders the Prometheus text format, refreshing the system gauges first.
     pub fn render(&self, cached_keys: usize) -> Vec<u8> {
         let cpus = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
@@ -238,9 +217,10 @@ mod tests {
     #[test]
     fn renders_kes_metric_names() {
         let m = Metrics::new();
-        m.observe(200, 0.001);
-        m.observe(404, 0.001);
-        m.observe(502, 0.001);
+        for status in [200, 404, 502] {
+            m.requests.begin();
+            m.requests.end(status, std::time::Duration::from_millis(1));
+        }
         let text = String::from_utf8(m.render(3)).unwrap();
         for name in [
             "kes_http_request_success 1",
