@@ -277,10 +277,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A body that comes in one piece (the usual small request) is returned as
 /// that piece: no buffer list, no copy.
 async fn read_body(body: impl RequestBody, limit: usize) -> Result<Bytes, ApiError> {
+    // Not refused from its announced length alone: the body is read until
+    // it passes the limit (as KES does), so a client still sending it sees
+    // the 400 rather than a connection reset.
     let mut body = std::pin::pin!(body);
-    if body.size_hint().lower() > limit as u64 {
-        return Err(ApiError::invalid_body());
-    }
     let mut first: Option<Bytes> = None;
     let mut joined: Option<Vec<u8>> = None;
     let mut len = 0usize;
