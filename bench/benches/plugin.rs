@@ -80,14 +80,14 @@ fn bench(c: &mut Criterion) {
 }
 
 fn sample_line(i: usize) -> String {
-    keyward::audit::line(
-        time::OffsetDateTime::now_utc(),
-        Some("127.0.0.1"),
-        &format!("/v1/key/encrypt/bench-{i}"),
-        Some("3f7c0a1b2d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8"),
-        200,
-        std::time::Duration::from_micros(42),
-    )
+    keyward::audit::line(&keyward::audit::Answered {
+        received: time::OffsetDateTime::now_utc(),
+        ip: Some("127.0.0.1"),
+        path: &format!("/v1/key/encrypt/bench-{i}"),
+        identity: Some("3f7c0a1b2d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8"),
+        status: 200,
+        duration: std::time::Duration::from_micros(42),
+    })
 }
 
 /// What the plugin does, natively: open for append, one write of the batch.

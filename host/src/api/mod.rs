@@ -360,7 +360,14 @@ pub fn serve<B: RequestBody>(
         let elapsed = start.elapsed();
         state.metrics.requests.end(status, elapsed);
         if let Some(received) = received {
-            state.audit.record(received, peer.ip.as_deref(), &path, identity.as_deref(), status, elapsed);
+            state.audit.record(&crate::audit::Answered {
+                received,
+                ip: peer.ip.as_deref(),
+                path: &path,
+                identity: identity.as_deref(),
+                status,
+                duration: elapsed,
+            });
         }
         tracing::debug!(status, micros = elapsed.as_micros() as u64, "served");
         Ok(reply)

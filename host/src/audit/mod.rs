@@ -41,17 +41,27 @@ pub const FLUSH_GRACE: Duration = Duration::from_secs(2);
 /// A writer's batch buffer larger than this after a burst is given back.
 const KEEP_BUFFER: usize = 1 << 20;
 
+/// What the audit line of one answered request records.
+#[derive(Debug, Clone, Copy)]
+pub struct Answered<'a> {
+    /// When the request arrived.
+    pub received: time::OffsetDateTime,
+    /// The client's IP address, if known.
+    pub ip: Option<&'a str>,
+    /// The URL path, percent-decoded, without the query.
+    pub path: &'a str,
+    /// The client's identity, if it presented a certificate.
+    pub identity: Option<&'a str>,
+    /// The HTTP status sent.
+    pub status: u16,
+    /// How long the answer took.
+    pub duration: Duration,
+}
+
 /// The KES audit line for one request (without a newline).
-pub fn line(
-    received: time::OffsetDateTime,
-    ip: Option<&str>,
-    path: &str,
-    identity: Option<&str>,
-    status: u16,
-    duration: Duration,
-) -> String {
-    let mut out = String::with_capacity(160 + path.len());
-    push_line(&mut out, received, ip, path, identity, status, duration);
+pub fn line(request: &Answered<'_>) -> String {
+    let mut out = String::with_capacity(160 + request.path.len());
+    push_line(&mut out, request);
     out
 }
 
@@ -59,27 +69,19 @@ pub fn line(
 ///
 /// Written by hand rather than through serde since it runs for every
 /// request (same bytes; the unit tests compare both).
-fn push_line(
-    out: &mut String,
-    received: time::OffsetDateTime,
-    ip: Option<&str>,
-    path: &str,
-    identity: Option<&str>,
-    status: u16,
-    duration: Duration,
-) {
-    let duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+fn push_line(out: &mut String, request: &Answered<'_>) {
+    let duration_us = u64::try_from(request.duration.as_micros()).unwrap_or(u64::MAX);
     out.push_str(r#"{"time":""#);
-    crate::api::push_rfc3339(out, received);
+    crate::api::push_rfc3339(out, request.received);
     out.push_str(r#"","request":{"#);
-    if let Some(ip) = ip {
+    if let Some(ip) = request.ip {
         out.push_str(r#""ip":"#);
         push_json_string(out, ip);
         out.push(',');
     }
     out.push_str(r#""path":"#);
-    push_json_string(out, path);
-    if let Some(identity) = identity {
+    push_json_string(out, request.path);
+    if let Some(identity) = request.identity {
         out.push_str(r#","identity":"#);
         push_json_string(out, identity);
     }
@@ -87,7 +89,7 @@ fn push_line(
     // client decodes it as a `time.Duration` (the newest KES server's
     // milliseconds are a bug).
     out.push_str(r#"},"response":{"code":"#);
-    out.push_str(itoa::Buffer::new().format(status));
+    out.push_str(itoa::Buffer::new().format(request.status));
     out.push_str(r#","time":"#);
     out.push_str(itoa::Buffer::new().format(duration_us.saturating_mul(1000)));
     out.push_str("}}");
@@ -235,19 +237,11 @@ impl AuditLog {
     }
 
     /// Records one request for every sink and follower; never waits.
-    pub fn record(
-        &self,
-        received: time::OffsetDateTime,
-        ip: Option<&str>,
-        path: &str,
-        identity: Option<&str>,
-        status: u16,
-        duration: Duration,
-    ) {
+    pub fn record(&self, request: &Answered<'_>) {
         self.metrics.log_audit_events.inc();
         SCRATCH.with_borrow_mut(|line| {
             line.clear();
-            push_line(line, received, ip, path, identity, status, duration);
+            push_line(line, request);
             if self.followers.receiver_count() > 0 {
                 let _ = self.followers.send(Arc::from(line.as_str()));
             }
@@ -337,14 +331,14 @@ mod tests {
 
     #[test]
     fn a_line_has_the_kes_shape() {
-        let l = line(
-            at(1_704_067_200_000_000_000),
-            Some("127.0.0.1"),
-            "/v1/key/create/k",
-            Some("ab"),
-            200,
-            Duration::from_millis(3),
-        );
+        let l = line(&Answered {
+            received: at(1_704_067_200_000_000_000),
+            ip: Some("127.0.0.1"),
+            path: "/v1/key/create/k",
+            identity: Some("ab"),
+            status: 200,
+            duration: Duration::from_millis(3),
+        });
         assert_eq!(
             l,
             r#"{"time":"2024-01-01T00:00:00Z","request":{"ip":"127.0.0.1","path":"/v1/key/create/k","identity":"ab"},"response":{"code":200,"time":3000000}}"#
@@ -378,7 +372,15 @@ mod tests {
         for (i, path) in paths.into_iter().enumerate() {
             for (ip, identity) in [(None, None), (Some("::1"), Some("x\"y")), (Some("10.0.0.1"), None)] {
                 let micros = [0u64, 1, 999_999, 12_345_678_901][i % 4];
-                let l = line(at(1_700_000_000_123_456_789), ip, path, identity, 404, Duration::from_micros(micros));
+                let received = at(1_700_000_000_123_456_789);
+                let l = line(&Answered {
+                    received,
+                    ip,
+                    path,
+                    identity,
+                    status: 404,
+                    duration: Duration::from_micros(micros),
+                });
                 let expected = serde_json::to_string(&Line {
                     time: "2023-11-14T22:13:20.123456789Z",
                     request: Request { ip, path, identity },
@@ -420,7 +422,14 @@ mod tests {
     }
 
     fn record(log: &AuditLog, path: &str) {
-        log.record(at(0), None, path, None, 200, Duration::ZERO);
+        log.record(&Answered {
+            received: at(0),
+            ip: None,
+            path,
+            identity: None,
+            status: 200,
+            duration: Duration::ZERO,
+        });
     }
 
     #[tokio::test]
