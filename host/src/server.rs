@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -16,6 +16,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
@@ -89,7 +90,10 @@ pub async fn open_audit_sinks(
 
 /// A running server's shared state plus what it needs to reload.
 pub struct Server {
-    pub state: Arc<State>,
+    /// Lives as long as the process: every request refers to it, and a
+    /// shared reference costs nothing where cloning an `Arc` would make both
+    /// cores write its count on every request.
+    pub state: &'static State,
     acceptor: TlsAcceptor,
     engine: PluginEngine,
     settings: Settings,
@@ -114,7 +118,7 @@ impl Server {
         let started_at = time::OffsetDateTime::now_utc();
         let audit = AuditLog::new(metrics.clone());
         audit.set_sinks(open_audit_sinks(&settings, &plugins).await?);
-        let state = Arc::new(State {
+        let state: &'static State = Box::leak(Box::new(State {
             authority: ArcSwap::from_pointee(Authority::from_settings(&settings, started_at)),
             overrides: ArcSwap::from_pointee(RouteOverrides::new(&settings.api)),
             keys: keys.clone(),
@@ -123,7 +127,7 @@ impl Server {
             errors: ErrorLog::new(metrics),
             started_at,
             default_algorithm: State::detect_algorithm(),
-        });
+        }));
         let admin = state.authority.load().admin().unwrap_or_default().to_string();
         for name in &settings.keys {
             let key = StoredKey::generate(state.default_algorithm, admin.clone());
@@ -167,8 +171,8 @@ impl Server {
         let limits = self.settings.limits;
         let mut gate = Gate::new(limits.max_connections);
         raise_fd_limit(limits.max_connections);
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let mut shutdown = Box::pin(shutdown_signal());
+        let shutdown = Arc::new(Shutdown::default());
+        let mut terminate = Box::pin(shutdown_signal());
         let mut hangup = hangup_stream();
         loop {
             tokio::select! {
@@ -186,11 +190,11 @@ impl Server {
                         gate.refuse(tcp, addr, &self.state.metrics);
                         continue;
                     };
-                    let state = self.state.clone();
+                    let state = self.state;
                     let acceptor = acceptor.clone();
-                    let watcher = graceful.watcher();
+                    let shutdown = shutdown.clone();
                     tokio::spawn(async move {
-                        serve_connection(state, acceptor, tcp, addr, watcher, limits).await;
+                        serve_connection(state, acceptor, tcp, addr, shutdown, limits).await;
                         drop(slot);
                     });
                 }
@@ -200,12 +204,13 @@ impl Server {
                         Err(e) => self.state.errors.error(&format!("reload failed, keeping the old configuration: {e}")),
                     }
                 }
-                _ = &mut shutdown => break,
+                _ = &mut terminate => break,
             }
         }
         drop(listener);
         tracing::info!("shutting down: finishing in-flight requests");
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        shutdown.begin();
+        if tokio::time::timeout(SHUTDOWN_GRACE, gate.all_closed(limits.max_connections)).await.is_err() {
             tracing::warn!("some connections did not finish in time");
         }
         self.state.audit.flush_and_close().await;
@@ -252,6 +257,12 @@ impl Gate {
         self.saturated = false;
         metrics.connections_open.inc();
         Some(Slot { _permit: permit, open: metrics.connections_open.clone() })
+    }
+
+    /// Resolves once every admitted connection has ended.
+    async fn all_closed(&self, max_connections: usize) {
+        let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+        let _ = self.slots.acquire_many(all).await;
     }
 
     /// Closes a connection that found no free slot, and counts it.
@@ -303,11 +314,11 @@ fn raise_fd_limit(max_connections: usize) {
 /// Runs one client connection: TLS handshake under `limits.handshake_timeout`,
 /// then HTTP/1.1 with `limits.header_timeout` and `limits.body_timeout`.
 async fn serve_connection(
-    state: Arc<State>,
+    state: &'static State,
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     addr: std::net::SocketAddr,
-    watcher: hyper_util::server::graceful::Watcher,
+    shutdown: Arc<Shutdown>,
     limits: LimitSettings,
 ) {
     let _ = tcp.set_nodelay(true);
@@ -335,7 +346,7 @@ async fn serve_connection(
     let requests = activity.clone();
     let service = service_fn(move |req: http::Request<Incoming>| {
         requests.begin();
-        let reply = api::serve(state.clone(), peer.clone(), req.map(|body| DeadlineBody::new(body, body_timeout)));
+        let reply = api::serve(state, peer.clone(), req.map(|body| DeadlineBody::new(body, body_timeout)));
         let requests = requests.clone();
         async move {
             let Ok(reply) = reply.await;
@@ -354,7 +365,7 @@ async fn serve_connection(
     // slot forever. HTTP/2 is not served anyway. The header timeout is the
     // connection's `HeadWatchdog`, not hyper's (which arms a timer per request).
     let conn = http1::Builder::new().serve_connection(TokioIo::new(tls), service);
-    match HeadWatchdog::new(watcher.watch(conn), activity, limits.header_timeout).await {
+    match HeadWatchdog::new(conn, activity, shutdown, limits.header_timeout).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "connection ended with an error"),
         Err(HeadTimedOut) => {
@@ -429,6 +440,27 @@ impl Body for EndsWhenDropped {
     }
 }
 
+/// The server is shutting down: every connection finishes the request it is
+/// answering and closes (idle ones at once). A flag each connection reads
+/// when it is polled, plus one wake-up per connection when it is set: unlike
+/// a watch channel, nothing is registered again on every poll.
+#[derive(Default)]
+struct Shutdown {
+    begun: AtomicBool,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Shutdown {
+    fn begin(&self) {
+        self.begun.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn begun(&self) -> bool {
+        self.begun.load(Ordering::Acquire)
+    }
+}
+
 /// A connection's header timeout: the connection is closed when a request
 /// head has not fully arrived within `limits.header_timeout` of the moment
 /// the server started waiting for it (after the handshake, or after the
@@ -438,6 +470,11 @@ impl Body for EndsWhenDropped {
 /// only when it fires, instead of a timer armed and cancelled per request.
 struct HeadWatchdog<F> {
     conn: Pin<Box<F>>,
+    shutdown: Arc<Shutdown>,
+    /// Registered with `shutdown` on the first poll; `None` once the
+    /// connection was told to shut down.
+    shutdown_signal: Option<Pin<Box<tokio::sync::futures::OwnedNotified>>>,
+    shutdown_registered: bool,
     timer: Pin<Box<Sleep>>,
     activity: Arc<Activity>,
     timeout: Duration,
@@ -451,18 +488,48 @@ struct HeadWatchdog<F> {
 #[derive(Debug)]
 struct HeadTimedOut;
 
-impl<F: Future> HeadWatchdog<F> {
-    fn new(conn: F, activity: Arc<Activity>, timeout: Duration) -> HeadWatchdog<F> {
+impl<F: GracefulConnection> HeadWatchdog<F> {
+    fn new(conn: F, activity: Arc<Activity>, shutdown: Arc<Shutdown>, timeout: Duration) -> HeadWatchdog<F> {
         let timer = Box::pin(tokio::time::sleep(timeout));
-        HeadWatchdog { conn: Box::pin(conn), timer, activity, timeout, begun_at_arming: 0, timer_registered: false }
+        let shutdown_signal = Some(Box::pin(shutdown.notify.clone().notified_owned()));
+        HeadWatchdog {
+            conn: Box::pin(conn),
+            shutdown,
+            shutdown_signal,
+            shutdown_registered: false,
+            timer,
+            activity,
+            timeout,
+            begun_at_arming: 0,
+            timer_registered: false,
+        }
+    }
+
+    /// Starts hyper's graceful close once the server shuts down.
+    fn watch_shutdown(&mut self, cx: &mut Context<'_>) {
+        let Some(signal) = &mut self.shutdown_signal else { return };
+        if self.shutdown.begun() {
+            self.shutdown_signal = None;
+            self.conn.as_mut().graceful_shutdown();
+        } else if !self.shutdown_registered {
+            // Polled once, to register the task's waker: polling it again
+            // would take the signal's lock, shared by every connection. A
+            // wake-up by `begin` makes the task poll, and the flag is set.
+            self.shutdown_registered = true;
+            if signal.as_mut().poll(cx).is_ready() {
+                self.shutdown_signal = None;
+                self.conn.as_mut().graceful_shutdown();
+            }
+        }
     }
 }
 
-impl<F: Future> Future for HeadWatchdog<F> {
+impl<F: GracefulConnection> Future for HeadWatchdog<F> {
     type Output = Result<F::Output, HeadTimedOut>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        this.watch_shutdown(cx);
         if let Poll::Ready(done) = this.conn.as_mut().poll(cx) {
             return Poll::Ready(Ok(done));
         }

@@ -23,7 +23,7 @@ fn start(extra: &str) -> TestServer {
 }
 
 /// A TLS connection to `server` presenting `who`'s certificate.
-async fn tls_connect(server: &TestServer, who: &Ident) -> TlsStream<TcpStream> {
+pub(crate) async fn tls_connect(server: &TestServer, who: &Ident) -> TlsStream<TcpStream> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();

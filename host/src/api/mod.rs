@@ -319,7 +319,7 @@ async fn read_body(body: impl RequestBody, limit: usize) -> Result<Bytes, ApiErr
 /// here, before the future is made: what the future carries, and so what is
 /// copied each time hyper moves it, is only what the handler needs.
 pub fn serve<B: RequestBody>(
-    state: Arc<State>,
+    state: &'static State,
     peer: Arc<Peer>,
     req: Request<B>,
 ) -> impl Future<Output = Result<Reply, Infallible>> {
