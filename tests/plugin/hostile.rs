@@ -412,7 +412,11 @@ async fn mode_file_switches_behaviour_while_running() {
     let dir = TempDir::new("mode");
     let mode = dir.path().join("mode");
     let config = r#"{"store": "/data/keys", "mode": "/data/mode"}"#;
-    let ks = hostile(short_timeout(), Grants::dir(dir.path(), "/data"), config, 2).await.unwrap();
+    // Longer than `short_timeout`: `create` syncs the file and its directory,
+    // which can take hundreds of milliseconds while the rest of the suite
+    // loads the disk; only `get=loop` below waits the whole deadline.
+    let limits = Limits { call_timeout: Duration::from_millis(1500), ..Limits::default() };
+    let ks = hostile(limits, Grants::dir(dir.path(), "/data"), config, 2).await.unwrap();
     ks.create("k", b"value").await.unwrap();
     assert_eq!(ks.create("k", b"again").await, Err(StoreError::Exists));
     assert_eq!(ks.get("k").await.unwrap(), b"value");
