@@ -525,9 +525,10 @@ async fn dispatch_other(call: Call<'_>) -> Result<Reply, ApiError> {
         Handler::KeyDelete => key::delete(&call).await,
         Handler::KeyList => key::list(&call).await,
         Handler::KeyBulkDecrypt => key::bulk_decrypt(&call).await,
-        Handler::KeyGenerate | Handler::KeyEncrypt | Handler::KeyDecrypt | Handler::KeyHmac => {
-            Box::pin(dispatch(call)).await
-        }
+        Handler::KeyGenerate => key::generate(&call).await,
+        Handler::KeyEncrypt => key::encrypt(&call).await,
+        Handler::KeyDecrypt => key::decrypt(&call).await,
+        Handler::KeyHmac => key::hmac(&call).await,
         Handler::PolicyDescribe => policy::describe(&call),
         Handler::PolicyRead => policy::read(&call),
         Handler::PolicyWrite => policy::write(&call),

@@ -49,8 +49,6 @@ impl World for SinkWorld {
 /// instances, a deadline per batch, traps and timeouts discard the instance.
 pub struct PluginAuditSink {
     pool: Pool<SinkWorld>,
-    /// Whether the component implements `audit-lines` (else `audit-sink`).
-    takes_lines: bool,
 }
 
 impl std::fmt::Debug for PluginAuditSink {
@@ -93,8 +91,7 @@ impl PluginAuditSink {
                 wanted: PluginKind::AuditSink,
             });
         }
-        let takes_lines = loaded.info.takes_lines();
-        Ok(PluginAuditSink { pool: Pool::start(loaded, config_json, options).await?, takes_lines })
+        Ok(PluginAuditSink { pool: Pool::start(loaded, config_json, options).await? })
     }
 
     /// The plugin's name.
@@ -131,15 +128,16 @@ impl AuditSink for PluginAuditSink {
         if batch.is_empty() {
             return Ok(());
         }
-        // Per-event records only for a sink built for them: parsed back from
-        // the lines, off the request path.
-        let events: Vec<AuditEvent> =
-            if self.takes_lines { Vec::new() } else { batch.iter().filter_map(AuditEvent::parse).collect() };
-        let records: Vec<WitEvent> = events.iter().map(to_wit).collect();
         call_plugin!(self.pool, "write", |store, world| async {
             match world {
                 SinkWorld::Lines(w) => w.keyward_plugin_audit_lines_api().call_write(store, batch.lines()).await,
-                SinkWorld::Events(w) => w.keyward_plugin_audit_sink_api().call_write(store, &records).await,
+                SinkWorld::Events(w) => {
+                    // A sink built for per-event records gets them parsed
+                    // back from the lines (off the request path).
+                    let events: Vec<AuditEvent> = batch.iter().filter_map(AuditEvent::parse).collect();
+                    let records: Vec<WitEvent> = events.iter().map(to_wit).collect();
+                    w.keyward_plugin_audit_sink_api().call_write(store, &records).await
+                }
             }
         })
     }

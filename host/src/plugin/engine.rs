@@ -294,12 +294,6 @@ impl ComponentInfo {
         })
     }
 
-    /// Whether this audit sink takes batches of lines (`audit-lines`) rather
-    /// than per-event records (`audit-sink`).
-    pub fn takes_lines(&self) -> bool {
-        self.world_name() == Some("audit-lines")
-    }
-
     /// The first export that is a keyward world's interface: its kind,
     /// interface name and WIT version.
     fn keyward_export(&self) -> Option<(PluginKind, &'static str, Option<&str>)> {
