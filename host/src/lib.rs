@@ -18,5 +18,6 @@ pub mod keys;
 pub mod metrics;
 pub mod plugin;
 pub mod server;
+pub mod sharded;
 pub mod state;
 pub mod tls;

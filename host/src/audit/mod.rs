@@ -2,12 +2,20 @@
 //!
 //! Every request produces one audit line, KES's JSON shape. On the request
 //! path it is written once into a per-thread scratch buffer and copied into
-//! each configured sink's pending buffer (a short lock; a full buffer drops the
-//! event and counts it, so a slow sink never slows a response), and sent to any
-//! client following `/v1/log/audit`. Each sink's writer task hands everything
-//! pending to its sink a few milliseconds later as one [`AuditBatch`]: the
-//! request path allocates nothing per event, and a sink (typically a
-//! WebAssembly plugin) is called once per batch with the lines it will write.
+//! each configured sink's pending buffer for the serving thread (a lock no
+//! other core takes but the writer's, every few milliseconds; a full buffer
+//! drops the event and counts it, so a slow sink never slows a response), and
+//! sent to any client following `/v1/log/audit`. Each sink's writer task hands
+//! everything pending to its sink a few milliseconds later as one
+//! [`AuditBatch`]: the request path allocates nothing per event, and a sink
+//! (typically a WebAssembly plugin) is called once per batch with the lines it
+//! will write.
+//!
+//! Order: batches reach a sink in the order they were taken, and the lines of
+//! one serving thread keep their order. Within one batch, lines of requests
+//! answered on different threads are grouped by thread rather than
+//! interleaved by completion (as in KES, concurrent requests have no order;
+//! each line carries its request's arrival time).
 //! Error messages go to the tracing log and to clients following
 //! `/v1/log/error`.
 
@@ -23,13 +31,16 @@ use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, Notify};
 
 use crate::metrics::Metrics;
+use crate::sharded::Sharded;
 use sink::{AuditBatch, AuditSink};
 
-/// Events a sink may have pending before new ones are dropped.
-pub const QUEUE_CAPACITY: usize = 8192;
-/// Bytes of lines a sink may have pending before new events are dropped
-/// (lines carry the request path, which a client chooses).
-pub const QUEUE_BYTES: usize = 4 << 20;
+/// Events a sink may have pending from one serving thread before that
+/// thread's new ones are dropped (a server has one serving thread per CPU).
+pub const QUEUE_CAPACITY: usize = 4096;
+/// Bytes of lines a sink may have pending from one serving thread before
+/// that thread's new events are dropped (lines carry the request path, which
+/// a client chooses).
+pub const QUEUE_BYTES: usize = 2 << 20;
 /// How long a sink's writer gathers events after the first one of a batch
 /// arrives. A sink call (a plugin call, a file append, an HTTP POST) costs
 /// far more than one event, so under load one call per few milliseconds
@@ -127,24 +138,32 @@ struct Pending {
 /// One sink's pending lines, shared by the request path and its writer task.
 struct SinkQueue {
     name: String,
-    pending: Mutex<Pending>,
-    /// Notified when `pending` goes from empty to not empty, and on close.
+    /// One buffer per serving thread: requests on different cores never
+    /// write the same memory (one shared buffer cost ~0.7 µs per request
+    /// on two cores, most of what audit cost).
+    pending: Sharded<Mutex<Pending>>,
+    /// Notified when a buffer goes from empty to not empty, and on close.
     ready: Notify,
     /// Set once no one can add events any more: the writer then writes what
     /// is left and ends.
     closed: AtomicBool,
 }
 
+fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+    // Nothing panics while holding the lock; if something did, the buffer is
+    // still a valid list of whole lines.
+    pending.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl SinkQueue {
-    fn lock(&self) -> MutexGuard<'_, Pending> {
-        // Nothing panics while holding the lock; if something did, the
-        // buffer is still a valid list of whole lines.
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    fn new(name: String) -> SinkQueue {
+        SinkQueue { name, pending: Sharded::new(), ready: Notify::new(), closed: AtomicBool::new(false) }
     }
 
-    /// Appends one line; `false` (event dropped) if the queue is full.
+    /// Appends one line to the calling thread's buffer; `false` (event
+    /// dropped) if that buffer is full.
     fn push(&self, line: &str) -> bool {
-        let mut p = self.lock();
+        let mut p = lock(self.pending.local());
         if p.count >= QUEUE_CAPACITY || p.lines.len() + line.len() >= QUEUE_BYTES {
             return false;
         }
@@ -159,12 +178,35 @@ impl SinkQueue {
         true
     }
 
-    /// Moves everything pending into `buf` (empty), leaving `buf`'s old
-    /// allocation in its place; returns how many events moved.
-    fn take(&self, buf: &mut Vec<u8>) -> usize {
-        let mut p = self.lock();
-        std::mem::swap(&mut p.lines, buf);
-        std::mem::take(&mut p.count)
+    /// Moves everything pending into `batch` (empty), thread by thread;
+    /// returns how many events moved. Each lock is held only for a swap of
+    /// buffers: the first non-empty one becomes the batch, the others are
+    /// copied into it through `spare`.
+    fn take(&self, batch: &mut Vec<u8>, spare: &mut Vec<u8>) -> usize {
+        let mut count = 0;
+        for pending in self.pending.iter() {
+            let mut p = lock(pending);
+            if p.count == 0 {
+                continue;
+            }
+            count += std::mem::take(&mut p.count);
+            if batch.is_empty() {
+                std::mem::swap(&mut p.lines, batch);
+            } else {
+                std::mem::swap(&mut p.lines, spare);
+                drop(p);
+                batch.extend_from_slice(spare);
+                spare.clear();
+                if spare.capacity() > KEEP_BUFFER {
+                    *spare = Vec::new();
+                }
+            }
+        }
+        count
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.iter().all(|p| lock(p).count == 0)
     }
 }
 
@@ -203,12 +245,7 @@ impl AuditLog {
         let handles = sinks
             .into_iter()
             .map(|(name, sink)| {
-                let queue = Arc::new(SinkQueue {
-                    name,
-                    pending: Mutex::default(),
-                    ready: Notify::new(),
-                    closed: AtomicBool::new(false),
-                });
+                let queue = Arc::new(SinkQueue::new(name));
                 let writer = tokio::spawn(drain(queue.clone(), sink, self.metrics.clone()));
                 SinkHandle { queue, writer: Mutex::new(Some(writer)) }
             })
@@ -266,7 +303,7 @@ impl AuditLog {
 /// becomes one batch, and writes everything pending. Ends once the queue is
 /// closed and empty.
 async fn drain(queue: Arc<SinkQueue>, sink: Arc<dyn AuditSink>, metrics: Arc<Metrics>) {
-    let mut batch = Vec::new();
+    let (mut batch, mut spare) = (Vec::new(), Vec::new());
     loop {
         queue.ready.notified().await;
         if !queue.closed.load(Ordering::Acquire) {
@@ -274,7 +311,7 @@ async fn drain(queue: Arc<SinkQueue>, sink: Arc<dyn AuditSink>, metrics: Arc<Met
             // this task for each event while it lingers.
             tokio::time::sleep(LINGER).await;
         }
-        let count = queue.take(&mut batch);
+        let count = queue.take(&mut batch, &mut spare);
         if count > 0 {
             if let Err(e) = sink.write(AuditBatch::counted(&batch, count)).await {
                 metrics.audit_dropped.inc_by(count as u64);
@@ -285,7 +322,7 @@ async fn drain(queue: Arc<SinkQueue>, sink: Arc<dyn AuditSink>, metrics: Arc<Met
         if batch.capacity() > KEEP_BUFFER {
             batch = Vec::new();
         }
-        if queue.closed.load(Ordering::Acquire) && queue.lock().count == 0 {
+        if queue.closed.load(Ordering::Acquire) && queue.is_empty() {
             return;
         }
     }
@@ -460,6 +497,38 @@ mod tests {
         // its events are dropped and counted.
         let dropped = metrics.audit_dropped.get() as usize;
         assert!(dropped > 0 && dropped <= n - QUEUE_CAPACITY, "dropped {dropped}");
+    }
+
+    /// Requests answered on several threads: nothing is lost, and each
+    /// thread's lines keep their order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_recorded_on_many_threads_all_arrive_each_thread_in_order() {
+        let log = AuditLog::new(Arc::new(Metrics::new()));
+        let collect = Arc::new(Collect::default());
+        log.set_sinks(vec![("c".into(), collect.clone())]);
+        let (threads, each) = (4, 2000);
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let log = &log;
+                s.spawn(move || {
+                    for i in 0..each {
+                        record(log, &format!("/{t}/{i}"));
+                        if i % 250 == 0 {
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                    }
+                });
+            }
+        });
+        log.flush_and_close().await;
+        let paths = collect.paths();
+        assert_eq!(paths.len(), threads * each, "every event");
+        for t in 0..threads {
+            let prefix = format!("/{t}/");
+            let mine: Vec<&String> = paths.iter().filter(|p| p.starts_with(&prefix)).collect();
+            let expected: Vec<String> = (0..each).map(|i| format!("/{t}/{i}")).collect();
+            assert!(mine.into_iter().eq(expected.iter()), "thread {t}'s lines in the order recorded");
+        }
     }
 
     #[tokio::test]

@@ -4,24 +4,21 @@
 //! Every request updates them, from whichever core serves it. Kept as plain
 //! shared atomics (as `prometheus`'s own types are), every update would move
 //! a cache line from the other core, several per request. Instead each thread
-//! writes its own cache-line-sized shard, and a scrape sums the shards: the
+//! writes its own shard ([`Sharded`]), and a scrape sums the shards: the
 //! exposition is exactly what the `prometheus` types would produce.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto;
 
+use crate::sharded::Sharded;
+
 /// Upper bounds of the response-time histogram, in seconds (KES's).
 pub const BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 3.0, 5.0, 10.0];
 
-/// More shards than threads that serve requests on usual machines; two
-/// threads sharing one only share a cache line again, figures stay exact.
-const SHARDS: usize = 32;
-
-/// One thread's figures, alone on its cache line(s).
-#[repr(align(128))]
+/// One thread's figures.
 #[derive(Default)]
 struct Shard {
     success: AtomicU64,
@@ -35,18 +32,10 @@ struct Shard {
     buckets: [AtomicU64; BUCKETS.len() + 1],
 }
 
-thread_local! {
-    /// This thread's shard, assigned round-robin on first use.
-    static SHARD: usize = {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS
-    };
-}
-
 /// The figures, sharded by thread. Register it with a registry as a
 /// collector.
 pub struct RequestStats {
-    shards: Box<[Shard]>,
+    shards: Sharded<Shard>,
     descs: [Desc; 5],
 }
 
@@ -65,12 +54,11 @@ impl RequestStats {
             Desc::new(name.to_string(), help.to_string(), Vec::new(), Default::default())
                 .unwrap_or_else(|_| super::unreachable_metric(name))
         });
-        RequestStats { shards: (0..SHARDS).map(|_| Shard::default()).collect(), descs }
+        RequestStats { shards: Sharded::new(), descs }
     }
 
     fn shard(&self) -> &Shard {
-        let i = SHARD.try_with(|i| *i).unwrap_or(0);
-        &self.shards[i % self.shards.len()]
+        self.shards.local()
     }
 
     /// A request started.
