@@ -19,6 +19,7 @@
 //! answered on different threads are grouped by thread rather than
 //! interleaved by completion (as in KES, concurrent requests have no order;
 //! each line carries its request's arrival time).
+//!
 //! Error messages go to the tracing log and to clients following
 //! `/v1/log/error`.
 
