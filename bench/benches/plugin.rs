@@ -87,6 +87,7 @@ fn sample_line(i: usize) -> String {
         identity: Some("3f7c0a1b2d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8"),
         status: 200,
         duration: std::time::Duration::from_micros(42),
+        answered: std::time::Instant::now(),
     })
 }
 

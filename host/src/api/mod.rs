@@ -367,6 +367,7 @@ pub fn serve<B: RequestBody>(
                 identity: identity.as_deref(),
                 status,
                 duration: elapsed,
+                answered: start + elapsed,
             });
         }
         tracing::debug!(status, micros = elapsed.as_micros() as u64, "served");

@@ -14,11 +14,10 @@
 //! The writers run on a thread of their own (`keyward-audit`), never on a
 //! request worker: a sink may block the thread it runs on.
 //!
-//! Order: batches reach a sink in the order they were taken, and the lines of
-//! one serving thread keep their order. Within one batch, lines of requests
-//! answered on different threads are grouped by thread rather than
-//! interleaved by completion (as in KES, concurrent requests have no order;
-//! each line carries its request's arrival time).
+//! Order: lines reach a sink in the order their requests were answered, as
+//! with one shared log: the writer merges the threads' buffers by the
+//! (monotonic) answer time, so a client's sequential requests are audited in
+//! the order it made them, whichever threads served them.
 //!
 //! Error messages go to the tracing log and to clients following
 //! `/v1/log/error`.
@@ -30,7 +29,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, Notify};
@@ -72,6 +71,9 @@ pub struct Answered<'a> {
     pub status: u16,
     /// How long the answer took.
     pub duration: Duration,
+    /// When the answer was ready (monotonic): orders the lines of requests
+    /// answered on different threads.
+    pub answered: Instant,
 }
 
 /// The KES audit line for one request (without a newline).
@@ -137,7 +139,24 @@ thread_local! {
 struct Pending {
     /// Lines, each followed by `\n`.
     lines: Vec<u8>,
-    count: usize,
+    /// For each line: when its request was answered, and where it ends.
+    ends: Vec<(Instant, usize)>,
+}
+
+impl Pending {
+    fn clear(&mut self) {
+        self.lines.clear();
+        self.ends.clear();
+        if self.lines.capacity() > KEEP_BUFFER {
+            *self = Pending::default();
+        }
+    }
+
+    /// The `i`th line, with its newline.
+    fn line(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1].1 };
+        &self.lines[start..self.ends[i].1]
+    }
 }
 
 /// One sink's pending lines, shared by the request path and its writer task.
@@ -167,15 +186,16 @@ impl SinkQueue {
 
     /// Appends one line to the calling thread's buffer; `false` (event
     /// dropped) if that buffer is full.
-    fn push(&self, line: &str) -> bool {
+    fn push(&self, line: &str, answered: Instant) -> bool {
         let mut p = lock(self.pending.local());
-        if p.count >= QUEUE_CAPACITY || p.lines.len() + line.len() >= QUEUE_BYTES {
+        if p.ends.len() >= QUEUE_CAPACITY || p.lines.len() + line.len() >= QUEUE_BYTES {
             return false;
         }
         p.lines.extend_from_slice(line.as_bytes());
         p.lines.push(b'\n');
-        p.count += 1;
-        let first = p.count == 1;
+        let end = p.lines.len();
+        p.ends.push((answered, end));
+        let first = p.ends.len() == 1;
         drop(p);
         if first {
             self.ready.notify_one();
@@ -183,35 +203,49 @@ impl SinkQueue {
         true
     }
 
-    /// Moves everything pending into `batch` (empty), thread by thread;
-    /// returns how many events moved. Each lock is held only for a swap of
-    /// buffers: the first non-empty one becomes the batch, the others are
-    /// copied into it through `spare`.
-    fn take(&self, batch: &mut Vec<u8>, spare: &mut Vec<u8>) -> usize {
-        let mut count = 0;
+    /// Moves everything pending into `batch` (empty) in the order the
+    /// requests were answered; returns how many events moved. Each thread's
+    /// buffer is locked only to swap it with an empty one from `spares`
+    /// (which gets the taken buffers back, emptied).
+    fn take(&self, batch: &mut Vec<u8>, spares: &mut Vec<Pending>) -> usize {
+        let mut taken = Vec::new();
         for pending in self.pending.iter() {
             let mut p = lock(pending);
-            if p.count == 0 {
+            if p.ends.is_empty() {
                 continue;
             }
-            count += std::mem::take(&mut p.count);
-            if batch.is_empty() {
-                std::mem::swap(&mut p.lines, batch);
-            } else {
-                std::mem::swap(&mut p.lines, spare);
-                drop(p);
-                batch.extend_from_slice(spare);
-                spare.clear();
-                if spare.capacity() > KEEP_BUFFER {
-                    *spare = Vec::new();
-                }
-            }
+            let mut empty = spares.pop().unwrap_or_default();
+            std::mem::swap(&mut *p, &mut empty);
+            taken.push(empty);
+        }
+        let count = taken.iter().map(|p| p.ends.len()).sum();
+        merge_into(batch, &taken);
+        for mut p in taken {
+            p.clear();
+            spares.push(p);
         }
         count
     }
 
     fn is_empty(&self) -> bool {
-        self.pending.iter().all(|p| lock(p).count == 0)
+        self.pending.iter().all(|p| lock(p).ends.is_empty())
+    }
+}
+
+/// Appends the lines of `buffers` to `out` by answer time. Each buffer is
+/// already in that order (one thread's); with one buffer this is a copy.
+fn merge_into(out: &mut Vec<u8>, buffers: &[Pending]) {
+    if let [only] = buffers {
+        out.extend_from_slice(&only.lines);
+        return;
+    }
+    let mut next = vec![0usize; buffers.len()];
+    loop {
+        let earliest =
+            (0..buffers.len()).filter(|&b| next[b] < buffers[b].ends.len()).min_by_key(|&b| buffers[b].ends[next[b]].0);
+        let Some(b) = earliest else { return };
+        out.extend_from_slice(buffers[b].line(next[b]));
+        next[b] += 1;
     }
 }
 
@@ -288,7 +322,7 @@ impl AuditLog {
                 let _ = self.followers.send(Arc::from(line.as_str()));
             }
             for sink in self.sinks.load().iter() {
-                if !sink.queue.push(line) {
+                if !sink.queue.push(line, request.answered) {
                     self.metrics.audit_dropped.inc();
                 }
             }
@@ -330,7 +364,7 @@ fn spawn_writer(writer: impl Future<Output = ()> + Send + 'static) -> tokio::tas
 /// becomes one batch, and writes everything pending. Ends once the queue is
 /// closed and empty.
 async fn drain(queue: Arc<SinkQueue>, sink: Arc<dyn AuditSink>, metrics: Arc<Metrics>) {
-    let (mut batch, mut spare) = (Vec::new(), Vec::new());
+    let (mut batch, mut spares) = (Vec::new(), Vec::new());
     loop {
         queue.ready.notified().await;
         if !queue.closed.load(Ordering::Acquire) {
@@ -338,7 +372,7 @@ async fn drain(queue: Arc<SinkQueue>, sink: Arc<dyn AuditSink>, metrics: Arc<Met
             // this task for each event while it lingers.
             tokio::time::sleep(LINGER).await;
         }
-        let count = queue.take(&mut batch, &mut spare);
+        let count = queue.take(&mut batch, &mut spares);
         if count > 0 {
             if let Err(e) = sink.write(AuditBatch::counted(&batch, count)).await {
                 metrics.audit_dropped.inc_by(count as u64);
@@ -402,6 +436,7 @@ mod tests {
             identity: Some("ab"),
             status: 200,
             duration: Duration::from_millis(3),
+            answered: Instant::now(),
         });
         assert_eq!(
             l,
@@ -444,6 +479,7 @@ mod tests {
                     identity,
                     status: 404,
                     duration: Duration::from_micros(micros),
+                    answered: Instant::now(),
                 });
                 let expected = serde_json::to_string(&Line {
                     time: "2023-11-14T22:13:20.123456789Z",
@@ -522,6 +558,7 @@ mod tests {
             identity: None,
             status: 200,
             duration: Duration::ZERO,
+            answered: Instant::now(),
         });
     }
 
@@ -556,7 +593,8 @@ mod tests {
     }
 
     /// Requests answered on several threads: nothing is lost, and each
-    /// thread's lines keep their order.
+    /// thread's lines keep their order (the merge across threads is checked
+    /// by `sequential_requests_on_different_threads_stay_in_order`).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn events_recorded_on_many_threads_all_arrive_each_thread_in_order() {
         let log = AuditLog::new(Arc::new(Metrics::new()));
@@ -585,6 +623,26 @@ mod tests {
             let expected: Vec<String> = (0..each).map(|i| format!("/{t}/{i}")).collect();
             assert!(mine.into_iter().eq(expected.iter()), "thread {t}'s lines in the order recorded");
         }
+    }
+
+    /// A client's requests one after another, each answered on a
+    /// different thread: the sink gets them in the order they were made.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sequential_requests_on_different_threads_stay_in_order() {
+        let log = AuditLog::new(Arc::new(Metrics::new()));
+        let collect = Arc::new(Collect::default());
+        log.set_sinks(vec![("c".into(), collect.clone())]);
+        let n = 60;
+        std::thread::scope(|s| {
+            for i in 0..n {
+                let log = &log;
+                // A new thread for each: consecutive ones get different shards.
+                s.spawn(move || record(log, &format!("/{i}"))).join().unwrap();
+            }
+        });
+        log.flush_and_close().await;
+        let expected: Vec<String> = (0..n).map(|i| format!("/{i}")).collect();
+        assert_eq!(collect.paths(), expected);
     }
 
     #[tokio::test]
