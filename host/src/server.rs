@@ -696,7 +696,6 @@ async fn run_server(args: crate::cli::ServerArgs) -> Result<(), String> {
     server.run(listener).await.map_err(|e| e.to_string())
 }
 
-/// `keyward server`: runs until SIGTERM; exit code 1 if it cannot start.
 /// Tasks a runtime worker polls between two looks at the I/O driver
 /// (tokio's default is 61). A request is one short task, so under load the
 /// default has each worker go to the driver every ~1 ms; measured with 64
@@ -705,6 +704,7 @@ async fn run_server(args: crate::cli::ServerArgs) -> Result<(), String> {
 /// on the driver at once, so this only matters under load.
 const EVENT_INTERVAL: u32 = 200;
 
+/// `keyward server`: runs until SIGTERM; exit code 1 if it cannot start.
 pub fn run_from_cli(args: crate::cli::ServerArgs) -> std::process::ExitCode {
     // Key files written by keystore plugins (through WASI) and by dev mode
     // must be readable by this user only, as KES writes them (0600).
