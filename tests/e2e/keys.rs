@@ -267,3 +267,24 @@ async fn json_listing_pages_at_1024() {
     assert_eq!(v["names"].as_array().unwrap().len(), 1024);
     assert_eq!(v["continue_at"], "k01024");
 }
+
+/// Every answer says its length, as KES's (Go) server does: clients that
+/// read exactly `content-length` bytes (or reuse the connection after it)
+/// depend on it, for empty answers (`0`) as much as for JSON ones.
+#[tokio::test]
+async fn answers_carry_their_content_length() {
+    let s = TestServer::start("");
+    let c = s.admin_client();
+    let length = |r: &crate::harness::Resp| -> Option<usize> {
+        r.headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+    };
+    let created = c.put_empty("/v1/key/create/sized").await;
+    created.ok();
+    assert_eq!(length(&created), Some(0), "empty answer: {:?}", created.headers);
+    let json = c.get("/v1/key/describe/sized").await;
+    json.ok();
+    assert_eq!(length(&json), Some(json.body.len()), "JSON answer: {:?}", json.headers);
+    let error = c.get("/v1/key/describe/missing").await;
+    assert_eq!(error.status, 404);
+    assert_eq!(length(&error), Some(error.body.len()), "error answer: {:?}", error.headers);
+}

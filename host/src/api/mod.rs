@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
@@ -178,14 +178,15 @@ impl Call<'_> {
     }
 }
 
+/// An answer with its whole body. hyper writes `content-length` from the
+/// body's exact size (`0` included, as Go's server does), so it is not set here:
+/// that would be two more allocations per request.
 fn full(status: StatusCode, content_type: Option<&'static str>, body: Vec<u8>) -> Reply {
-    let len = body.len();
     let mut r = Response::new(Body::full(Bytes::from(body)));
     *r.status_mut() = status;
     if let Some(ct) = content_type {
         r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ct));
     }
-    r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(len));
     r
 }
 
@@ -327,15 +328,12 @@ pub fn serve<B: RequestBody>(
     // The wall-clock arrival time is only for the audit line.
     let received = state.audit.wanted().then(time::OffsetDateTime::now_utc);
     state.metrics.requests.begin();
-    let (head, body) = req.into_parts();
-    let path = match percent_encoding::percent_decode_str(head.uri.path()).decode_utf8() {
-        Ok(p) => p.into_owned(),
-        Err(_) => head.uri.path().to_string(),
-    };
+    let (mut head, body) = req.into_parts();
+    let path = RequestPath::new(std::mem::take(&mut head.uri));
     let identity = peer.identity.as_ref().ok().cloned();
     // Attached with `instrument`, not entered: an entered span guard held
     // across an await would tag whatever else runs on this thread meanwhile.
-    let span = tracing::debug_span!("request", method = %head.method, path = %path);
+    let span = tracing::debug_span!("request", method = %head.method, path = %&*path);
     let admitted = admit(&state, &peer, &path, &head);
     drop(head);
     async move {
@@ -351,7 +349,7 @@ pub fn serve<B: RequestBody>(
             Ok(r) => r,
             Err(e) => {
                 if e.status.is_server_error() {
-                    state.errors.error(&format!("{path}: {}", e.message));
+                    state.errors.error(&format!("{}: {}", &*path, e.message));
                 }
                 error_reply(&e)
             }
@@ -388,7 +386,7 @@ struct Admitted {
 
 /// Routes and authenticates a request from its head alone: everything
 /// before the body is read.
-fn admit(state: &State, peer: &Peer, path: &str, head: &http::request::Parts) -> Result<Admitted, ApiError> {
+fn admit(state: &State, peer: &Peer, path: &RequestPath, head: &http::request::Parts) -> Result<Admitted, ApiError> {
     let (route, name) = routes::find(path).ok_or_else(ApiError::no_route)?;
     if !route.methods.allows(&head.method) {
         return Err(ApiError::method_not_allowed(head.method.as_str(), route.methods.primary()));
@@ -408,8 +406,44 @@ fn admit(state: &State, peer: &Peer, path: &str, head: &http::request::Parts) ->
         name_at: path.len() - name.len(),
         timeout,
         wants_json,
-        query: head.uri.query().map(str::to_string),
+        query: path.query().map(str::to_string),
     })
+}
+
+/// A request's URL path, percent-decoded. Kept as the URI's own bytes when
+/// it has nothing to decode (nearly always), so most requests copy no path.
+enum RequestPath {
+    Raw(http::uri::PathAndQuery),
+    Decoded { path: String, query: Option<String> },
+}
+
+impl RequestPath {
+    fn new(uri: http::Uri) -> RequestPath {
+        let raw = uri.into_parts().path_and_query.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        // A path that is not UTF-8 once decoded is taken as sent, as before.
+        match percent_encoding::percent_decode_str(raw.path()).decode_utf8() {
+            Ok(std::borrow::Cow::Owned(path)) => RequestPath::Decoded { path, query: raw.query().map(str::to_string) },
+            Ok(std::borrow::Cow::Borrowed(_)) | Err(_) => RequestPath::Raw(raw),
+        }
+    }
+
+    fn query(&self) -> Option<&str> {
+        match self {
+            RequestPath::Raw(raw) => raw.query(),
+            RequestPath::Decoded { query, .. } => query.as_deref(),
+        }
+    }
+}
+
+impl std::ops::Deref for RequestPath {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            RequestPath::Raw(raw) => raw.path(),
+            RequestPath::Decoded { path, .. } => path,
+        }
+    }
 }
 
 /// Reads the body of an admitted request and runs its handler.
