@@ -881,8 +881,49 @@ fn reports<'a>(r: &'a Results, target: &'a str, route: &'a str, conns: usize) ->
         .map(|m| &m.report)
 }
 
+/// The server's CPU per request (NaN where it could not be read).
+fn cpu(report: &Report) -> f64 {
+    report.server_cpu_us_per_req.unwrap_or(f64::NAN)
+}
+
 fn med<'a>(it: impl Iterator<Item = &'a Report>, f: impl Fn(&Report) -> f64) -> f64 {
     median(it.map(f).collect())
+}
+
+/// The ratios `num / den` of a figure, one per round, each pairing the two
+/// servers' measurements of that round (taken back to back, seconds apart).
+///
+/// The machine's own speed drifts by tens of percent over minutes (the
+/// baseline alone has measured 13 and 23 µs of CPU per request within the
+/// same hour), so a ratio of two medians can pair a fast minute of one server
+/// with a slow minute of the other; a ratio within a round cannot.
+fn paired(r: &Results, num: &str, den: &str, route: &str, conns: usize, f: impl Fn(&Report) -> f64) -> Vec<f64> {
+    let of = |target: &str, round: usize| {
+        r.load
+            .iter()
+            .find(|m| {
+                m.target == target && m.round == round && m.report.route == route && m.report.connections == conns
+            })
+            .map(|m| f(&m.report))
+    };
+    let rounds = r.load.iter().map(|m| m.round).max().unwrap_or(0);
+    (1..=rounds).filter_map(|round| Some(of(num, round)? / of(den, round)?)).filter(|x| x.is_finite()).collect()
+}
+
+/// Median of per-round ratios with their range: `0.91 (0.88–0.93)`.
+fn fmt_paired(ratios: &[f64], as_cost: bool) -> String {
+    let show = |x: f64| if as_cost { format!("{:.1}%", (1.0 - x) * 100.0) } else { fmt_ratio(x) };
+    match ratios.len() {
+        0 => "–".into(),
+        1 => show(ratios[0]),
+        _ => {
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            // A cost falls as the ratio rises: its range runs the other way.
+            let (a, b) = if as_cost { (hi, lo) } else { (lo, hi) };
+            format!("{} ({}–{})", show(median(ratios.to_vec())), show(a), show(b))
+        }
+    }
 }
 
 fn fmt_ratio(x: f64) -> String {
@@ -968,6 +1009,7 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
 
     if !r.load.is_empty() {
         o.push_str("### Throughput and latency (median of rounds)\n\n");
+        o.push_str("Ratios are keyward/baseline per round (the two measured back to back), median and range over the rounds.\n\n");
         o.push_str("| route | conns | baseline req/s | keyward req/s | ratio | baseline p99 µs | keyward p99 µs | p99 ratio | baseline CPU µs/req | keyward CPU µs/req | CPU ratio | errors |\n");
         o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for route in &args.routes {
@@ -977,8 +1019,8 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
                 let k_rps = med(reports(r, TARGET_KEYWARD, route, c), |x| x.rps);
                 let b_p99 = med(reports(r, TARGET_BASELINE, route, c), |x| x.latency_us.p99);
                 let k_p99 = med(reports(r, TARGET_KEYWARD, route, c), |x| x.latency_us.p99);
-                let b_cpu = med(reports(r, TARGET_BASELINE, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN));
-                let k_cpu = med(reports(r, TARGET_KEYWARD, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN));
+                let b_cpu = med(reports(r, TARGET_BASELINE, route, c), cpu);
+                let k_cpu = med(reports(r, TARGET_KEYWARD, route, c), cpu);
                 let errors: u64 = r
                     .load
                     .iter()
@@ -989,13 +1031,13 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
                     "| {route} | {c} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {errors} |\n",
                     fmt0(b_rps),
                     fmt0(k_rps),
-                    fmt_ratio(k_rps / b_rps),
+                    fmt_paired(&paired(r, TARGET_KEYWARD, TARGET_BASELINE, route, c, |x| x.rps), false),
                     fmt0(b_p99),
                     fmt0(k_p99),
-                    fmt_ratio(k_p99 / b_p99),
+                    fmt_paired(&paired(r, TARGET_KEYWARD, TARGET_BASELINE, route, c, |x| x.latency_us.p99), false),
                     fmt1(b_cpu),
                     fmt1(k_cpu),
-                    fmt_ratio(k_cpu / b_cpu),
+                    fmt_paired(&paired(r, TARGET_KEYWARD, TARGET_BASELINE, route, c, cpu), false),
                 ));
             }
         }
@@ -1016,18 +1058,18 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
                 let a_rps = med(reports(r, TARGET_KEYWARD, route, c), |x| x.rps);
                 let n_p99 = med(reports(r, TARGET_NOAUDIT, route, c), |x| x.latency_us.p99);
                 let a_p99 = med(reports(r, TARGET_KEYWARD, route, c), |x| x.latency_us.p99);
-                let n_cpu = med(reports(r, TARGET_NOAUDIT, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN));
-                let a_cpu = med(reports(r, TARGET_KEYWARD, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN));
+                let n_cpu = med(reports(r, TARGET_NOAUDIT, route, c), cpu);
+                let a_cpu = med(reports(r, TARGET_KEYWARD, route, c), cpu);
                 let (lines, sent) = r
                     .audit
                     .iter()
                     .filter(|a| a.route == route && a.connections == c)
                     .fold((0, 0), |(l, s), a| (l + a.audit_lines, s + a.requests_sent));
                 o.push_str(&format!(
-                    "| {route} | {c} | {} | {} | {}% | {} | {} | {} | {} | {lines} / {sent} |\n",
+                    "| {route} | {c} | {} | {} | {} | {} | {} | {} | {} | {lines} / {sent} |\n",
                     fmt0(n_rps),
                     fmt0(a_rps),
-                    fmt1((1.0 - a_rps / n_rps) * 100.0),
+                    fmt_paired(&paired(r, TARGET_KEYWARD, TARGET_NOAUDIT, route, c, |x| x.rps), true),
                     fmt0(n_p99),
                     fmt0(a_p99),
                     fmt1(n_cpu),
@@ -1046,9 +1088,9 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
                 o.push_str(&format!(
                     "| {route} | {c} | {} | {} | {} | {} |\n",
                     fmt1(med(reports(r, TARGET_BASELINE, route, c), |x| x.client_cpu_us_per_req)),
-                    fmt1(med(reports(r, TARGET_BASELINE, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN))),
+                    fmt1(med(reports(r, TARGET_BASELINE, route, c), cpu)),
                     fmt1(med(reports(r, TARGET_KEYWARD, route, c), |x| x.client_cpu_us_per_req)),
-                    fmt1(med(reports(r, TARGET_KEYWARD, route, c), |x| x.server_cpu_us_per_req.unwrap_or(f64::NAN))),
+                    fmt1(med(reports(r, TARGET_KEYWARD, route, c), cpu)),
                 ));
             }
         }
@@ -1117,6 +1159,43 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
         assert!(median(Vec::new()).is_nan());
+    }
+
+    #[test]
+    fn ratios_pair_the_servers_within_each_round() {
+        let at = |target: &str, round: usize, rps: f64| Measurement {
+            target: target.into(),
+            round,
+            report: Report { route: "encrypt".into(), connections: 16, rps, ..Report::default() },
+        };
+        // The machine got twice as fast after round 1; each round is paired
+        // with itself, whatever the order the servers ran in.
+        let r = Results {
+            load: vec![
+                at(TARGET_BASELINE, 1, 100.0),
+                at(TARGET_KEYWARD, 1, 90.0),
+                at(TARGET_BASELINE, 2, 200.0),
+                at(TARGET_KEYWARD, 2, 180.0),
+                at(TARGET_KEYWARD, 3, 170.0),
+                at(TARGET_BASELINE, 3, 200.0),
+                at(TARGET_KEYWARD, 1, 1.0).with_route("decrypt"),
+            ],
+            ..Results::default()
+        };
+        let ratios = paired(&r, TARGET_KEYWARD, TARGET_BASELINE, "encrypt", 16, |x| x.rps);
+        assert_eq!(ratios, vec![0.9, 0.9, 0.85]);
+        assert_eq!(fmt_paired(&ratios, false), "0.90 (0.85–0.90)");
+        assert_eq!(fmt_paired(&ratios, true), "10.0% (10.0%–15.0%)");
+        assert_eq!(fmt_paired(&[], false), "–");
+        // A round missing one server pairs nothing.
+        assert!(paired(&r, TARGET_NOAUDIT, TARGET_BASELINE, "encrypt", 16, |x| x.rps).is_empty());
+    }
+
+    impl Measurement {
+        fn with_route(mut self, route: &str) -> Measurement {
+            self.report.route = route.into();
+            self
+        }
     }
 
     #[test]
