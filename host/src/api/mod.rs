@@ -380,8 +380,6 @@ struct Admitted {
     name_at: usize,
     timeout: std::time::Duration,
     wants_json: bool,
-    /// Owned, so the head can be dropped before the handler runs.
-    query: Option<String>,
 }
 
 /// Routes and authenticates a request from its head alone: everything
@@ -401,20 +399,18 @@ fn admit(state: &State, peer: &Peer, path: &RequestPath, head: &http::request::P
     authenticate(state, peer, path, auth)?;
     let wants_json = header_has(&head.headers, ACCEPT, "application/json")
         && !header_has(&head.headers, ACCEPT, "application/x-ndjson");
-    Ok(Admitted {
-        route,
-        name_at: path.len() - name.len(),
-        timeout,
-        wants_json,
-        query: path.query().map(str::to_string),
-    })
+    Ok(Admitted { route, name_at: path.len() - name.len(), timeout, wants_json })
 }
 
 /// A request's URL path, percent-decoded. Kept as the URI's own bytes when
 /// it has nothing to decode (nearly always), so most requests copy no path.
 enum RequestPath {
     Raw(http::uri::PathAndQuery),
-    Decoded { path: String, query: Option<String> },
+    /// The decoded path, and the URI's bytes for the query.
+    Decoded {
+        path: String,
+        raw: http::uri::PathAndQuery,
+    },
 }
 
 impl RequestPath {
@@ -422,15 +418,15 @@ impl RequestPath {
         let raw = uri.into_parts().path_and_query.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         // A path that is not UTF-8 once decoded is taken as sent, as before.
         match percent_encoding::percent_decode_str(raw.path()).decode_utf8() {
-            Ok(std::borrow::Cow::Owned(path)) => RequestPath::Decoded { path, query: raw.query().map(str::to_string) },
+            Ok(std::borrow::Cow::Owned(path)) => RequestPath::Decoded { path, raw },
             Ok(std::borrow::Cow::Borrowed(_)) | Err(_) => RequestPath::Raw(raw),
         }
     }
 
+    /// The query, as sent (not decoded).
     fn query(&self) -> Option<&str> {
         match self {
-            RequestPath::Raw(raw) => raw.query(),
-            RequestPath::Decoded { query, .. } => query.as_deref(),
+            RequestPath::Raw(raw) | RequestPath::Decoded { raw, .. } => raw.query(),
         }
     }
 }
@@ -449,7 +445,7 @@ impl std::ops::Deref for RequestPath {
 /// Reads the body of an admitted request and runs its handler.
 async fn run<B: RequestBody>(
     state: &State,
-    path: &str,
+    path: &RequestPath,
     identity: Option<&str>,
     admitted: Admitted,
     body: B,
@@ -462,7 +458,7 @@ async fn run<B: RequestBody>(
         name: path.get(admitted.name_at..).unwrap_or_default(),
         identity,
         wants_json: admitted.wants_json,
-        query: admitted.query.as_deref(),
+        query: path.query(),
         body,
     };
     dispatch(call).await
