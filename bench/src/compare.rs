@@ -910,6 +910,60 @@ fn paired(r: &Results, num: &str, den: &str, route: &str, conns: usize, f: impl 
     (1..=rounds).filter_map(|round| Some(of(num, round)? / of(den, round)?)).filter(|x| x.is_finite()).collect()
 }
 
+/// keyward's CPU per request by thread (with and without audit), where the
+/// audit cost was measured: shows whether a cost lands on the request workers
+/// or on the audit writer.
+fn cpu_by_thread_table(r: &Results, args: &CompareArgs) -> Option<String> {
+    let targets = [TARGET_NOAUDIT, TARGET_KEYWARD];
+    let measured = |m: &&Measurement| targets.contains(&m.target.as_str());
+    let names: std::collections::BTreeSet<&str> = r
+        .load
+        .iter()
+        .filter(measured)
+        .flat_map(|m| m.report.server_cpu_us_per_req_by_thread.keys().map(String::as_str))
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    let mut o =
+        String::from("### keyward CPU by thread (µs per request, median of rounds)\n\n| route | conns | server |");
+    for name in &names {
+        o.push_str(&format!(" {name} |"));
+    }
+    o.push_str("\n|---|---:|---|");
+    o.push_str(&"---:|".repeat(names.len()));
+    o.push('\n');
+    for route in &args.routes {
+        for &c in &args.connections {
+            if reports(r, TARGET_NOAUDIT, route.as_str(), c).next().is_none() {
+                continue;
+            }
+            for target in targets {
+                o.push_str(&format!("| {} | {c} | {target} |", route.as_str()));
+                for name in &names {
+                    let v = median(
+                        reports(r, target, route.as_str(), c)
+                            .filter_map(|x| x.server_cpu_us_per_req_by_thread.get(*name).copied())
+                            .collect(),
+                    );
+                    o.push_str(&format!(" {} |", fmt2(v)));
+                }
+                o.push('\n');
+            }
+        }
+    }
+    o.push('\n');
+    Some(o)
+}
+
+fn fmt2(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.2}")
+    } else {
+        "–".into()
+    }
+}
+
 /// Median of per-round ratios with their range: `0.91 (0.88–0.93)`.
 fn fmt_paired(ratios: &[f64], as_cost: bool) -> String {
     let show = |x: f64| if as_cost { format!("{:.1}%", (1.0 - x) * 100.0) } else { fmt_ratio(x) };
@@ -1077,6 +1131,10 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
                 ));
             }
             o.push('\n');
+        }
+
+        if let Some(table) = cpu_by_thread_table(r, args) {
+            o.push_str(&table);
         }
 
         // Load generator overhead: its CPU per request next to the server's.

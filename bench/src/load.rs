@@ -8,6 +8,7 @@
 //! Connections are opened before the clock starts; the warm-up runs on the same
 //! connections and is not counted.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -155,6 +156,10 @@ pub struct Report {
     pub client_cores: f64,
     pub server_pid: Option<u32>,
     pub server_cpu_us_per_req: Option<f64>,
+    /// The server's CPU per request by thread name (threads alive at both
+    /// ends of the window): request workers vs an audit writer, for example.
+    #[serde(default)]
+    pub server_cpu_us_per_req_by_thread: BTreeMap<String, f64>,
     pub server_cores: Option<f64>,
     pub server_rss_kib_max: Option<u64>,
     pub server_rss_kib_end: Option<u64>,
@@ -479,6 +484,7 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
         tokio::spawn(async move {
             tokio::time::sleep_until(shared.measure_start.into()).await;
             let start = (procfs::self_cpu_time(), pid.and_then(procfs::cpu_time), procfs::cpu_jiffies());
+            let start_by_thread = pid.map(procfs::cpu_time_by_thread).unwrap_or_default();
             let mut rss_max = 0;
             let mut rss_last = None;
             while !done.load(Ordering::Relaxed) {
@@ -488,7 +494,7 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            (start, rss_max, rss_last)
+            (start, start_by_thread, rss_max, rss_last)
         })
     };
 
@@ -501,9 +507,11 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
     let end_jiffies = procfs::cpu_jiffies();
     let end_cpu = procfs::self_cpu_time();
     let end_server_cpu = args.server_pid.and_then(procfs::cpu_time);
+    let end_by_thread = args.server_pid.map(procfs::cpu_time_by_thread).unwrap_or_default();
     let end_rss = args.server_pid.and_then(procfs::rss_kib);
     done.store(true, Ordering::Relaxed);
-    let ((start_cpu, start_server_cpu, start_jiffies), rss_max, _) = monitor.await.context("monitor")?;
+    let ((start_cpu, start_server_cpu, start_jiffies), start_by_thread, rss_max, _) =
+        monitor.await.context("monitor")?;
 
     let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000_000, 3).expect("histogram bounds");
     let (mut ok, mut errors, mut total, mut total_errors) = (0, 0, 0, 0);
@@ -560,6 +568,10 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
         client_cores: client_cpu.as_secs_f64() / seconds,
         server_pid: args.server_pid,
         server_cpu_us_per_req: server_cpu.map(per_req),
+        server_cpu_us_per_req_by_thread: end_by_thread
+            .iter()
+            .filter_map(|(name, end)| Some((name.clone(), per_req(end.saturating_sub(*start_by_thread.get(name)?)))))
+            .collect(),
         server_cores: server_cpu.map(|c| c.as_secs_f64() / seconds),
         server_rss_kib_max: args.server_pid.map(|_| rss_max.max(end_rss.unwrap_or(0))),
         server_rss_kib_end: end_rss,

@@ -1,6 +1,7 @@
 //! Process figures from /proc (Linux only): resident memory, open file
 //! descriptors and CPU time.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// `VmRSS` of `pid` in KiB, or `None` if the process is gone.
@@ -27,9 +28,31 @@ pub fn fd_count(pid: u32) -> Option<u64> {
 
 /// User + system CPU time consumed so far by `pid` (all its threads).
 pub fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// CPU time so far of each thread of `pid` still running, summed by thread
+/// name (`keyward-worker`, `keyward-audit`, …): which of a server's threads
+/// a cost lands on. Empty if the process is gone.
+pub fn cpu_time_by_thread(pid: u32) -> BTreeMap<String, Duration> {
+    let mut by_name = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let name = stat.find('(').zip(stat.rfind(')')).map(|(a, b)| stat[a + 1..b].to_string());
+        if let (Some(name), Some(cpu)) = (name, stat_cpu_time(&stat)) {
+            *by_name.entry(name).or_default() += cpu;
+        }
+    }
+    by_name
+}
+
+/// utime + stime of a `/proc/…/stat` line.
+fn stat_cpu_time(stat: &str) -> Option<Duration> {
     // The command name may contain spaces: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // Fields 14 and 15 of stat (1-based) are utime and stime; `rest` starts at field 3.
     let utime: u64 = fields.get(11)?.parse().ok()?;
@@ -111,4 +134,38 @@ pub fn busy_cores(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<f64> {
     }
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     Some((b1 - b0) as f64 / (t1 - t0) as f64 * cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_summed_by_thread_name() {
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let (busy, spun) = std::sync::mpsc::channel::<()>();
+        let spinner = std::thread::Builder::new()
+            .name("kb-spin".into())
+            .spawn(move || {
+                let until = std::time::Instant::now() + Duration::from_millis(300);
+                while std::time::Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                busy.send(()).unwrap();
+                // Stays alive (idle) until its CPU time has been read.
+                let _ = wait.recv();
+            })
+            .unwrap();
+        spun.recv().unwrap();
+        let by_thread = cpu_time_by_thread(std::process::id());
+        done.send(()).unwrap();
+        spinner.join().unwrap();
+        let spin = by_thread.get("kb-spin").copied().unwrap_or_default();
+        // 300 ms of spinning; CPU time counts in 10 ms ticks and a busy
+        // machine may not have run the thread all along.
+        assert!(spin >= Duration::from_millis(30), "kb-spin used {spin:?}: {by_thread:?}");
+        let total: Duration = by_thread.values().sum();
+        assert!(total >= spin);
+        assert!(cpu_time_by_thread(u32::MAX).is_empty());
+    }
 }

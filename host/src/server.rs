@@ -713,7 +713,13 @@ pub fn run_from_cli(args: crate::cli::ServerArgs) -> std::process::ExitCode {
     unsafe {
         libc::umask(0o077);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(EVENT_INTERVAL).build()
+    // Named so `ps -L`, `top -H` and `keyward-bench` tell the request
+    // workers (and their blocking pool) from the audit and epoch threads.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .event_interval(EVENT_INTERVAL)
+        .thread_name("keyward-worker")
+        .build()
     {
         Ok(r) => r,
         Err(e) => {

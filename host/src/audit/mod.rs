@@ -346,7 +346,9 @@ impl AuditLog {
 fn spawn_writer(writer: impl Future<Output = ()> + Send + 'static) -> tokio::task::JoinHandle<()> {
     static AUDIT_THREAD: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
     let handle = AUDIT_THREAD.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        // Its blocking pool (a WASI file write's hand-off) is named too.
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().thread_name("keyward-audit-io").build().ok()?;
         let handle = runtime.handle().clone();
         std::thread::Builder::new()
             .name("keyward-audit".into())
