@@ -348,7 +348,7 @@ fn spawn_writer(writer: impl Future<Output = ()> + Send + 'static) -> tokio::tas
     let handle = AUDIT_THREAD.get_or_init(|| {
         // Its blocking pool (a WASI file write's hand-off) is named too.
         let runtime =
-            tokio::runtime::Builder::new_current_thread().enable_all().thread_name("keyward-audit-io").build().ok()?;
+            tokio::runtime::Builder::new_current_thread().enable_all().thread_name("keyward-aud-io").build().ok()?;
         let handle = runtime.handle().clone();
         std::thread::Builder::new()
             .name("keyward-audit".into())
