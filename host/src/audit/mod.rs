@@ -1,8 +1,9 @@
 //! Audit and error logs.
 //!
 //! Every request produces one audit line, KES's JSON shape. On the request
-//! path it is written once into a per-thread scratch buffer and copied into
-//! each configured sink's pending buffer for the serving thread (a lock no
+//! path it is written into the configured sink's pending buffer for the
+//! serving thread (with several sinks, once into a scratch buffer and copied
+//! into each one's; a lock no
 //! other core takes but the writer's, every few milliseconds; a full buffer
 //! drops the event and counts it, so a slow sink never slows a response), and
 //! sent to any client following `/v1/log/audit`. Each sink's writer task hands
@@ -129,8 +130,9 @@ fn push_json_string(out: &mut String, s: &str) {
 }
 
 thread_local! {
-    /// Where the request path writes an audit line before copying it to the
-    /// sinks: reused, so recording an event allocates nothing.
+    /// Where the request path writes an audit line before copying it to
+    /// several sinks or followers (with one sink it is written straight into
+    /// that sink's buffer): reused, so recording an event allocates nothing.
     static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
@@ -138,7 +140,7 @@ thread_local! {
 #[derive(Default)]
 struct Pending {
     /// Lines, each followed by `\n`.
-    lines: Vec<u8>,
+    lines: String,
     /// For each line: when its request was answered, and where it ends.
     ends: Vec<(Instant, usize)>,
 }
@@ -155,7 +157,7 @@ impl Pending {
     /// The `i`th line, with its newline.
     fn line(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1].1 };
-        &self.lines[start..self.ends[i].1]
+        &self.lines.as_bytes()[start..self.ends[i].1]
     }
 }
 
@@ -184,15 +186,20 @@ impl SinkQueue {
         SinkQueue { name, pending: Sharded::new(), ready: Notify::new(), closed: AtomicBool::new(false) }
     }
 
-    /// Appends one line to the calling thread's buffer; `false` (event
-    /// dropped) if that buffer is full.
-    fn push(&self, line: &str, answered: Instant) -> bool {
+    /// Appends one line, written by `write`, to the calling thread's buffer;
+    /// `false` (event dropped, buffer unchanged) if that buffer is full.
+    fn push_with(&self, answered: Instant, write: impl FnOnce(&mut String)) -> bool {
         let mut p = lock(self.pending.local());
-        if p.ends.len() >= QUEUE_CAPACITY || p.lines.len() + line.len() >= QUEUE_BYTES {
+        if p.ends.len() >= QUEUE_CAPACITY {
             return false;
         }
-        p.lines.extend_from_slice(line.as_bytes());
-        p.lines.push(b'\n');
+        let start = p.lines.len();
+        write(&mut p.lines);
+        p.lines.push('\n');
+        if p.lines.len() > QUEUE_BYTES {
+            p.lines.truncate(start);
+            return false;
+        }
         let end = p.lines.len();
         p.ends.push((answered, end));
         let first = p.ends.len() == 1;
@@ -236,7 +243,7 @@ impl SinkQueue {
 /// already in that order (one thread's); with one buffer this is a copy.
 fn merge_into(out: &mut Vec<u8>, buffers: &[Pending]) {
     if let [only] = buffers {
-        out.extend_from_slice(&only.lines);
+        out.extend_from_slice(only.lines.as_bytes());
         return;
     }
     let mut next = vec![0usize; buffers.len()];
@@ -315,14 +322,24 @@ impl AuditLog {
     /// Records one request for every sink and follower; never waits.
     pub fn record(&self, request: &Answered<'_>) {
         self.metrics.log_audit_events.inc();
+        let sinks = self.sinks.load();
+        let following = self.followers.receiver_count() > 0;
+        if let ([sink], false) = (&sinks[..], following) {
+            // The usual set-up, one sink and no one following: the line is
+            // written straight into the sink's buffer, not copied there.
+            if !sink.queue.push_with(request.answered, |out| push_line(out, request)) {
+                self.metrics.audit_dropped.inc();
+            }
+            return;
+        }
         SCRATCH.with_borrow_mut(|line| {
             line.clear();
             push_line(line, request);
-            if self.followers.receiver_count() > 0 {
+            if following {
                 let _ = self.followers.send(Arc::from(line.as_str()));
             }
-            for sink in self.sinks.load().iter() {
-                if !sink.queue.push(line, request.answered) {
+            for sink in sinks.iter() {
+                if !sink.queue.push_with(request.answered, |out| out.push_str(line)) {
                     self.metrics.audit_dropped.inc();
                 }
             }
@@ -550,6 +567,35 @@ mod tests {
         }
         assert!(slowest < Duration::from_millis(200), "this thread was held for {slowest:?}");
         log.flush_and_close().await;
+    }
+
+    /// The one-sink path writes lines straight into the buffer: a line that
+    /// would take it past its byte bound is dropped whole, and what is
+    /// pending stays a list of whole lines.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_buffer_drops_whole_lines() {
+        let metrics = Arc::new(Metrics::new());
+        let log = AuditLog::new(metrics.clone());
+        log.set_sinks(vec![("stuck".into(), Arc::new(Stuck))]);
+        let long = format!("/{}", "a".repeat(100_000));
+        // The stuck writer takes at most one batch; the rest piles up here.
+        for _ in 0..40 {
+            record(&log, &long);
+        }
+        let sinks = log.sinks.load();
+        let pending = lock(sinks[0].queue.pending.local());
+        let kept = pending.ends.len();
+        assert!((15..=25).contains(&kept), "{kept} lines of ~100 KB kept under a {QUEUE_BYTES}-byte bound");
+        let dropped = metrics.audit_dropped.get();
+        assert!(dropped > 0 && kept as u64 + dropped <= 40, "kept {kept}, dropped {dropped}");
+        assert!(pending.lines.len() <= QUEUE_BYTES);
+        assert_eq!(pending.ends.last().map(|e| e.1), Some(pending.lines.len()), "no partial line after the last");
+        for i in 0..kept {
+            let line = pending.line(i);
+            assert_eq!(line.last(), Some(&b'\n'));
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            assert_eq!(v["request"]["path"].as_str(), Some(long.as_str()));
+        }
     }
 
     fn record(log: &AuditLog, path: &str) {
