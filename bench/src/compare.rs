@@ -894,7 +894,7 @@ fn med<'a>(it: impl Iterator<Item = &'a Report>, f: impl Fn(&Report) -> f64) -> 
 /// servers' measurements of that round (taken back to back, seconds apart).
 ///
 /// The machine's own speed drifts by tens of percent over minutes (the
-/// baseline alone has measured 13 and 23 µs of CPU per request within the
+/// baseline alone has measured 12.5 and 31 µs of CPU per request within the
 /// same hour), so a ratio of two medians can pair a fast minute of one server
 /// with a slow minute of the other; a ratio within a round cannot.
 fn paired(r: &Results, num: &str, den: &str, route: &str, conns: usize, f: impl Fn(&Report) -> f64) -> Vec<f64> {
@@ -956,17 +956,9 @@ fn cpu_by_thread_table(r: &Results, args: &CompareArgs) -> Option<String> {
     Some(o)
 }
 
-fn fmt2(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.2}")
-    } else {
-        "–".into()
-    }
-}
-
 /// Median of per-round ratios with their range: `0.91 (0.88–0.93)`.
 fn fmt_paired(ratios: &[f64], as_cost: bool) -> String {
-    let show = |x: f64| if as_cost { format!("{:.1}%", (1.0 - x) * 100.0) } else { fmt_ratio(x) };
+    let show = |x: f64| if as_cost { format!("{:.1}%", (1.0 - x) * 100.0) } else { fmt2(x) };
     match ratios.len() {
         0 => "–".into(),
         1 => show(ratios[0]),
@@ -980,7 +972,7 @@ fn fmt_paired(ratios: &[f64], as_cost: bool) -> String {
     }
 }
 
-fn fmt_ratio(x: f64) -> String {
+fn fmt2(x: f64) -> String {
     if x.is_finite() {
         format!("{x:.2}")
     } else {
