@@ -221,11 +221,11 @@ pub fn raw_reply(content_type: &'static str, body: Vec<u8>) -> Result<Reply, Api
 
 /// A streaming ndjson body that forwards lines from a broadcast channel until
 /// the client goes away.
-pub fn stream_reply(rx: tokio::sync::broadcast::Receiver<Arc<str>>) -> Result<Reply, ApiError> {
+pub fn stream_reply(rx: crate::audit::follow::Follower) -> Result<Reply, ApiError> {
+    use crate::audit::follow::RecvError;
     use futures_util::stream;
     use http_body_util::StreamBody;
     use hyper::body::Frame;
-    use tokio::sync::broadcast::error::RecvError;
     let lines = stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {

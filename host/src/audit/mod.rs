@@ -23,6 +23,7 @@
 //! Error messages go to the tracing log and to clients following
 //! `/v1/log/error`.
 
+pub mod follow;
 pub mod sink;
 pub mod stdout;
 
@@ -33,10 +34,11 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::sharded::Sharded;
+use follow::{Follower, Followers};
 use sink::{AuditBatch, AuditSink};
 
 /// Events a sink may have pending from one serving thread before that
@@ -155,9 +157,9 @@ impl Pending {
     }
 
     /// The `i`th line, with its newline.
-    fn line(&self, i: usize) -> &[u8] {
+    fn line(&self, i: usize) -> &str {
         let start = if i == 0 { 0 } else { self.ends[i - 1].1 };
-        &self.lines.as_bytes()[start..self.ends[i].1]
+        &self.lines[start..self.ends[i].1]
     }
 }
 
@@ -214,7 +216,7 @@ impl SinkQueue {
     /// requests were answered; returns how many events moved. Each thread's
     /// buffer is locked only to swap it with an empty one from `spares`
     /// (which gets the taken buffers back, emptied).
-    fn take(&self, batch: &mut Vec<u8>, spares: &mut Vec<Pending>) -> usize {
+    fn take(&self, batch: &mut String, spares: &mut Vec<Pending>) -> usize {
         let mut taken = Vec::new();
         for pending in self.pending.iter() {
             let mut p = lock(pending);
@@ -226,7 +228,7 @@ impl SinkQueue {
             taken.push(empty);
         }
         let count = taken.iter().map(|p| p.ends.len()).sum();
-        merge_into(batch, &taken);
+        merge_into(batch, &mut taken);
         for mut p in taken {
             p.clear();
             spares.push(p);
@@ -239,11 +241,13 @@ impl SinkQueue {
     }
 }
 
-/// Appends the lines of `buffers` to `out` by answer time. Each buffer is
-/// already in that order (one thread's); with one buffer this is a copy.
-fn merge_into(out: &mut Vec<u8>, buffers: &[Pending]) {
+/// Puts the lines of `buffers` into `out` (empty) by answer time. Each
+/// buffer is already in that order (one thread's). With one buffer, as when
+/// one thread served everything, its lines are swapped in, not copied.
+fn merge_into(out: &mut String, buffers: &mut [Pending]) {
+    debug_assert!(out.is_empty());
     if let [only] = buffers {
-        out.extend_from_slice(only.lines.as_bytes());
+        std::mem::swap(out, &mut only.lines);
         return;
     }
     let mut next = vec![0usize; buffers.len()];
@@ -251,7 +255,7 @@ fn merge_into(out: &mut Vec<u8>, buffers: &[Pending]) {
         let earliest =
             (0..buffers.len()).filter(|&b| next[b] < buffers[b].ends.len()).min_by_key(|&b| buffers[b].ends[next[b]].0);
         let Some(b) = earliest else { return };
-        out.extend_from_slice(buffers[b].line(next[b]));
+        out.push_str(buffers[b].line(next[b]));
         next[b] += 1;
     }
 }
@@ -275,14 +279,13 @@ impl Drop for SinkHandle {
 /// Fans audit events out to sinks and followers.
 pub struct AuditLog {
     sinks: ArcSwap<Vec<SinkHandle>>,
-    followers: broadcast::Sender<Arc<str>>,
+    followers: Followers,
     metrics: Arc<Metrics>,
 }
 
 impl AuditLog {
     pub fn new(metrics: Arc<Metrics>) -> AuditLog {
-        let (followers, _) = broadcast::channel(1024);
-        AuditLog { sinks: ArcSwap::from_pointee(Vec::new()), followers, metrics }
+        AuditLog { sinks: ArcSwap::from_pointee(Vec::new()), followers: Followers::new(), metrics }
     }
 
     /// Replaces the set of sinks (start-up and SIGHUP). Events already
@@ -316,14 +319,14 @@ impl AuditLog {
 
     /// Whether anyone would see an event: lets the request path skip building one.
     pub fn wanted(&self) -> bool {
-        !self.sinks.load().is_empty() || self.followers.receiver_count() > 0
+        !self.sinks.load().is_empty() || self.followers.any()
     }
 
     /// Records one request for every sink and follower; never waits.
     pub fn record(&self, request: &Answered<'_>) {
         self.metrics.log_audit_events.inc();
         let sinks = self.sinks.load();
-        let following = self.followers.receiver_count() > 0;
+        let following = self.followers.any();
         if let ([sink], false) = (&sinks[..], following) {
             // The usual set-up, one sink and no one following: the line is
             // written straight into the sink's buffer, not copied there.
@@ -335,9 +338,7 @@ impl AuditLog {
         SCRATCH.with_borrow_mut(|line| {
             line.clear();
             push_line(line, request);
-            if following {
-                let _ = self.followers.send(Arc::from(line.as_str()));
-            }
+            self.followers.send(line);
             for sink in sinks.iter() {
                 if !sink.queue.push_with(request.answered, |out| out.push_str(line)) {
                     self.metrics.audit_dropped.inc();
@@ -350,8 +351,8 @@ impl AuditLog {
     }
 
     /// A stream of audit lines for `/v1/log/audit`.
-    pub fn follow(&self) -> broadcast::Receiver<Arc<str>> {
-        self.followers.subscribe()
+    pub fn follow(&self) -> Follower {
+        self.followers.follow()
     }
 }
 
@@ -383,7 +384,7 @@ fn spawn_writer(writer: impl Future<Output = ()> + Send + 'static) -> tokio::tas
 /// becomes one batch, and writes everything pending. Ends once the queue is
 /// closed and empty.
 async fn drain(queue: Arc<SinkQueue>, sink: Arc<dyn AuditSink>, metrics: Arc<Metrics>) {
-    let (mut batch, mut spares) = (Vec::new(), Vec::new());
+    let (mut batch, mut spares) = (String::new(), Vec::new());
     loop {
         queue.ready.notified().await;
         if !queue.closed.load(Ordering::Acquire) {
@@ -393,14 +394,14 @@ async fn drain(queue: Arc<SinkQueue>, sink: Arc<dyn AuditSink>, metrics: Arc<Met
         }
         let count = queue.take(&mut batch, &mut spares);
         if count > 0 {
-            if let Err(e) = sink.write(AuditBatch::counted(&batch, count)).await {
+            if let Err(e) = sink.write(AuditBatch::counted(batch.as_bytes(), count)).await {
                 metrics.audit_dropped.inc_by(count as u64);
                 tracing::warn!(sink = %queue.name, error = %e, events = count, "audit sink failed; events dropped");
             }
         }
         batch.clear();
         if batch.capacity() > KEEP_BUFFER {
-            batch = Vec::new();
+            batch = String::new();
         }
         if queue.closed.load(Ordering::Acquire) && queue.is_empty() {
             return;
@@ -410,29 +411,27 @@ async fn drain(queue: Arc<SinkQueue>, sink: Arc<dyn AuditSink>, metrics: Arc<Met
 
 /// The error log: tracing output plus followers of `/v1/log/error`.
 pub struct ErrorLog {
-    followers: broadcast::Sender<Arc<str>>,
+    followers: Followers,
     metrics: Arc<Metrics>,
 }
 
 impl ErrorLog {
     pub fn new(metrics: Arc<Metrics>) -> ErrorLog {
-        let (followers, _) = broadcast::channel(1024);
-        ErrorLog { followers, metrics }
+        ErrorLog { followers: Followers::new(), metrics }
     }
 
     /// Records a server-side failure. The message must never contain secrets.
     pub fn error(&self, message: &str) {
         self.metrics.log_error_events.inc();
         tracing::error!("{message}");
-        if self.followers.receiver_count() > 0 {
-            let line = serde_json::json!({ "message": message }).to_string();
-            let _ = self.followers.send(Arc::from(line));
+        if self.followers.any() {
+            self.followers.send(&serde_json::json!({ "message": message }).to_string());
         }
     }
 
     /// A stream of error lines for `/v1/log/error`.
-    pub fn follow(&self) -> broadcast::Receiver<Arc<str>> {
-        self.followers.subscribe()
+    pub fn follow(&self) -> Follower {
+        self.followers.follow()
     }
 }
 
@@ -601,8 +600,8 @@ mod tests {
         assert_eq!(pending.ends.last().map(|e| e.1), Some(pending.lines.len()), "no partial line after the last");
         for i in 0..kept {
             let line = pending.line(i);
-            assert_eq!(line.last(), Some(&b'\n'));
-            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            assert!(line.ends_with('\n'));
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
             assert_eq!(v["request"]["path"].as_str(), Some(long.as_str()));
         }
     }

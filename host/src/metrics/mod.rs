@@ -9,7 +9,7 @@ use std::time::Instant;
 use prometheus::core::{Collector, Desc};
 use prometheus::{proto, Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
-pub use requests::RequestStats;
+pub use requests::{RequestCounter, RequestStats};
 
 /// All server metrics. Cloning handles is cheap; the registry owns them.
 pub struct Metrics {
@@ -18,7 +18,8 @@ pub struct Metrics {
     /// KES's per-request counters, active gauge and response-time histogram.
     pub requests: Arc<RequestStats>,
     pub log_error_events: IntCounter,
-    pub log_audit_events: IntCounter,
+    /// Bumped by every audited request: sharded, not a shared atomic.
+    pub log_audit_events: Arc<RequestCounter>,
     pub audit_dropped: IntCounter,
     /// Keystore calls that failed for reasons other than not-found/exists,
     /// by operation and kind (`unavailable` covers plugin timeouts,
@@ -138,11 +139,14 @@ impl Metrics {
                 "kes_log_error_events",
                 "Number of error log events written to the error log targets.",
             ),
-            log_audit_events: counter(
-                &r,
-                "kes_log_audit_events",
-                "Number of audit log events written to the audit log targets.",
-            ),
+            log_audit_events: {
+                let c = Arc::new(RequestCounter::new(
+                    "kes_log_audit_events",
+                    "Number of audit log events written to the audit log targets.",
+                ));
+                let _ = r.register(Box::new(Shared(c.clone())));
+                c
+            },
             audit_dropped: counter(
                 &r,
                 "keyward_audit_dropped_events",

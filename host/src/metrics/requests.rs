@@ -146,6 +146,46 @@ impl Collector for RequestStats {
     }
 }
 
+/// A counter bumped on the request path (KES's `kes_log_audit_events`: one
+/// per audited request), sharded like [`RequestStats`]; exposed exactly as a
+/// `prometheus` `IntCounter` with the same name.
+pub struct RequestCounter {
+    shards: Sharded<AtomicU64>,
+    desc: Desc,
+}
+
+impl RequestCounter {
+    pub fn new(name: &str, help: &str) -> RequestCounter {
+        let desc = Desc::new(name.to_string(), help.to_string(), Vec::new(), Default::default())
+            .unwrap_or_else(|_| super::unreachable_metric(name));
+        RequestCounter { shards: Sharded::new(), desc }
+    }
+
+    pub fn inc(&self) {
+        self.shards.local().fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The total over every thread.
+    pub fn get(&self) -> u64 {
+        self.shards.iter().map(|c| c.load(Ordering::Relaxed)).fold(0, u64::wrapping_add)
+    }
+}
+
+impl Collector for RequestCounter {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<proto::MetricFamily> {
+        let mut f = proto::MetricFamily::default();
+        f.set_name(self.desc.fq_name.clone());
+        f.set_help(self.desc.help.clone());
+        f.set_field_type(proto::MetricType::COUNTER);
+        f.set_metric(vec![counter(self.get())]);
+        vec![f]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +195,26 @@ mod tests {
         let mut out = Vec::new();
         TextEncoder::new().encode(&r.gather(), &mut out).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    /// The sharded counter reads exactly like an `IntCounter` bumped as often.
+    #[test]
+    fn a_request_counter_matches_an_int_counter() {
+        let (name, help) = ("kes_log_audit_events", "Number of audit log events written to the audit log targets.");
+        let sharded = Registry::new();
+        let events = std::sync::Arc::new(RequestCounter::new(name, help));
+        sharded.register(Box::new(super::super::Shared(events.clone()))).unwrap();
+        let plain = Registry::new();
+        let c = IntCounter::new(name, help).unwrap();
+        plain.register(Box::new(c.clone())).unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..6 {
+                scope.spawn(|| (0..50).for_each(|_| events.inc()));
+            }
+        });
+        c.inc_by(300);
+        assert_eq!(events.get(), 300);
+        assert_eq!(text(&sharded), text(&plain));
     }
 
     /// The sharded figures are exposed exactly as `prometheus`'s own
