@@ -81,7 +81,7 @@ fn bench(c: &mut Criterion) {
 
 fn sample_line(i: usize) -> String {
     keyward::audit::line(&keyward::audit::Answered {
-        received: time::OffsetDateTime::now_utc(),
+        received: std::time::SystemTime::now(),
         ip: Some("127.0.0.1"),
         path: &format!("/v1/key/encrypt/bench-{i}"),
         identity: Some("3f7c0a1b2d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8"),

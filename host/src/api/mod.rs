@@ -326,7 +326,7 @@ pub fn serve<B: RequestBody>(
 ) -> impl Future<Output = Result<Reply, Infallible>> {
     let start = Instant::now();
     // The wall-clock arrival time is only for the audit line.
-    let received = state.audit.wanted().then(time::OffsetDateTime::now_utc);
+    let received = state.audit.wanted().then(std::time::SystemTime::now);
     state.metrics.requests.begin();
     let (mut head, body) = req.into_parts();
     let path = RequestPath::new(std::mem::take(&mut head.uri));
@@ -607,6 +607,13 @@ pub fn push_rfc3339(out: &mut String, t: time::OffsetDateTime) {
     push2(out, 'T', hour);
     push2(out, ':', minute);
     push2(out, ':', second);
+    push_fraction_z(out, nanos);
+}
+
+/// Appends the fraction of a second RFC 3339 carries for `nanos` (Go's
+/// `RFC3339Nano`: trailing zeros cut, none at all for a whole second) and
+/// the `Z` of UTC.
+pub fn push_fraction_z(out: &mut String, nanos: u32) {
     if nanos != 0 {
         let mut fraction = [b'0'; 9];
         let mut n = nanos;

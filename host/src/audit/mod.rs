@@ -31,7 +31,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
@@ -68,8 +68,8 @@ const KEEP_BUFFER: usize = 1 << 20;
 /// What the audit line of one answered request records.
 #[derive(Debug, Clone, Copy)]
 pub struct Answered<'a> {
-    /// When the request arrived.
-    pub received: time::OffsetDateTime,
+    /// When the request arrived (wall clock).
+    pub received: SystemTime,
     /// The client's IP address, if known.
     pub ip: Option<&'a str>,
     /// The URL path, percent-decoded, without the query.
@@ -99,7 +99,7 @@ pub fn line(request: &Answered<'_>) -> String {
 fn push_line(out: &mut String, request: &Answered<'_>) {
     let duration_us = u64::try_from(request.duration.as_micros()).unwrap_or(u64::MAX);
     out.push_str(r#"{"time":""#);
-    crate::api::push_rfc3339(out, request.received);
+    push_time(out, request.received);
     out.push_str(r#"","request":{"#);
     if let Some(ip) = request.ip {
         out.push_str(r#""ip":"#);
@@ -120,6 +120,32 @@ fn push_line(out: &mut String, request: &Answered<'_>) {
     out.push_str(r#","time":"#);
     out.push_str(itoa::Buffer::new().format(duration_us.saturating_mul(1000)));
     out.push_str("}}");
+}
+
+thread_local! {
+    /// The last whole second [`push_time`] wrote on this thread, as unix
+    /// seconds and RFC 3339 text without the `Z`.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+}
+
+/// Appends `t` in RFC 3339 (UTC, nanoseconds), the text
+/// [`crate::api::push_rfc3339`] writes for the same instant. The calendar
+/// date and time of day are worked out once per second per thread: nearly
+/// every line under load shares them with the one before.
+fn push_time(out: &mut String, t: SystemTime) {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let (secs, nanos) = (since.as_secs(), since.subsec_nanos());
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != secs || text.is_empty() {
+            let whole = i64::try_from(secs).ok().and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok());
+            text.clear();
+            crate::api::push_rfc3339(text, whole.unwrap_or(time::OffsetDateTime::UNIX_EPOCH));
+            text.pop(); // the `Z`: the fraction comes before it
+            *second = secs;
+        }
+        out.push_str(text);
+    });
+    crate::api::push_fraction_z(out, nanos);
 }
 
 /// Appends `s` as a JSON string literal, escaped exactly as serde_json does.
@@ -447,8 +473,8 @@ mod tests {
     use crate::keys::store::StoreError;
     use async_trait::async_trait;
 
-    fn at(unix_nanos: i128) -> time::OffsetDateTime {
-        time::OffsetDateTime::from_unix_timestamp_nanos(unix_nanos).unwrap()
+    fn at(unix_nanos: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(unix_nanos)
     }
 
     #[test]
@@ -466,6 +492,30 @@ mod tests {
             l,
             r#"{"time":"2024-01-01T00:00:00Z","request":{"ip":"127.0.0.1","path":"/v1/key/create/k","identity":"ab"},"response":{"code":200,"time":3000000}}"#
         );
+    }
+
+    /// The time written once per second per thread is the text of the full
+    /// formatter for every instant, whether the second changes or not, and
+    /// backwards too (a clock step).
+    #[test]
+    fn times_match_the_rfc3339_formatter_across_seconds() {
+        let instants = [
+            1_700_000_000_123_456_789u64,
+            1_700_000_000_999_999_999,
+            1_700_000_001_000_000_000,
+            1_700_000_001_000_000_100,
+            1_699_999_999_500_000_000,
+            0,
+            1_500,
+            18_446_744_073_709_551_615,
+            1_704_067_200_000_000_000,
+        ];
+        for nanos in instants {
+            let mut out = String::new();
+            push_time(&mut out, at(nanos));
+            let reference = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).unwrap();
+            assert_eq!(out, crate::api::rfc3339(reference), "{nanos}");
+        }
     }
 
     /// The hand-written line is byte for byte what serde writes for the same
