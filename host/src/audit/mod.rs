@@ -131,7 +131,8 @@ thread_local! {
 /// Appends `t` in RFC 3339 (UTC, nanoseconds), the text
 /// [`crate::api::push_rfc3339`] writes for the same instant. The calendar
 /// date and time of day are worked out once per second per thread: nearly
-/// every line under load shares them with the one before.
+/// every line under load shares them with the one before. A clock set
+/// before 1970 reads as the epoch.
 fn push_time(out: &mut String, t: SystemTime) {
     let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let (secs, nanos) = (since.as_secs(), since.subsec_nanos());
