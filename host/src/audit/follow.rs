@@ -38,10 +38,11 @@ impl Followers {
         self.count.load(Ordering::Relaxed) > 0
     }
 
-    /// Sends `line` to everyone following (no one: nothing is allocated).
-    pub fn send(&self, line: &str) {
+    /// Sends the line `make` builds to everyone following; with no one
+    /// following, the line is not even built.
+    pub fn send_with(&self, make: impl FnOnce() -> Arc<str>) {
         if self.any() {
-            let _ = self.lines.send(Arc::from(line));
+            let _ = self.lines.send(make());
         }
     }
 
@@ -82,11 +83,11 @@ mod tests {
     async fn followers_are_counted_while_they_follow() {
         let followers = Followers::new();
         assert!(!followers.any());
-        followers.send("before anyone follows");
+        followers.send_with(|| unreachable!("no one follows yet"));
         let mut first = followers.follow();
         let second = followers.follow();
         assert!(followers.any());
-        followers.send("one");
+        followers.send_with(|| Arc::from("one"));
         assert_eq!(&*first.recv().await.unwrap(), "one");
         drop(second);
         assert!(followers.any(), "one still follows");

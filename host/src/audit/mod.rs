@@ -371,7 +371,7 @@ impl AuditLog {
         SCRATCH.with_borrow_mut(|line| {
             line.clear();
             push_line(line, request);
-            self.followers.send(line);
+            self.followers.send_with(|| Arc::from(line.as_str()));
             for sink in sinks.iter() {
                 if !sink.queue.push_with(request.answered, |out| out.push_str(line)) {
                     self.metrics.audit_dropped.inc();
@@ -457,9 +457,7 @@ impl ErrorLog {
     pub fn error(&self, message: &str) {
         self.metrics.log_error_events.inc();
         tracing::error!("{message}");
-        if self.followers.any() {
-            self.followers.send(&serde_json::json!({ "message": message }).to_string());
-        }
+        self.followers.send_with(|| Arc::from(serde_json::json!({ "message": message }).to_string()));
     }
 
     /// A stream of error lines for `/v1/log/error`.
