@@ -312,17 +312,28 @@ impl Drop for SinkHandle {
 /// Fans audit events out to sinks and followers.
 pub struct AuditLog {
     sinks: ArcSwap<Vec<SinkHandle>>,
+    /// Whether `sinks` is not empty: what [`AuditLog::wanted`] reads on every
+    /// request, one plain load instead of an `ArcSwap` load (which takes
+    /// and gives back a slot of the thread's debt list).
+    has_sinks: AtomicBool,
     followers: Followers,
     metrics: Arc<Metrics>,
 }
 
 impl AuditLog {
     pub fn new(metrics: Arc<Metrics>) -> AuditLog {
-        AuditLog { sinks: ArcSwap::from_pointee(Vec::new()), followers: Followers::new(), metrics }
+        AuditLog {
+            sinks: ArcSwap::from_pointee(Vec::new()),
+            has_sinks: AtomicBool::new(false),
+            followers: Followers::new(),
+            metrics,
+        }
     }
 
     /// Replaces the set of sinks (start-up and SIGHUP). Events already
-    /// recorded for the old sinks are still delivered to them.
+    /// recorded for the old sinks are still delivered to them. Not called
+    /// concurrently with itself or [`AuditLog::flush_and_close`] (the
+    /// server's one loop does all three), which keeps `has_sinks` in step.
     pub fn set_sinks(&self, sinks: Vec<(String, Arc<dyn AuditSink>)>) {
         let handles = sinks
             .into_iter()
@@ -331,14 +342,17 @@ impl AuditLog {
                 let writer = spawn_writer(drain(queue.clone(), sink, self.metrics.clone()));
                 SinkHandle { queue, writer: Mutex::new(Some(writer)) }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let any = !handles.is_empty();
         self.sinks.store(Arc::new(handles));
+        self.has_sinks.store(any, Ordering::Release);
     }
 
     /// Stops taking events and waits (at most [`FLUSH_GRACE`]) until every
     /// sink has written what was pending: the last requests before a shutdown
     /// are audited too.
     pub async fn flush_and_close(&self) {
+        self.has_sinks.store(false, Ordering::Release);
         let handles = self.sinks.swap(Arc::new(Vec::new()));
         let writers: Vec<_> = handles.iter().filter_map(|h| h.writer.lock().ok().and_then(|mut w| w.take())).collect();
         // Dropping the set closes the queues; a `record` running right now
@@ -352,7 +366,7 @@ impl AuditLog {
 
     /// Whether anyone would see an event: lets the request path skip building one.
     pub fn wanted(&self) -> bool {
-        !self.sinks.load().is_empty() || self.followers.any()
+        self.has_sinks.load(Ordering::Acquire) || self.followers.any()
     }
 
     /// Records one request for every sink and follower; never waits.
@@ -780,7 +794,9 @@ mod tests {
         let _audit_thread = AUDIT_THREAD.read().await;
         let log = AuditLog::new(Arc::new(Metrics::new()));
         let collect = Arc::new(Collect::default());
+        assert!(!log.wanted(), "no sink, no follower");
         log.set_sinks(vec![("c".into(), collect.clone())]);
+        assert!(log.wanted());
         for i in 0..100 {
             record(&log, &format!("/{i}"));
         }
