@@ -94,11 +94,11 @@ impl Default for RequestStats {
     }
 }
 
-fn family(index: usize, kind: proto::MetricType, metric: proto::Metric) -> proto::MetricFamily {
-    let (name, help) = FAMILIES[index];
+/// The family `desc` names, holding `metric`.
+fn family(desc: &Desc, kind: proto::MetricType, metric: proto::Metric) -> proto::MetricFamily {
     let mut f = proto::MetricFamily::default();
-    f.set_name(name.to_string());
-    f.set_help(help.to_string());
+    f.set_name(desc.fq_name.clone());
+    f.set_help(desc.help.clone());
     f.set_field_type(kind);
     f.set_metric(vec![metric]);
     f
@@ -137,11 +137,19 @@ impl Collector for RequestStats {
         let mut histogram = proto::Metric::default();
         histogram.set_histogram(h);
         vec![
-            family(0, proto::MetricType::COUNTER, counter(self.sum(|s| s.success.load(Ordering::Relaxed)))),
-            family(1, proto::MetricType::COUNTER, counter(self.sum(|s| s.error.load(Ordering::Relaxed)))),
-            family(2, proto::MetricType::COUNTER, counter(self.sum(|s| s.failure.load(Ordering::Relaxed)))),
-            family(3, proto::MetricType::GAUGE, proto::Metric::from_gauge(gauge)),
-            family(4, proto::MetricType::HISTOGRAM, histogram),
+            family(
+                &self.descs[0],
+                proto::MetricType::COUNTER,
+                counter(self.sum(|s| s.success.load(Ordering::Relaxed))),
+            ),
+            family(&self.descs[1], proto::MetricType::COUNTER, counter(self.sum(|s| s.error.load(Ordering::Relaxed)))),
+            family(
+                &self.descs[2],
+                proto::MetricType::COUNTER,
+                counter(self.sum(|s| s.failure.load(Ordering::Relaxed))),
+            ),
+            family(&self.descs[3], proto::MetricType::GAUGE, proto::Metric::from_gauge(gauge)),
+            family(&self.descs[4], proto::MetricType::HISTOGRAM, histogram),
         ]
     }
 }
@@ -177,12 +185,7 @@ impl Collector for RequestCounter {
     }
 
     fn collect(&self) -> Vec<proto::MetricFamily> {
-        let mut f = proto::MetricFamily::default();
-        f.set_name(self.desc.fq_name.clone());
-        f.set_help(self.desc.help.clone());
-        f.set_field_type(proto::MetricType::COUNTER);
-        f.set_metric(vec![counter(self.get())]);
-        vec![f]
+        vec![family(&self.desc, proto::MetricType::COUNTER, counter(self.get()))]
     }
 }
 
