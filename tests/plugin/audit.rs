@@ -48,6 +48,39 @@ async fn audit_file_appends_json_lines() {
     assert_eq!(sink2.stats().calls.load(std::sync::atomic::Ordering::Relaxed), 1, "an empty batch is not a call");
 }
 
+/// A batch far larger than one system write (the host's file streams take
+/// 64 KiB at a time) reaches the file whole, after what was there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_file_writes_a_large_batch_whole() {
+    let dir = TempDir::new("audit-large");
+    let sink = audit_file(&shared_engine(), &dir).await;
+    sink.write(AuditBatch::new(&batch([0]))).await.unwrap();
+    let large = batch(1..8000);
+    assert!(large.len() > 1 << 20);
+    sink.write(AuditBatch::new(&large)).await.unwrap();
+    let text = std::fs::read(dir.path().join("audit.jsonl")).unwrap();
+    assert_eq!(text, [batch([0]), large].concat());
+}
+
+/// Rotation: a file truncated in place (copytruncate) gets the next batch
+/// at its new start, with no gap where the old lines were; a file renamed
+/// away is left alone and a new one is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_file_follows_rotation() {
+    let dir = TempDir::new("audit-rotate");
+    let path = dir.path().join("audit.jsonl");
+    let sink = audit_file(&shared_engine(), &dir).await;
+    sink.write(AuditBatch::new(&batch(0..3))).await.unwrap();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+    sink.write(AuditBatch::new(&batch([3]))).await.unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), batch([3]));
+
+    std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();
+    sink.write(AuditBatch::new(&batch([4]))).await.unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), batch([4]));
+    assert_eq!(std::fs::read(dir.path().join("audit.jsonl.1")).unwrap(), batch([3]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_file_without_grant_fails_at_load() {
     let spec = pinned("audit-file", "audit_file", PluginKind::AuditSink, Grants::default());

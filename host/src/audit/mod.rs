@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use futures_util::FutureExt;
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
@@ -302,6 +303,13 @@ struct SinkHandle {
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+impl SinkHandle {
+    /// The writer's handle, for whoever waits for it to end (only one can).
+    fn take_writer(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.writer.lock().ok().and_then(|mut w| w.take())
+    }
+}
+
 impl Drop for SinkHandle {
     fn drop(&mut self) {
         self.queue.closed.store(true, Ordering::Release);
@@ -334,12 +342,19 @@ impl AuditLog {
     /// recorded for the old sinks are still delivered to them. Not called
     /// concurrently with itself or [`AuditLog::flush_and_close`] (the
     /// server's one loop does all three), which keeps `has_sinks` in step.
+    ///
+    /// The new sinks' writers start writing once the replaced ones have
+    /// finished (or after [`FLUSH_GRACE`]): a file gets the old set's last
+    /// lines before the new set's first, and two sinks writing the same file
+    /// across a reload never write at the same time.
     pub fn set_sinks(&self, sinks: Vec<(String, Arc<dyn AuditSink>)>) {
+        let replaced: Vec<_> = self.sinks.load().iter().filter_map(SinkHandle::take_writer).collect();
+        let replaced = futures_util::future::join_all(replaced).map(drop).boxed().shared();
         let handles = sinks
             .into_iter()
             .map(|(name, sink)| {
                 let queue = Arc::new(SinkQueue::new(name));
-                let writer = spawn_writer(drain(queue.clone(), sink, self.metrics.clone()));
+                let writer = spawn_writer(drain(queue.clone(), sink, self.metrics.clone(), replaced.clone()));
                 SinkHandle { queue, writer: Mutex::new(Some(writer)) }
             })
             .collect::<Vec<_>>();
@@ -354,7 +369,7 @@ impl AuditLog {
     pub async fn flush_and_close(&self) {
         self.has_sinks.store(false, Ordering::Release);
         let handles = self.sinks.swap(Arc::new(Vec::new()));
-        let writers: Vec<_> = handles.iter().filter_map(|h| h.writer.lock().ok().and_then(|mut w| w.take())).collect();
+        let writers: Vec<_> = handles.iter().filter_map(SinkHandle::take_writer).collect();
         // Dropping the set closes the queues; a `record` running right now
         // holds its own reference and closes them when it is done, so the
         // writers still end after the last event either way.
@@ -427,10 +442,17 @@ fn spawn_writer(writer: impl Future<Output = ()> + Send + 'static) -> tokio::tas
     }
 }
 
+/// Done when every writer of a replaced sink set has ended.
+type Replaced = futures_util::future::Shared<futures_util::future::BoxFuture<'static, ()>>;
+
 /// Feeds one sink: waits for an event, lingers for [`LINGER`] so that a burst
 /// becomes one batch, and writes everything pending. Ends once the queue is
-/// closed and empty.
-async fn drain(queue: Arc<SinkQueue>, sink: Arc<dyn AuditSink>, metrics: Arc<Metrics>) {
+/// closed and empty. Writes nothing until `replaced` (the writers of the
+/// sink set this one replaced) is done, or [`FLUSH_GRACE`] has passed.
+async fn drain(queue: Arc<SinkQueue>, sink: Arc<dyn AuditSink>, metrics: Arc<Metrics>, replaced: Replaced) {
+    if tokio::time::timeout(FLUSH_GRACE, replaced).await.is_err() {
+        tracing::warn!(sink = %queue.name, "the replaced audit sinks are still writing after {FLUSH_GRACE:?}; starting anyway");
+    }
     let (mut batch, mut spares) = (String::new(), Vec::new());
     loop {
         queue.ready.notified().await;
@@ -818,14 +840,44 @@ mod tests {
         record(&log, "/before");
         log.set_sinks(vec![("new".into(), new.clone())]);
         record(&log, "/after");
+        // Shutdown waits for the replaced writers too: the new ones wait for them.
         log.flush_and_close().await;
-        for _ in 0..100 {
-            if !old.paths().is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
         assert_eq!((old.paths(), new.paths()), (vec!["/before".to_string()], vec!["/after".to_string()]));
+    }
+
+    /// Records when each of its writes began and ended; each takes `hold`.
+    struct Timed {
+        hold: Duration,
+        spans: Mutex<Vec<(Instant, Instant)>>,
+    }
+
+    #[async_trait]
+    impl AuditSink for Timed {
+        async fn write(&self, _: AuditBatch<'_>) -> Result<(), StoreError> {
+            let start = Instant::now();
+            tokio::time::sleep(self.hold).await;
+            self.spans.lock().unwrap().push((start, Instant::now()));
+            Ok(())
+        }
+    }
+
+    /// After a reload, the new sinks write only once the replaced ones have
+    /// written everything (a file written by both gets whole batches, in
+    /// order), even when the old sink is slow.
+    #[tokio::test]
+    async fn a_new_sink_set_writes_after_the_replaced_one() {
+        let _audit_thread = AUDIT_THREAD.read().await;
+        let log = AuditLog::new(Arc::new(Metrics::new()));
+        let timed = |hold| Arc::new(Timed { hold, spans: Mutex::new(Vec::new()) });
+        let (old, new) = (timed(Duration::from_millis(300)), timed(Duration::ZERO));
+        log.set_sinks(vec![("old".into(), old.clone())]);
+        record(&log, "/before");
+        log.set_sinks(vec![("new".into(), new.clone())]);
+        record(&log, "/after");
+        log.flush_and_close().await;
+        let (old, new) = (old.spans.lock().unwrap().clone(), new.spans.lock().unwrap().clone());
+        assert_eq!((old.len(), new.len()), (1, 1), "one batch each");
+        assert!(new[0].0 >= old[0].1, "the new sink wrote while the replaced one was still writing");
     }
 
     #[tokio::test]

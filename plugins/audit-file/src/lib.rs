@@ -6,14 +6,17 @@
 //! can follow it. Configuration: `{"path": "/logs/audit.jsonl"}` (the
 //! default), a guest path inside a directory the host preopened.
 //!
-//! The file is opened for appending on every batch rather than held open, so a
-//! log rotation (rename + new file) is picked up at the next batch, and several
-//! instances of the sink never hold stale handles. Each batch goes to the file
-//! through one `write_all` of the whole buffer, in as few writes as possible,
-//! which keeps lines from concurrent instances from interleaving mid-line.
+//! The file is opened on every batch rather than held open, so a log rotation
+//! (rename + new file, or copy + truncate) is picked up at the next batch.
+//! Each batch is written whole, in one positional write at the end the file
+//! has when the batch starts (see [`write_at_end`]): lines are never split
+//! between writes. The host hands a sink one batch at a time, and a replaced
+//! sink's writer finishes before its successor's starts, so within one server
+//! nothing else appends in between. The file must not be shared with another
+//! process's writer.
 
-use std::fs::OpenOptions;
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io;
 
 use keyward_sdk::{AuditSink, Error};
 
@@ -34,8 +37,8 @@ struct FileSink {
     path: String,
 }
 
-fn io_error(context: &str, path: &str, err: &std::io::Error) -> Error {
-    use std::io::ErrorKind;
+fn io_error(context: &str, path: &str, err: &io::Error) -> Error {
+    use io::ErrorKind;
     match err.kind() {
         ErrorKind::StorageFull | ErrorKind::ReadOnlyFilesystem | ErrorKind::QuotaExceeded => {
             Error::Unavailable(format!("{context} {path}: {err}"))
@@ -45,10 +48,11 @@ fn io_error(context: &str, path: &str, err: &std::io::Error) -> Error {
 }
 
 impl FileSink {
-    fn open(&self) -> Result<std::fs::File, Error> {
+    fn open(&self) -> Result<File, Error> {
         OpenOptions::new()
             .create(true)
-            .append(true)
+            .write(true)
+            .truncate(false)
             .open(&self.path)
             .map_err(|e| io_error("cannot open audit log", &self.path, &e))
     }
@@ -82,11 +86,43 @@ impl AuditSink for FileSink {
         if lines.last() != Some(&b'\n') {
             lines.push(b'\n');
         }
-        let mut file = self.open()?;
-        file.write_all(&lines)
-            .and_then(|()| file.flush())
-            .map_err(|e| io_error("cannot append to audit log", &self.path, &e))
+        let file = self.open()?;
+        write_at_end(&file, &lines).map_err(|e| io_error("cannot append to audit log", &self.path, &e))
     }
+}
+
+/// Writes `bytes` at the current end of `file`.
+///
+/// Positional writes (`pwrite`, WASI `descriptor.write`) rather than an
+/// append stream: wasmtime runs a positional write on the calling thread as
+/// one system call, while an append stream hands every 64 KiB to a thread of
+/// the host's blocking pool and waits to be woken (four thread hand-offs for
+/// a typical batch under load; measured in BENCHMARKS.md, session 8). A full
+/// disk also keeps its own error (`StorageFull`) this way, where a failed
+/// stream write reads as a generic I/O error.
+fn write_at_end(file: &File, mut bytes: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut offset = file.metadata()?.len();
+    while !bytes.is_empty() {
+        let at = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::FileTooLarge))?;
+        // SAFETY: the pointer and length are those of `bytes`, a live slice,
+        // and the descriptor is `file`'s, open until it is dropped after this.
+        let written = unsafe { libc::pwrite(file.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), at) };
+        match usize::try_from(written) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                bytes = bytes.get(n..).unwrap_or_default();
+                offset += n as u64;
+            }
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 keyward_sdk::export_audit_sink!(FileSink);
