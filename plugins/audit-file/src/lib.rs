@@ -97,9 +97,7 @@ impl AuditSink for FileSink {
 /// append stream: wasmtime runs a positional write on the calling thread as
 /// one system call, while an append stream hands every 64 KiB to a thread of
 /// the host's blocking pool and waits to be woken (four thread hand-offs for
-/// a typical batch under load; measured in BENCHMARKS.md, session 8). A full
-/// disk also keeps its own error (`StorageFull`) this way, where a failed
-/// stream write reads as a generic I/O error.
+/// a typical batch under load; measured in BENCHMARKS.md, session 8).
 fn write_at_end(file: &File, mut bytes: &[u8]) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let mut offset = file.metadata()?.len();
