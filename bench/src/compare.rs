@@ -2,8 +2,9 @@
 //!
 //! Generates certificates, measures start-up (cold and cached plugin
 //! artifacts), starts the baseline and two keyward servers (with and without
-//! the `audit-file` sink), runs the same workload against each — alternating
-//! the order every round — and measures memory idle, under load and with 100k
+//! the `audit-file` sink), runs the same workload against each — keyward
+//! back to back with each server it is compared with, the order flipping
+//! every round — and measures memory idle, under load and with 100k
 //! cached keys. Prints markdown tables; `--json-out` keeps every figure.
 //!
 //! All traffic goes to 127.0.0.1. Every measurement is bounded in time.
@@ -27,7 +28,7 @@ pub struct CompareArgs {
     /// The keyward binary (default: `keyward` next to this executable, i.e. target/release/keyward).
     #[arg(long)]
     pub keyward: Option<PathBuf>,
-    /// Measurements per server and workload (the servers alternate, in a rotating order).
+    /// Measurements per server and workload (keyward runs between the servers it is compared with; the order flips every round).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Length of each measurement.
@@ -714,14 +715,14 @@ fn run_load_matrix(
     let mut n = 0;
     for &route in &args.routes {
         for &conns in &args.connections {
+            // Keyward second: `run_order` puts it next to both others.
             let mut targets: Vec<&Server> = vec![&baseline, &keyward];
             if audit_cost_routes.contains(&route) {
                 targets.extend(noaudit.as_ref());
             }
             for round in 0..args.rounds {
-                let k = targets.len();
-                for i in 0..k {
-                    let server = targets[(i + round) % k];
+                for i in run_order(targets.len(), round) {
+                    let server = targets[i];
                     n += 1;
                     if !procfs::busy_builders().is_empty() {
                         results.measurements_with_builders += 1;
@@ -1200,9 +1201,44 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
     o
 }
 
+/// The order in which round `round` measures `k` servers, where server 1
+/// (keyward) is compared with each of the others (0, the baseline, and 2,
+/// keyward without audit): keyward runs right next to every server it is
+/// compared with, so each ratio pairs two measurements taken back to back
+/// (the machine's speed drifts over minutes), and the order flips every
+/// round so that neither side is always the earlier one.
+fn run_order(k: usize, round: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..k).collect();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keyward (server 1) is measured next to the baseline and to keyward
+    /// without audit in every round, first and second in turn.
+    #[test]
+    fn keyward_runs_next_to_each_server_it_is_compared_with() {
+        for k in [2, 3] {
+            let mut keyward_first = [0, 0, 0];
+            for round in 0..4 {
+                let order = run_order(k, round);
+                assert_eq!(order.iter().copied().collect::<std::collections::BTreeSet<_>>().len(), k, "{order:?}");
+                let at = |server| order.iter().position(|&s| s == server).unwrap();
+                for other in (0..k).filter(|&s| s != 1) {
+                    assert_eq!(at(1).abs_diff(at(other)), 1, "round {round}: {order:?}");
+                    keyward_first[other] += usize::from(at(1) < at(other));
+                }
+            }
+            for other in (0..k).filter(|&s| s != 1) {
+                assert_eq!(keyward_first[other], 2, "keyward first in half the rounds against {other}");
+            }
+        }
+    }
 
     #[test]
     fn median_of_odd_and_even() {

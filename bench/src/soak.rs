@@ -602,7 +602,7 @@ impl AuditTally {
 }
 
 /// The audit-file sink's output directory. The sink opens its file by path
-/// for every batch (append, create), so renaming the file is a safe rotation:
+/// for every batch (creating it if missing), so renaming the file is a safe rotation:
 /// a batch that opened it before the rename lands in the renamed file, later
 /// ones in a new file. A renamed file is counted and removed one rotation
 /// later, when no batch can still be writing to it.
