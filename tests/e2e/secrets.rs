@@ -361,7 +361,7 @@ async fn no_secret_escapes(sealed: bool) {
     let seal = sealed.then(|| Seal::from_key(&seal_key).unwrap());
     std::fs::write(seal_dir.0.join("seal.key"), hex::encode(seal_key)).unwrap();
     let keys = TempDir::new(&format!("secrets-keys-{tag}"));
-    let mut keystore = format!("[keystore]\nplugin = \"fs\"\n");
+    let mut keystore = String::from("[keystore]\nplugin = \"fs\"\n");
     if sealed {
         keystore
             .push_str(&format!("seal = {}\n", toml_str(&format!("file:{}", seal_dir.0.join("seal.key").display()))));

@@ -334,13 +334,13 @@ pub fn serve<B: RequestBody>(
     // Attached with `instrument`, not entered: an entered span guard held
     // across an await would tag whatever else runs on this thread meanwhile.
     let span = tracing::debug_span!("request", method = %head.method, path = %&*path);
-    let admitted = admit(&state, &peer, &path, &head);
+    let admitted = admit(state, &peer, &path, &head);
     drop(head);
     async move {
         let result = match admitted {
             Ok(admitted) => {
                 let timeout = admitted.timeout;
-                within(timeout, run(&state, &path, identity.as_deref(), admitted, body)).instrument(span.clone()).await
+                within(timeout, run(state, &path, identity.as_deref(), admitted, body)).instrument(span.clone()).await
             }
             Err(e) => Err(e),
         };

@@ -250,6 +250,8 @@ fn debug_never_prints_key_bytes() {
 /// the function signatures, so changing a return type to a plain `Vec` or
 /// array fails to compile here.
 #[test]
+// The signatures spelled out are the point of the test.
+#[allow(clippy::type_complexity)]
 fn key_material_is_wiped_on_drop() {
     use zeroize::ZeroizeOnDrop;
     fn zod<T: ZeroizeOnDrop>() {}
