@@ -426,7 +426,8 @@ impl AuditLog {
 fn spawn_writer(writer: impl Future<Output = ()> + Send + 'static) -> tokio::task::JoinHandle<()> {
     static AUDIT_THREAD: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
     let handle = AUDIT_THREAD.get_or_init(|| {
-        // Its blocking pool (a WASI file write's hand-off) is named too.
+        // Its blocking pool is named too (a sink's WASI stream writes are
+        // handed to it; audit-file's positional writes run on this thread).
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().thread_name("keyward-aud-io").build().ok()?;
         let handle = runtime.handle().clone();
