@@ -119,7 +119,10 @@ pub async fn keystore_contract(store: Arc<dyn Keystore>) {
     ks.status().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Four workers: a plugin call holds its worker (the fs calls run inline), so
+// with two, a loaded machine could serve the 16 concurrent creates one after
+// another on a single instance (seen once in a full suite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keystore_fs_passes_the_keystore_contract() {
     let dir = TempDir::new("contract");
     let ks = fs_keystore(dir.path(), PoolOptions { max_instances: 4 }).await;

@@ -12,8 +12,10 @@
 //! (typically a WebAssembly plugin) is called once per batch with the lines it
 //! will write.
 //!
-//! The writers run on a thread of their own (`keyward-audit`), never on a
-//! request worker: a sink may block the thread it runs on.
+//! Each sink's writer runs on a thread of its own (`keyward-audit`), never
+//! on a request worker: a sink may block the thread it runs on (a WebAssembly
+//! sink's file I/O runs on the calling thread), and a sink stalled that way
+//! holds up neither requests nor the other sinks.
 //!
 //! Order: lines reach a sink in the order their requests were answered, as
 //! with one shared log: the writer merges the threads' buffers by the
@@ -30,7 +32,7 @@ pub mod stdout;
 use std::cell::RefCell;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -299,13 +301,14 @@ fn merge_into(out: &mut String, buffers: &mut [Pending]) {
 /// event recorded into it is ever left behind.
 struct SinkHandle {
     queue: Arc<SinkQueue>,
-    /// Taken by [`AuditLog::flush_and_close`], which awaits it.
-    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Taken by whoever waits for the writer to end: the next sink set or
+    /// [`AuditLog::flush_and_close`].
+    writer: Mutex<Option<Writer>>,
 }
 
 impl SinkHandle {
     /// The writer's handle, for whoever waits for it to end (only one can).
-    fn take_writer(&self) -> Option<tokio::task::JoinHandle<()>> {
+    fn take_writer(&self) -> Option<Writer> {
         self.writer.lock().ok().and_then(|mut w| w.take())
     }
 }
@@ -418,29 +421,42 @@ impl AuditLog {
     }
 }
 
-/// Starts a sink's writer on the audit thread: a sink call may block its
-/// thread (a WebAssembly sink's file I/O runs on the calling thread, and a
-/// disk or journal stall can take milliseconds), and on a request worker that
-/// would hold up every request queued behind it. Without that thread (it
-/// could not be started), writers run on the caller's runtime.
-fn spawn_writer(writer: impl Future<Output = ()> + Send + 'static) -> tokio::task::JoinHandle<()> {
-    static AUDIT_THREAD: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
-    let handle = AUDIT_THREAD.get_or_init(|| {
-        // Its blocking pool is named too (a sink's WASI stream writes are
-        // handed to it; audit-file's positional writes run on this thread).
-        let runtime =
-            tokio::runtime::Builder::new_current_thread().enable_all().thread_name("keyward-aud-io").build().ok()?;
-        let handle = runtime.handle().clone();
-        std::thread::Builder::new()
-            .name("keyward-audit".into())
-            .spawn(move || runtime.block_on(std::future::pending::<()>()))
-            .ok()?;
-        Some(handle)
+/// Resolves once a sink's writer has ended (its thread finished or died).
+type Writer = tokio::sync::oneshot::Receiver<()>;
+
+/// Starts a sink's writer on a thread of its own (`keyward-audit`, with a
+/// runtime of its own whose blocking pool is `keyward-aud-io`): a sink call
+/// may block its thread (a WebAssembly sink's file I/O runs on the calling
+/// thread, and a disk or journal stall can take milliseconds or more), which
+/// on a request worker would hold up every request queued behind it, and on
+/// a thread shared by the sinks would hold up the others. Without a thread
+/// (one could not be started), the writer runs on the caller's runtime.
+fn spawn_writer(writer: impl Future<Output = ()> + Send + 'static) -> Writer {
+    let (done, ended) = tokio::sync::oneshot::channel();
+    let run = async move {
+        writer.await;
+        let _ = done.send(());
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().thread_name("keyward-aud-io").build()
+    else {
+        tokio::spawn(run);
+        return ended;
+    };
+    // Shared with the thread so the writer can still run here if the
+    // thread cannot be started (`spawn` drops what it was given).
+    let slot = Arc::new(Mutex::new(Some(run)));
+    let theirs = slot.clone();
+    let started = std::thread::Builder::new().name("keyward-audit".into()).spawn(move || {
+        if let Some(run) = theirs.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            runtime.block_on(run);
+        }
     });
-    match handle {
-        Some(h) => h.spawn(writer),
-        None => tokio::spawn(writer),
+    if started.is_err() {
+        if let Some(run) = slot.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            tokio::spawn(run);
+        }
     }
+    ended
 }
 
 /// Done when every writer of a replaced sink set has ended.
@@ -631,13 +647,12 @@ mod tests {
         }
     }
 
-    /// Blocks its thread while writing, as a sink's file I/O does on a
-    /// stalled disk.
-    /// The audit thread is one per process, shared by these tests: one that
-    /// blocks or loads it runs alone, or the others' writers would stall
-    /// behind it and drop events.
+    /// Tests that load the two CPUs run alone (write lock): the others'
+    /// writers would fall behind and drop events.
     static AUDIT_THREAD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
+    /// Blocks its thread while writing, as a sink's file I/O does on a
+    /// stalled disk.
     struct Blocking;
 
     #[async_trait]
@@ -663,6 +678,34 @@ mod tests {
             slowest = slowest.max(t.elapsed());
         }
         assert!(slowest < Duration::from_millis(200), "this thread was held for {slowest:?}");
+        log.flush_and_close().await;
+    }
+
+    /// A sink stalled in a blocking write does not hold up another sink's
+    /// batches: each writer has a thread of its own.
+    #[tokio::test]
+    async fn a_sink_that_blocks_its_thread_does_not_hold_up_the_others() {
+        let _audit_thread = AUDIT_THREAD.read().await;
+        let log = AuditLog::new(Arc::new(Metrics::new()));
+        let collect = Arc::new(Collect::default());
+        log.set_sinks(vec![("blocking".into(), Arc::new(Blocking)), ("c".into(), collect.clone())]);
+        let arrived = |n| {
+            let collect = collect.clone();
+            async move {
+                let t = Instant::now();
+                while collect.paths().len() < n {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                t.elapsed()
+            }
+        };
+        record(&log, "/first");
+        arrived(1).await;
+        // The blocking sink is now in its 300 ms write of the first batch.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        record(&log, "/second");
+        let waited = arrived(2).await;
+        assert!(waited < Duration::from_millis(200), "the second batch waited {waited:?} for the other sink");
         log.flush_and_close().await;
     }
 
