@@ -2,7 +2,7 @@
 //! every e2e server, see the harness), a directory written by KES, a pinned
 //! manifest entry, `audit-file` as a sink, and plugin reloads on SIGHUP.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use keyward::crypto::StoredKey;
@@ -148,32 +148,45 @@ async fn a_pinned_manifest_plugin_serves_as_the_keystore() {
     c.decrypt("via-manifest", &ct, None).await.ok();
 }
 
-/// `audit-file` as a sink: every request, refused ones included, becomes a
-/// JSON line in its file, off the request path.
-#[tokio::test]
-async fn audit_file_sink_receives_every_event() {
-    let logs = TempDir::new("audit-logs");
+/// A server whose `audit-file` sink writes `audit.jsonl` in a directory of
+/// the returned one (kept alive with it).
+fn server_with_audit_file(tag: &str) -> (TempDir, PathBuf, TestServer) {
+    let logs = TempDir::new(tag);
     let file = logs.0.join("audit").join("audit.jsonl");
     let s = TestServer::start(&format!(
         "[[audit]]\nplugin = \"audit-file\"\n[audit.config]\npath = {}\n",
         toml_str(&file.display().to_string())
     ));
-    let c = s.admin_client();
-    c.put_empty("/v1/key/create/audited").await.ok();
-    c.get("/v1/key/describe/missing").await;
-    s.anonymous().get("/v1/status").await;
+    (logs, file, s)
+}
+
+/// The lines of an audit file, parsed, once `enough` says so (or after ~5 s).
+async fn audit_lines(file: &Path, enough: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
     let mut lines = Vec::new();
     for _ in 0..250 {
-        lines = std::fs::read_to_string(&file)
+        lines = std::fs::read_to_string(file)
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
             .collect();
-        if lines.len() >= 3 {
+        if enough(&lines) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    lines
+}
+
+/// `audit-file` as a sink: every request, refused ones included, becomes a
+/// JSON line in its file, off the request path.
+#[tokio::test]
+async fn audit_file_sink_receives_every_event() {
+    let (_logs, file, s) = server_with_audit_file("audit-logs");
+    let c = s.admin_client();
+    c.put_empty("/v1/key/create/audited").await.ok();
+    c.get("/v1/key/describe/missing").await;
+    s.anonymous().get("/v1/status").await;
+    let lines = audit_lines(&file, |l| l.len() >= 3).await;
     let codes: Vec<_> = lines.iter().map(|l| l["response"]["code"].as_u64().unwrap()).collect();
     assert_eq!(codes, vec![200, 404, 400], "{lines:?}");
     assert_eq!(lines[0]["request"]["path"], "/v1/key/create/audited");
@@ -186,12 +199,7 @@ async fn audit_file_sink_receives_every_event() {
 /// the new one's first), none lost or overwritten.
 #[tokio::test]
 async fn reloads_under_load_keep_every_audit_line_in_order() {
-    let logs = TempDir::new("audit-reload");
-    let file = logs.0.join("audit").join("audit.jsonl");
-    let s = TestServer::start(&format!(
-        "[[audit]]\nplugin = \"audit-file\"\n[audit.config]\npath = {}\n",
-        toml_str(&file.display().to_string())
-    ));
+    let (_logs, file, s) = server_with_audit_file("audit-reload");
     let c = s.admin_client();
     let n = 600;
     for i in 0..n {
@@ -200,24 +208,12 @@ async fn reloads_under_load_keep_every_audit_line_in_order() {
             s.signal("HUP");
         }
     }
+    let reloads = || s.stderr().matches("configuration reloaded").count();
+    let lines = audit_lines(&file, |l| l.len() >= n && reloads() >= 6).await;
+    let paths: Vec<&str> = lines.iter().map(|l| l["request"]["path"].as_str().unwrap_or_default()).collect();
     let expected: Vec<String> = (0..n).map(|i| format!("/v1/key/describe/k{i}")).collect();
-    let mut paths = Vec::new();
-    for _ in 0..250 {
-        let text = std::fs::read_to_string(&file).unwrap_or_default();
-        paths = text
-            .lines()
-            .map(|l| {
-                let line: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}"));
-                line["request"]["path"].as_str().unwrap_or_default().to_string()
-            })
-            .collect();
-        if paths.len() >= n && s.stderr().matches("configuration reloaded").count() >= 6 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert_eq!(paths, expected);
-    assert_eq!(s.stderr().matches("configuration reloaded").count(), 6, "{}", s.stderr());
+    assert_eq!(reloads(), 6, "{}", s.stderr());
 }
 
 /// SIGHUP reloads the keystore plugin; a replacement that fails to load (a
