@@ -649,7 +649,7 @@ mod tests {
 
     /// Tests that load the two CPUs run alone (write lock): the others'
     /// writers would fall behind and drop events.
-    static AUDIT_THREAD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+    static ALONE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
     /// Blocks its thread while writing, as a sink's file I/O does on a
     /// stalled disk.
@@ -667,7 +667,7 @@ mod tests {
     /// a sink's write must not run on it.
     #[tokio::test(flavor = "current_thread")]
     async fn a_sink_that_blocks_its_thread_does_not_hold_up_requests() {
-        let _alone = AUDIT_THREAD.write().await;
+        let _alone = ALONE.write().await;
         let log = AuditLog::new(Arc::new(Metrics::new()));
         log.set_sinks(vec![("blocking".into(), Arc::new(Blocking))]);
         record(&log, "/first");
@@ -685,7 +685,7 @@ mod tests {
     /// batches: each writer has a thread of its own.
     #[tokio::test]
     async fn a_sink_that_blocks_its_thread_does_not_hold_up_the_others() {
-        let _audit_thread = AUDIT_THREAD.read().await;
+        let _shared = ALONE.read().await;
         let log = AuditLog::new(Arc::new(Metrics::new()));
         let collect = Arc::new(Collect::default());
         log.set_sinks(vec![("blocking".into(), Arc::new(Blocking)), ("c".into(), collect.clone())]);
@@ -716,7 +716,7 @@ mod tests {
     async fn a_full_buffer_drops_whole_lines() {
         // Alone: formatting megabytes of lines in a debug build would hold
         // up the other tests' writers on two CPUs.
-        let _alone = AUDIT_THREAD.write().await;
+        let _alone = ALONE.write().await;
         let metrics = Arc::new(Metrics::new());
         let log = AuditLog::new(metrics.clone());
         log.set_sinks(vec![("stuck".into(), Arc::new(Stuck))]);
@@ -758,7 +758,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_event_reaches_a_sink_and_a_stuck_sink_drops_without_blocking() {
-        let _audit_thread = AUDIT_THREAD.read().await;
+        let _shared = ALONE.read().await;
         let metrics = Arc::new(Metrics::new());
         let log = AuditLog::new(metrics.clone());
         let collect = Arc::new(Collect::default());
@@ -793,7 +793,7 @@ mod tests {
     /// by `sequential_requests_on_different_threads_stay_in_order`).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn events_recorded_on_many_threads_all_arrive_each_thread_in_order() {
-        let _audit_thread = AUDIT_THREAD.read().await;
+        let _shared = ALONE.read().await;
         let log = AuditLog::new(Arc::new(Metrics::new()));
         let collect = Arc::new(Collect::default());
         log.set_sinks(vec![("c".into(), collect.clone())]);
@@ -826,7 +826,7 @@ mod tests {
     /// different thread: the sink gets them in the order they were made.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sequential_requests_on_different_threads_stay_in_order() {
-        let _audit_thread = AUDIT_THREAD.read().await;
+        let _shared = ALONE.read().await;
         let log = AuditLog::new(Arc::new(Metrics::new()));
         let collect = Arc::new(Collect::default());
         log.set_sinks(vec![("c".into(), collect.clone())]);
@@ -845,7 +845,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_queue_is_bounded_in_bytes_too() {
-        let _audit_thread = AUDIT_THREAD.read().await;
+        let _shared = ALONE.read().await;
         let metrics = Arc::new(Metrics::new());
         let log = AuditLog::new(metrics.clone());
         log.set_sinks(vec![("stuck".into(), Arc::new(Stuck))]);
@@ -860,7 +860,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_writes_what_is_still_pending() {
-        let _audit_thread = AUDIT_THREAD.read().await;
+        let _shared = ALONE.read().await;
         let log = AuditLog::new(Arc::new(Metrics::new()));
         let collect = Arc::new(Collect::default());
         assert!(!log.wanted(), "no sink, no follower");
@@ -877,7 +877,7 @@ mod tests {
 
     #[tokio::test]
     async fn replaced_sinks_still_get_what_was_recorded_for_them() {
-        let _audit_thread = AUDIT_THREAD.read().await;
+        let _shared = ALONE.read().await;
         let log = AuditLog::new(Arc::new(Metrics::new()));
         let (old, new) = (Arc::new(Collect::default()), Arc::new(Collect::default()));
         log.set_sinks(vec![("old".into(), old.clone())]);
@@ -910,7 +910,7 @@ mod tests {
     /// order), even when the old sink is slow.
     #[tokio::test]
     async fn a_new_sink_set_writes_after_the_replaced_one() {
-        let _audit_thread = AUDIT_THREAD.read().await;
+        let _shared = ALONE.read().await;
         let log = AuditLog::new(Arc::new(Metrics::new()));
         let timed = |hold| Arc::new(Timed { hold, spans: Mutex::new(Vec::new()) });
         let (old, new) = (timed(Duration::from_millis(300)), timed(Duration::ZERO));
@@ -926,7 +926,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_becomes_one_batch() {
-        let _audit_thread = AUDIT_THREAD.read().await;
+        let _shared = ALONE.read().await;
         let log = AuditLog::new(Arc::new(Metrics::new()));
         let collect = Arc::new(Collect::default());
         log.set_sinks(vec![("b".into(), collect.clone())]);
