@@ -86,6 +86,22 @@ fn vector_decrypt_all_formats() {
     }
 }
 
+/// The raw format ends with the 28 random bytes (IV, then nonce) that
+/// encryption drew: given the same ones, keyward writes KES's ciphertext
+/// byte for byte.
+#[test]
+fn vector_encrypt_with_its_randomness_is_byte_exact() {
+    let v = vectors();
+    for t in section(&v, "decrypt") {
+        let name = s(&t["name"]);
+        let key = SecretKey::from_bytes(alg(&t["algorithm"]), &b64(&t["key"])).unwrap();
+        let raw = b64(&t["ciphertext_raw"]);
+        let random: [u8; 28] = raw[raw.len() - 28..].try_into().unwrap();
+        let got = key.encrypt_with(&b64(&t["plaintext"]), &b64(&t["context"]), &random).unwrap();
+        assert_eq!(got, raw, "{name}");
+    }
+}
+
 #[test]
 fn vector_decrypt_kes_tests() {
     let v = vectors();
@@ -304,6 +320,9 @@ fn data_key_roundtrip() {
         let (pt, ct) = generate_data_key(&key, b"ctx").unwrap();
         assert_eq!(ct.len(), 32 + 44);
         assert_eq!(&key.decrypt(&ct, b"ctx").unwrap()[..], &pt[..]);
+        // The data key and the ciphertext's IV and nonce are drawn together:
+        // none of the key's bytes may turn up as the IV.
+        assert!(!pt.windows(16).any(|w| w == &ct[ct.len() - 28..ct.len() - 12]));
         assert_eq!(key.decrypt(&ct, b""), Err(DecryptError));
     }
 }
