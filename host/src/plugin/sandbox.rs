@@ -3,7 +3,8 @@
 //!
 //! The WASI context starts from nothing and adds only what is granted:
 //!
-//! * filesystem: exactly the `grants.dirs` preopens (read-write), nothing else;
+//! * filesystem: exactly the `grants.dirs` preopens (read-write), nothing
+//!   else; a plugin cannot create symbolic links (see [`add_to_linker`]);
 //! * environment: exactly the variables named in `grants.env` that are set;
 //! * stdin empty, stdout discarded, stderr forwarded line by line to the host
 //!   log (so a panicking plugin's message is not lost);
@@ -374,11 +375,39 @@ fn truncate(s: &str, max: usize) -> &str {
 /// `wasi:http` outgoing handler and types (gated by [`HttpPolicy`]).
 pub fn add_to_linker(linker: &mut Linker<HostState>, http: bool) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    refuse_symlink_creation(linker)?;
     if http {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     }
     wit_log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
+}
+
+/// The WASI filesystem interface whose `symlink-at` [`refuse_symlink_creation`]
+/// replaces: the version wasmtime-wasi 48 implements (guests importing any
+/// 0.2.x are linked to it).
+const WASI_FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// Makes `descriptor.symlink-at` answer `not-permitted`. wasmtime never lets
+/// a plugin *follow* a link out of its preopen, but it would let it *create*
+/// one (`keys/k -> /etc/shadow`) that an operator's tools, a backup or
+/// another process could follow later. No keystore or audit plugin needs
+/// links, so none may make them.
+fn refuse_symlink_creation(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::bindings::filesystem::types::{Descriptor, ErrorCode as FsError};
+
+    linker.allow_shadowing(true);
+    let defined = linker.instance(WASI_FILESYSTEM_TYPES).and_then(|mut types| {
+        types.func_wrap_async(
+            "[method]descriptor.symlink-at",
+            |_store, (_dir, _target, _link): (Resource<Descriptor>, String, String)| {
+                Box::new(async { Ok((Err::<(), FsError>(FsError::NotPermitted),)) })
+            },
+        )
+    });
+    linker.allow_shadowing(false);
+    defined
 }
 
 /// A plugin's stderr: each line becomes a `warn` event in the host log.
