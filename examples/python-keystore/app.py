@@ -43,10 +43,17 @@ from wit_world.imports.types import (
     Error_Unavailable,
 )
 
-# Prefix of in-flight temporary files. Key names never start with "."
-# (check_name refuses them), so a temporary file can never be mistaken for a
-# key, and listings skip every dot file.
-TEMP_PREFIX = ".tmp-"
+# Where in-flight creates write their temporary files, inside the key
+# directory (same filesystem, so the hard link works), exactly as the Rust
+# keystore-fs plugin does: the two can serve the same directory. Key names
+# never start with "." (check_name refuses them), so it can never be mistaken
+# for a key, and listings skip every dot name. It is usually absent: each
+# create removes it again unless another create is using it.
+TEMP_DIR = ".tmp-keyward"
+
+# Tries at a fresh temporary file: a name collision or the directory vanishing
+# (another create removed it, empty) is rare; eight in a row means a fault.
+OPEN_TEMP_ATTEMPTS = 8
 
 # Page size used when the host asks for limit = 0. KES pages at 1024 names.
 DEFAULT_PAGE = 1024
@@ -129,53 +136,85 @@ def _sync_dir():
         os.close(fd)
 
 
-def _write_temp(value):
-    """Writes `value` to a fresh temporary file, flushes it, returns its path."""
-    for _ in range(8):
+def _temp_dir():
+    return os.path.join(_dir, TEMP_DIR)
+
+
+def _open_temp():
+    """Creates a fresh temporary file in TEMP_DIR (making the directory when it
+    is missing); returns its descriptor and path."""
+    for _ in range(OPEN_TEMP_ATTEMPTS):
         # os.urandom reads the host's wasi:random at call time (unlike the
         # `random` module, whose seed is baked in when the component is built).
-        path = os.path.join(_dir, TEMP_PREFIX + os.urandom(16).hex())
+        path = os.path.join(_temp_dir(), os.urandom(16).hex())
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), path
         except FileExistsError:
             continue
+        except FileNotFoundError:
+            try:
+                os.mkdir(_temp_dir())
+            except FileExistsError:
+                pass
+            except OSError as e:
+                _fail(_io_error("cannot create temporary directory", e))
         except OSError as e:
             _fail(_io_error("cannot create temporary file", e))
+    _fail(Error_Internal(f"cannot create a temporary file in {TEMP_DIR} ({OPEN_TEMP_ATTEMPTS} attempts)"))
+
+
+def _discard_temp(path):
+    """Removes a temporary file, and TEMP_DIR with it unless another create is
+    using it (then removing the directory fails, harmlessly). Best effort: a
+    file left behind is reclaimed by a later `init`."""
+    for remove, target in ((os.unlink, path), (os.rmdir, _temp_dir())):
         try:
-            view = memoryview(value)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        except OSError as e:
-            os.close(fd)
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-            _fail(_io_error("cannot write temporary file", e))
+            remove(target)
+        except OSError:
+            pass
+
+
+def _write_temp(value):
+    """Writes `value` to a fresh temporary file, flushes it, returns its path."""
+    fd, path = _open_temp()
+    try:
+        view = memoryview(value)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except OSError as e:
         os.close(fd)
-        return path
-    _fail(Error_Internal("cannot pick a unique temporary file name"))
+        _discard_temp(path)
+        _fail(_io_error("cannot write temporary file", e))
+    os.close(fd)
+    return path
 
 
 def _remove_stale_temps():
-    """Removes temporary files left behind by a crash mid-create. Best effort:
-    they are invisible to listings anyway, this only reclaims the space."""
+    """Removes temporary files left behind by a crash mid-create, then TEMP_DIR
+    itself if that emptied it. Best effort: they are invisible to listings
+    anyway, this only reclaims the space.
+
+    Reads only TEMP_DIR (usually absent), so starting an instance costs the
+    same however many keys there are. (Leftovers of versions that kept
+    `.tmp-*` files next to the keys stay; listings skip them.)"""
     now = time.time()
     try:
-        entries = list(os.scandir(_dir))
+        entries = list(os.scandir(_temp_dir()))
     except OSError:
         return
     for entry in entries:
-        if not entry.name.startswith(TEMP_PREFIX):
-            continue
         try:
             if now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_SECONDS:
                 os.unlink(entry.path)
-                log.log(log.Level.DEBUG, f"removed stale temporary file {entry.name}")
+                log.log(log.Level.DEBUG, f"removed stale temporary file {TEMP_DIR}/{entry.name}")
         except OSError:
             pass
+    try:
+        os.rmdir(_temp_dir())
+    except OSError:
+        pass
 
 
 def _guarded(method):
@@ -246,10 +285,7 @@ class KeystoreApi(exports.KeystoreApi):
         except OSError as e:
             _fail(_io_error("cannot commit key file", e))
         finally:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
+            _discard_temp(temp)
         _sync_dir()
 
     @_guarded

@@ -131,7 +131,7 @@ async fn fs_bad_config_fails_at_load() {
 }
 
 /// Sets `path`'s modification time to `age` ago.
-fn age_file(path: &Path, age: Duration) {
+pub fn age_file(path: &Path, age: Duration) {
     let file = std::fs::File::options().write(true).open(path).unwrap();
     file.set_modified(SystemTime::now() - age).unwrap();
 }

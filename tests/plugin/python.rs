@@ -26,7 +26,8 @@ use keyward::plugin::{
 };
 
 use crate::contract::keystore_contract;
-use crate::{dir_names, TempDir};
+use crate::fs::{age_file, TEMP_DIR};
+use crate::{dir_names, fs_keystore, TempDir};
 
 #[allow(dead_code)]
 #[path = "../e2e/harness.rs"]
@@ -241,6 +242,40 @@ async fn python_keystore_behaves_like_keystore_fs() {
             "config {config}: {e}"
         );
     }
+}
+
+/// Temporary files live where keystore-fs keeps them (`.tmp-keyward/`), so
+/// either plugin can serve the directory the other wrote: `init` reclaims
+/// only stale ones there (reading that directory, not the keys), a create
+/// leaves nothing behind, and each plugin reads what the other created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_keystore_shares_keystore_fs_layout() {
+    let Some(wasm) = python_plugin() else { return };
+    let dir = TempDir::new("py-temp");
+    let temp = dir.path().join(TEMP_DIR);
+    std::fs::create_dir(&temp).unwrap();
+    for name in ["stale", "fresh"] {
+        std::fs::write(temp.join(name), b"half").unwrap();
+    }
+    age_file(&temp.join("stale"), Duration::from_secs(3600));
+
+    let py = python_keystore(&wasm, dir.path(), PoolOptions::default()).await;
+    assert_eq!(dir_names(&temp), vec!["fresh"]);
+    py.create("from-python", b"p").await.unwrap();
+    assert_eq!(dir_names(&temp), vec!["fresh"], "a create leaves no temporary file");
+    let rust = fs_keystore(dir.path(), PoolOptions::default()).await;
+    assert_eq!(rust.get("from-python").await.unwrap(), b"p");
+    rust.create("from-rust", b"r").await.unwrap();
+    assert_eq!(py.get("from-rust").await.unwrap(), b"r");
+    drop((py, rust));
+
+    // Once only stale files were left, the directory goes with them; a
+    // create that finds it missing makes it and removes it again.
+    age_file(&temp.join("fresh"), Duration::from_secs(3600));
+    let py = python_keystore(&wasm, dir.path(), PoolOptions::default()).await;
+    assert_eq!(dir_names(dir.path()), vec!["from-python", "from-rust"]);
+    py.create("again", b"a").await.unwrap();
+    assert_eq!(dir_names(dir.path()), vec!["again", "from-python", "from-rust"]);
 }
 
 /// The real server, configured with a manifest entry (real sha256 pin) for
