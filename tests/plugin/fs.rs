@@ -2,7 +2,7 @@
 //! listings that skip everything that is not a key, configuration errors,
 //! where temporary files live and what `init` costs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -136,18 +136,26 @@ pub fn age_file(path: &Path, age: Duration) {
     file.set_modified(SystemTime::now() - age).unwrap();
 }
 
+/// Makes [`TEMP_DIR`] in `dir` holding two half-written temporary files, as
+/// creates cut short would leave them: `stale` (an hour old) and `fresh`.
+/// Returns the temporary directory.
+pub fn plant_temporaries(dir: &Path) -> PathBuf {
+    let temp = dir.join(TEMP_DIR);
+    std::fs::create_dir(&temp).unwrap();
+    for name in ["stale", "fresh"] {
+        std::fs::write(temp.join(name), b"half").unwrap();
+    }
+    age_file(&temp.join("stale"), Duration::from_secs(3600));
+    temp
+}
+
 /// `init` reclaims temporary files old enough to be crash leftovers and leaves
 /// recent ones alone (another instance may be in the middle of a create);
 /// once only stale ones were there, the temporary directory goes too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fs_init_removes_stale_temporary_files_only() {
     let dir = TempDir::new("fs-stale");
-    let temp = dir.path().join(TEMP_DIR);
-    std::fs::create_dir(&temp).unwrap();
-    for name in ["stale", "fresh"] {
-        std::fs::write(temp.join(name), b"half").unwrap();
-    }
-    age_file(&temp.join("stale"), Duration::from_secs(3600));
+    let temp = plant_temporaries(dir.path());
     std::fs::write(dir.path().join("key"), b"v").unwrap();
     let ks = fs_keystore(dir.path(), PoolOptions::default()).await;
     assert_eq!(dir_names(&temp), vec!["fresh"]);

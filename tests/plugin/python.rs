@@ -26,7 +26,7 @@ use keyward::plugin::{
 };
 
 use crate::contract::keystore_contract;
-use crate::fs::{age_file, TEMP_DIR};
+use crate::fs::{age_file, plant_temporaries};
 use crate::{dir_names, fs_keystore, TempDir};
 
 #[allow(dead_code)]
@@ -252,12 +252,7 @@ async fn python_keystore_behaves_like_keystore_fs() {
 async fn python_keystore_shares_keystore_fs_layout() {
     let Some(wasm) = python_plugin() else { return };
     let dir = TempDir::new("py-temp");
-    let temp = dir.path().join(TEMP_DIR);
-    std::fs::create_dir(&temp).unwrap();
-    for name in ["stale", "fresh"] {
-        std::fs::write(temp.join(name), b"half").unwrap();
-    }
-    age_file(&temp.join("stale"), Duration::from_secs(3600));
+    let temp = plant_temporaries(dir.path());
 
     let py = python_keystore(&wasm, dir.path(), PoolOptions::default()).await;
     assert_eq!(dir_names(&temp), vec!["fresh"]);
