@@ -77,6 +77,17 @@ pub struct CompareArgs {
     /// Keep the temporary directory (configs, logs, keystores).
     #[arg(long)]
     pub keep: bool,
+    /// Measure each server alone, one after the other (before session 10),
+    /// instead of all of a workload's servers taking turns in one run.
+    #[arg(long)]
+    pub sequential: bool,
+    /// Length of each server's turn when they take turns.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "250ms")]
+    pub slice: Duration,
+    /// The start of each turn that is not counted (the previous server's
+    /// deferred work, this one's threads waking).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "50ms")]
+    pub settle: Duration,
     /// Wait at most this long for running compilers (rustc, cc, ld) to finish before measuring.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
     pub wait_quiet: Duration,
@@ -410,12 +421,26 @@ impl Ctx {
         }
     }
 
-    fn load(&self, server: &Server, route: Route, extra: &[String], label: &str) -> Result<Report> {
+    /// Runs the load generator against one server.
+    fn load_one(&self, server: &Server, route: Route, extra: &[String], label: &str) -> Result<Report> {
+        let mut reports = self.load(&[server], route, extra, &[label.to_string()])?;
+        reports.pop().ok_or_else(|| anyhow!("load generator printed no report"))
+    }
+
+    /// Runs the load generator against `servers` (taking turns when more
+    /// than one): one report per server, in order.
+    fn load(&self, servers: &[&Server], route: Route, extra: &[String], labels: &[String]) -> Result<Vec<Report>> {
         let mut cmd = command(&self.exe, self.client_cpus.as_deref());
-        cmd.arg("load")
-            .arg("--url")
-            .arg(server.url())
-            .arg("--server-name")
+        cmd.arg("load");
+        for (server, label) in servers.iter().zip(labels) {
+            cmd.arg("--url")
+                .arg(server.url())
+                .arg("--server-pid")
+                .arg(server.pid().to_string())
+                .arg("--label")
+                .arg(label);
+        }
+        cmd.arg("--server-name")
             .arg("localhost")
             .arg("--cacert")
             .arg(&self.files.server_cert)
@@ -425,32 +450,31 @@ impl Ctx {
             .arg(&self.files.client_key)
             .arg("--route")
             .arg(route.as_str())
-            .arg("--server-pid")
-            .arg(server.pid().to_string())
-            .arg("--label")
-            .arg(label)
             .arg("--json")
             .args(extra);
         if let Some(t) = self.threads {
             cmd.arg("--threads").arg(t.to_string());
         }
         let out = cmd.stdin(Stdio::null()).output().context("run load generator")?;
+        let names = || servers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
         if !out.status.success() {
+            let logs: String = servers.iter().map(|s| format!("{} stderr:\n{}\n", s.name, s.stderr())).collect();
             bail!(
-                "load generator against {} failed ({}):\n{}\nserver stderr:\n{}",
-                server.name,
+                "load generator against {} failed ({}):\n{}\n{logs}",
+                names(),
                 out.status,
                 String::from_utf8_lossy(&out.stderr),
-                server.stderr()
             );
         }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout
+        let reports: Vec<Report> = String::from_utf8_lossy(&out.stdout)
             .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .ok_or_else(|| anyhow!("load generator printed no JSON line"))?;
-        Ok(serde_json::from_str(line)?)
+            .filter(|l| l.starts_with('{'))
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?;
+        if reports.len() != servers.len() {
+            bail!("load generator printed {} reports for {} servers ({})", reports.len(), servers.len(), names());
+        }
+        Ok(reports)
     }
 }
 
@@ -556,6 +580,9 @@ pub fn run(mut args: CompareArgs) -> Result<()> {
         args.duration = Duration::from_secs(2);
         args.warmup = Duration::from_millis(500);
         args.startup_runs = 1;
+    }
+    if !args.sequential && args.slice <= args.settle {
+        bail!("--slice ({:?}) must be longer than --settle ({:?})", args.slice, args.settle);
     }
     let exe = std::env::current_exe().context("current_exe")?;
     let keyward = keyward_binary(args.keyward.as_deref())?;
@@ -700,17 +727,27 @@ fn run_load_matrix(
         results.idle_rss_kib.push((s.name.clone(), procfs::rss_kib(s.pid()).unwrap_or(0)));
     }
 
-    let total: usize = args
+    let servers_measured: usize = args
         .routes
         .iter()
         .map(|r| args.connections.len() * args.rounds * if audit_cost_routes.contains(r) { 3 } else { 2 })
         .sum();
-    let each = args.warmup + args.duration + Duration::from_millis(400);
+    let per_server = if args.sequential {
+        args.warmup + args.duration + Duration::from_millis(400)
+    } else {
+        let turns = args.duration.as_secs_f64() / (args.slice - args.settle).as_secs_f64();
+        Duration::from_secs_f64(args.warmup.as_secs_f64() + turns.ceil() * args.slice.as_secs_f64())
+    };
     eprintln!(
-        "{total} measurements of {:?} + {:?} warm-up: about {} s",
+        "{servers_measured} measurements of {:?} + {:?} warm-up{}: about {} s",
         args.duration,
         args.warmup,
-        (each * total as u32).as_secs()
+        if args.sequential {
+            String::new()
+        } else {
+            format!(", servers taking turns of {:?} ({:?} not counted)", args.slice, args.settle)
+        },
+        (per_server * servers_measured as u32).as_secs()
     );
     let mut n = 0;
     for &route in &args.routes {
@@ -720,54 +757,66 @@ fn run_load_matrix(
             if audit_cost_routes.contains(&route) {
                 targets.extend(noaudit.as_ref());
             }
+            let mut extra = vec![
+                "--connections".to_string(),
+                conns.to_string(),
+                "--payload-size".into(),
+                args.payload_size.to_string(),
+                "--duration".into(),
+                humantime::format_duration(args.duration).to_string(),
+                "--warmup".into(),
+                humantime::format_duration(args.warmup).to_string(),
+                "--key-name".into(),
+                "bench".into(),
+            ];
+            if !args.sequential {
+                extra.extend([
+                    "--slice".into(),
+                    humantime::format_duration(args.slice).to_string(),
+                    "--settle".into(),
+                    humantime::format_duration(args.settle).to_string(),
+                ]);
+            }
             for round in 0..args.rounds {
-                for i in run_order(targets.len(), round) {
-                    let server = targets[i];
-                    n += 1;
+                let order: Vec<&Server> = run_order(targets.len(), round).into_iter().map(|i| targets[i]).collect();
+                // Sequential: one server at a time; otherwise all of them in turns.
+                let groups: Vec<&[&Server]> =
+                    if args.sequential { order.chunks(1).collect() } else { vec![order.as_slice()] };
+                for group in groups {
+                    let labels: Vec<String> = group
+                        .iter()
+                        .map(|s| format!("{}/{}/c{}/r{}", s.name, route.as_str(), conns, round + 1))
+                        .collect();
                     if !procfs::busy_builders().is_empty() {
-                        results.measurements_with_builders += 1;
+                        results.measurements_with_builders += group.len();
                     }
-                    results.measurements += 1;
-                    let extra = vec![
-                        "--connections".to_string(),
-                        conns.to_string(),
-                        "--payload-size".into(),
-                        args.payload_size.to_string(),
-                        "--duration".into(),
-                        humantime::format_duration(args.duration).to_string(),
-                        "--warmup".into(),
-                        humantime::format_duration(args.warmup).to_string(),
-                        "--key-name".into(),
-                        "bench".into(),
-                    ];
-                    let label = format!("{}/{}/c{}/r{}", server.name, route.as_str(), conns, round + 1);
-                    let report = ctx.load(server, route, &extra, &label)?;
-                    eprintln!(
-                        "[{n}/{total}] {label}: {:.0} req/s, p99 {:.0} µs, errors {}, server {:.1} µs CPU/req, other load {:.2} cores",
-                        report.rps,
-                        report.latency_us.p99,
-                        report.errors,
-                        report.server_cpu_us_per_req.unwrap_or(f64::NAN),
-                        report
-                            .machine_cores
-                            .zip(report.server_cores)
-                            .map(|(m, s)| (m - s - report.client_cores).max(0.0))
-                            .unwrap_or(f64::NAN)
-                    );
-                    if server.name == TARGET_KEYWARD {
-                        // Let the audit queue drain, then check every request was logged.
-                        std::thread::sleep(Duration::from_millis(300));
-                        let (lines, bytes) = drain_audit(&audit_path(&server.dir));
-                        results.audit.push(AuditCheck {
-                            route: route.as_str().into(),
-                            connections: conns,
-                            round: round + 1,
-                            requests_sent: report.total_requests,
-                            audit_lines: lines,
-                            audit_bytes: bytes,
-                        });
+                    results.measurements += group.len();
+                    let reports = ctx.load(group, route, &extra, &labels)?;
+                    for ((server, label), report) in group.iter().zip(&labels).zip(reports) {
+                        n += 1;
+                        eprintln!(
+                            "[{n}/{servers_measured}] {label}: {:.0} req/s, p99 {:.0} µs, errors {}, server {:.1} µs CPU/req, other load {:.2} cores",
+                            report.rps,
+                            report.latency_us.p99,
+                            report.errors,
+                            report.server_cpu_us_per_req.unwrap_or(f64::NAN),
+                            report.other_cores.unwrap_or(f64::NAN),
+                        );
+                        if server.name == TARGET_KEYWARD {
+                            // Let the audit queue drain, then check every request was logged.
+                            std::thread::sleep(Duration::from_millis(300));
+                            let (lines, bytes) = drain_audit(&audit_path(&server.dir));
+                            results.audit.push(AuditCheck {
+                                route: route.as_str().into(),
+                                connections: conns,
+                                round: round + 1,
+                                requests_sent: report.total_requests,
+                                audit_lines: lines,
+                                audit_bytes: bytes,
+                            });
+                        }
+                        results.load.push(Measurement { target: server.name.clone(), round: round + 1, report });
                     }
-                    results.load.push(Measurement { target: server.name.clone(), round: round + 1, report });
                 }
             }
         }
@@ -822,7 +871,7 @@ fn run_memory(ctx: &Ctx, args: &CompareArgs, cache: &Path) -> Result<Memory> {
     populate(&keys_dir, "w", 256, &ctx.files.client_id)?;
     let (mut srv, t0) = ctx.spawn_keyward(name, false, true, cache)?;
     ctx.wait_ready(&mut srv, t0)?;
-    let warm = ctx.load(&srv, Route::Encrypt, &many("w", 256, 16), "keyward/100k/pool-warm-up")?;
+    let warm = ctx.load_one(&srv, Route::Encrypt, &many("w", 256, 16), "keyward/100k/pool-warm-up")?;
     if warm.errors > 0 {
         eprintln!("pool warm-up: {} errors ({:?})", warm.errors, warm.first_error);
     }
@@ -832,7 +881,8 @@ fn run_memory(ctx: &Ctx, args: &CompareArgs, cache: &Path) -> Result<Memory> {
     let populate_s = t.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(1));
     let rss_idle_kib = procfs::rss_kib(srv.pid()).unwrap_or(0);
-    let first_touch = ctx.load(&srv, Route::Encrypt, &many("k", args.memory_keys, 16), "keyward/100k/first-touch")?;
+    let first_touch =
+        ctx.load_one(&srv, Route::Encrypt, &many("k", args.memory_keys, 16), "keyward/100k/first-touch")?;
     eprintln!(
         "touched {} keys (cache misses through the fs plugin): {:.0} req/s, {} errors{}",
         first_touch.requests,
@@ -842,7 +892,8 @@ fn run_memory(ctx: &Ctx, args: &CompareArgs, cache: &Path) -> Result<Memory> {
     );
     std::thread::sleep(Duration::from_secs(1));
     let rss_after_touch_kib = procfs::rss_kib(srv.pid()).unwrap_or(0);
-    let second_touch = ctx.load(&srv, Route::Encrypt, &many("k", args.memory_keys, 16), "keyward/100k/second-touch")?;
+    let second_touch =
+        ctx.load_one(&srv, Route::Encrypt, &many("k", args.memory_keys, 16), "keyward/100k/second-touch")?;
     eprintln!("touched them again (cached): {:.0} req/s, {} errors", second_touch.rps, second_touch.errors);
     std::thread::sleep(Duration::from_millis(500));
     let rss_after_second_touch_kib = procfs::rss_kib(srv.pid()).unwrap_or(0);
@@ -1001,7 +1052,7 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
     let mut o = String::new();
     let m = &r.machine;
     o.push_str(&format!(
-        "## keyward-bench compare — {}\n\n{} CPUs ({}), Linux {}, {}; {} s per measurement after {} s warm-up, {} round(s), payload {} B{}.\n",
+        "## keyward-bench compare — {}\n\n{} CPUs ({}), Linux {}, {}; {} s per measurement after {} s warm-up, {}, {} round(s), payload {} B{}.\n",
         r.date,
         m.cpus,
         m.cpu_model,
@@ -1009,6 +1060,15 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
         if m.keyward_version.is_empty() { "keyward ?" } else { &m.keyward_version },
         args.duration.as_secs_f64(),
         args.warmup.as_secs_f64(),
+        if args.sequential {
+            "servers measured one after the other".to_string()
+        } else {
+            format!(
+                "servers taking turns of {} ms ({} ms not counted)",
+                args.slice.as_millis(),
+                args.settle.as_millis()
+            )
+        },
         args.rounds,
         args.payload_size,
         match &m.taskset {
@@ -1022,14 +1082,7 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
         r.measurements_with_builders,
         r.measurements
     ));
-    let other: Vec<f64> = r
-        .load
-        .iter()
-        .filter_map(|m| {
-            let rep = &m.report;
-            Some((rep.machine_cores? - rep.client_cores - rep.server_cores?).max(0.0))
-        })
-        .collect();
+    let other: Vec<f64> = r.load.iter().filter_map(|m| m.report.other_cores).collect();
     if !other.is_empty() {
         let max = other.iter().copied().fold(0.0, f64::max);
         let disturbed = other.iter().filter(|&&x| x > 0.2).count();
@@ -1056,7 +1109,11 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
 
     if !r.load.is_empty() {
         o.push_str("### Throughput and latency (median of rounds)\n\n");
-        o.push_str("Ratios are keyward/baseline per round (the two measured back to back), median and range over the rounds.\n\n");
+        o.push_str(if args.sequential {
+            "Ratios are keyward/baseline per round (the two measured back to back), median and range over the rounds.\n\n"
+        } else {
+            "Ratios are keyward/baseline per round (the two measured in the same run, taking turns), median and range over the rounds.\n\n"
+        });
         o.push_str("| route | conns | baseline req/s | keyward req/s | ratio | baseline p99 µs | keyward p99 µs | p99 ratio | baseline CPU µs/req | keyward CPU µs/req | CPU ratio | errors |\n");
         o.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for route in &args.routes {

@@ -55,9 +55,10 @@ impl Route {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct LoadArgs {
-    /// Server base URL, e.g. https://127.0.0.1:7373
-    #[arg(long)]
-    pub url: String,
+    /// Server base URL, e.g. https://127.0.0.1:7373. Given more than once,
+    /// the servers take turns (see --slice) and each gets its own report.
+    #[arg(long, required = true)]
+    pub url: Vec<String>,
     /// CA certificate (PEM) that signed the server certificate.
     #[arg(long)]
     pub cacert: Option<PathBuf>,
@@ -105,12 +106,20 @@ pub struct LoadArgs {
     /// Runtime worker threads of the load generator (default: one per CPU).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Also report CPU time per request and peak RSS of this server process.
+    /// Also report CPU time per request and peak RSS of this server process
+    /// (once per --url, in the same order).
     #[arg(long)]
-    pub server_pid: Option<u32>,
-    /// A label copied into the JSON line.
+    pub server_pid: Vec<u32>,
+    /// A label copied into the JSON line (once per --url, in the same order).
     #[arg(long)]
-    pub label: Option<String>,
+    pub label: Vec<String>,
+    /// With several --url: how long each server's turn lasts. The turns
+    /// rotate until every server has been measured for --duration.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "250ms")]
+    pub slice: Duration,
+    /// With several --url: the start of each turn that is not measured.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "50ms")]
+    pub settle: Duration,
     /// Print only the JSON line.
     #[arg(long)]
     pub json: bool,
@@ -163,9 +172,12 @@ pub struct Report {
     pub server_cores: Option<f64>,
     pub server_rss_kib_max: Option<u64>,
     pub server_rss_kib_end: Option<u64>,
-    /// CPU cores busy on the whole machine during the window; what exceeds
-    /// `client_cores + server_cores` is other load that disturbed the run.
+    /// CPU cores busy on the whole machine during the window.
     pub machine_cores: Option<f64>,
+    /// What of `machine_cores` neither the load generator nor the servers
+    /// it drove used: other load that disturbed the run.
+    #[serde(default)]
+    pub other_cores: Option<f64>,
 }
 
 /// Where requests go and how connections to it are opened; `soak` drives
@@ -181,6 +193,7 @@ pub struct Target {
     pub timeout: Duration,
 }
 
+/// One server being driven: where requests go and what they carry.
 struct Shared {
     target: Target,
     route: Route,
@@ -188,21 +201,58 @@ struct Shared {
     keys: u64,
     body: Bytes,
     path: String,
-    measure_start: Instant,
-    measure_end: Option<Instant>,
     /// Requests-mode budget of measured requests still to send.
     remaining: Option<AtomicU64>,
     issued: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
 
-struct WorkerResult {
+/// When requests count: those completed in `[start, end)`; the workers stop
+/// sending at `end` (or when the requests budget is spent).
+#[derive(Clone, Copy)]
+struct Window {
+    start: Instant,
+    end: Option<Instant>,
+}
+
+/// One keep-alive connection; a worker that finds it broken opens a new one.
+struct Link {
+    sender: Sender,
+    conn: Conn,
+    broken: bool,
+}
+
+/// What a stretch of load counted, per connection and merged.
+struct Tally {
     hist: Histogram<u64>,
     ok: u64,
     errors: u64,
+    /// Requests sent, counted or not (warm-up, settle).
     total: u64,
     total_errors: u64,
-    last_done: Instant,
+    last_done: Option<Instant>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            hist: Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("histogram bounds"),
+            ok: 0,
+            errors: 0,
+            total: 0,
+            total_errors: 0,
+            last_done: None,
+        }
+    }
+
+    fn add(&mut self, other: &Tally) {
+        self.hist.add(&other.hist).expect("same bounds");
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.total += other.total;
+        self.total_errors += other.total_errors;
+        self.last_done = self.last_done.max(other.last_done);
+    }
 }
 
 pub type Sender = SendRequest<Full<Bytes>>;
@@ -272,41 +322,30 @@ fn note_error(s: &Shared, msg: impl FnOnce() -> String) {
     }
 }
 
-async fn worker(s: Arc<Shared>, (mut sender, mut conn): (Sender, Conn)) -> WorkerResult {
-    let mut r = WorkerResult {
-        hist: Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("histogram bounds"),
-        ok: 0,
-        errors: 0,
-        total: 0,
-        total_errors: 0,
-        last_done: s.measure_start,
-    };
-    let mut broken = false;
+/// One connection in closed loop until the window ends; the connection
+/// comes back for the next stretch of load.
+async fn worker(s: Arc<Shared>, w: Window, mut link: Link) -> (Tally, Link) {
+    let mut r = Tally::new();
     loop {
         let now = Instant::now();
-        if let Some(end) = s.measure_end {
-            if now >= end {
-                break;
-            }
+        if w.end.is_some_and(|end| now >= end) {
+            break;
         }
         if let Some(remaining) = &s.remaining {
-            if now >= s.measure_start {
+            if now >= w.start {
                 // Take one request from the budget; stop when it is spent.
                 if remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err() {
                     break;
                 }
             }
         }
-        if broken {
+        if link.broken {
             match s.target.connect().await {
-                Ok(new) => {
-                    (sender, conn) = new;
-                    broken = false;
-                }
+                Ok((sender, conn)) => link = Link { sender, conn, broken: false },
                 Err(e) => {
                     r.total += 1;
                     r.total_errors += 1;
-                    if Instant::now() >= s.measure_start {
+                    if Instant::now() >= w.start {
                         r.errors += 1;
                     }
                     note_error(&s, || format!("reconnect: {e:#}"));
@@ -323,7 +362,7 @@ async fn worker(s: Arc<Shared>, (mut sender, mut conn): (Sender, Conn)) -> Worke
             request(&s.target.authority, &s.path, s.body.clone())
         };
         let start = Instant::now();
-        let outcome = tokio::time::timeout(s.target.timeout, exchange(&mut sender, &mut conn, req)).await;
+        let outcome = tokio::time::timeout(s.target.timeout, exchange(&mut link.sender, &mut link.conn, req)).await;
         let done = Instant::now();
         r.total += 1;
         let ok = match outcome {
@@ -334,19 +373,19 @@ async fn worker(s: Arc<Shared>, (mut sender, mut conn): (Sender, Conn)) -> Worke
             }
             Ok(Err(e)) => {
                 note_error(&s, || format!("transport: {e:#}"));
-                broken = true;
+                link.broken = true;
                 false
             }
             Err(_) => {
                 note_error(&s, || format!("timeout after {:?}", s.target.timeout));
-                broken = true;
+                link.broken = true;
                 false
             }
         };
         if !ok {
             r.total_errors += 1;
         }
-        let in_window = done >= s.measure_start && s.measure_end.is_none_or(|end| done < end);
+        let in_window = done >= w.start && w.end.is_none_or(|end| done < end);
         if in_window {
             if ok {
                 r.ok += 1;
@@ -355,10 +394,24 @@ async fn worker(s: Arc<Shared>, (mut sender, mut conn): (Sender, Conn)) -> Worke
             } else {
                 r.errors += 1;
             }
-            r.last_done = done;
+            r.last_done = Some(done);
         }
     }
-    r
+    (r, link)
+}
+
+/// Keeps every connection to one server busy through `w`: returns the
+/// connections and what the window counted.
+async fn drive(s: &Arc<Shared>, links: Vec<Link>, w: Window) -> Result<(Vec<Link>, Tally)> {
+    let handles: Vec<_> = links.into_iter().map(|link| tokio::spawn(worker(s.clone(), w, link))).collect();
+    let mut tally = Tally::new();
+    let mut links = Vec::with_capacity(handles.len());
+    for h in handles {
+        let (t, link) = h.await.context("worker panicked")?;
+        tally.add(&t);
+        links.push(link);
+    }
+    Ok((links, tally))
 }
 
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -374,16 +427,11 @@ fn b64_field(name: &str, bytes: &[u8]) -> Bytes {
     Bytes::from(serde_json::json!({ name: B64.encode(bytes) }).to_string())
 }
 
-/// Runs the load described by `args` and returns the report.
-pub async fn run(args: &LoadArgs) -> Result<Report> {
-    if args.connections == 0 {
-        bail!("--connections must be at least 1");
-    }
+/// Connects to the server at `url`, creates the key(s), builds the request
+/// body, sends one probe request and opens every connection.
+async fn prepare(args: &LoadArgs, url: &str) -> Result<(Arc<Shared>, Vec<Link>)> {
     let keys = args.keys.unwrap_or(1).max(1);
-    if keys > 1 && args.route == Route::Decrypt {
-        bail!("--keys is not supported with --route decrypt");
-    }
-    let uri: http::Uri = args.url.parse().with_context(|| format!("invalid --url {}", args.url))?;
+    let uri: http::Uri = url.parse().with_context(|| format!("invalid --url {url}"))?;
     if uri.scheme_str() != Some("https") {
         bail!("--url must be https://");
     }
@@ -412,8 +460,6 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
         keys,
         body: Bytes::new(),
         path: format!("/v1/key/{}/{}", args.route.as_str(), args.key_name),
-        measure_start: Instant::now(),
-        measure_end: None,
         remaining: args.requests.map(AtomicU64::new),
         issued: AtomicU64::new(0),
         first_error: Mutex::new(None),
@@ -465,69 +511,234 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
     }
 
     // Open every connection before the clock starts.
-    let mut senders = vec![setup];
-    while senders.len() < args.connections {
-        senders.push(shared.target.connect().await?);
+    let mut links = vec![setup];
+    while links.len() < args.connections {
+        links.push(shared.target.connect().await?);
     }
+    let links = links.into_iter().map(|(sender, conn)| Link { sender, conn, broken: false }).collect();
+    Ok((Arc::new(shared), links))
+}
 
-    let t0 = Instant::now() + Duration::from_millis(5);
-    shared.measure_start = t0 + args.warmup;
-    shared.measure_end = if args.requests.is_some() { None } else { Some(shared.measure_start + args.duration) };
-    let shared = Arc::new(shared);
+/// CPU counters read at both ends of a measurement.
+struct Usage {
+    client: Duration,
+    machine: Option<(u64, u64)>,
+    /// Per server: its whole CPU time and the time by thread name.
+    servers: Vec<(Option<Duration>, BTreeMap<String, Duration>)>,
+}
 
-    // Sample CPU at the window's start and the server's RSS while it runs.
-    let done = Arc::new(AtomicBool::new(false));
-    let monitor = {
-        let shared = shared.clone();
-        let done = done.clone();
-        let pid = args.server_pid;
-        tokio::spawn(async move {
-            tokio::time::sleep_until(shared.measure_start.into()).await;
-            let start = (procfs::self_cpu_time(), pid.and_then(procfs::cpu_time), procfs::cpu_jiffies());
-            let start_by_thread = pid.map(procfs::cpu_time_by_thread).unwrap_or_default();
-            let mut rss_max = 0;
-            let mut rss_last = None;
-            while !done.load(Ordering::Relaxed) {
-                if let Some(rss) = pid.and_then(procfs::rss_kib) {
-                    rss_max = rss_max.max(rss);
-                    rss_last = Some(rss);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+impl Usage {
+    fn sample(pids: &[Option<u32>]) -> Usage {
+        Usage {
+            client: procfs::self_cpu_time(),
+            machine: procfs::cpu_jiffies(),
+            servers: pids
+                .iter()
+                .map(|pid| (pid.and_then(procfs::cpu_time), pid.map(procfs::cpu_time_by_thread).unwrap_or_default()))
+                .collect(),
+        }
+    }
+}
+
+/// Samples every server's RSS every 100 ms until told to stop; the peaks.
+fn watch_rss(pids: Vec<Option<u32>>, not_before: Instant, done: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<u64>> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(not_before.into()).await;
+        let mut max = vec![0; pids.len()];
+        while !done.load(Ordering::Relaxed) {
+            for (m, pid) in max.iter_mut().zip(&pids) {
+                *m = (*m).max(pid.and_then(procfs::rss_kib).unwrap_or(0));
             }
-            (start, start_by_thread, rss_max, rss_last)
-        })
-    };
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        max
+    })
+}
 
+/// Runs the load described by `args`: one report per `--url`, in order.
+pub async fn run(args: &LoadArgs) -> Result<Vec<Report>> {
+    if args.connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    if args.url.is_empty() {
+        bail!("--url is required");
+    }
+    if args.keys.unwrap_or(1) > 1 && args.route == Route::Decrypt {
+        bail!("--keys is not supported with --route decrypt");
+    }
+    for (flag, n) in [("--server-pid", args.server_pid.len()), ("--label", args.label.len())] {
+        if n != 0 && n != args.url.len() {
+            bail!("{flag} must be given once per --url ({n} for {} URLs)", args.url.len());
+        }
+    }
+    if args.url.len() > 1 {
+        if args.requests.is_some() {
+            bail!("--requests needs a single --url (several servers take turns for --duration)");
+        }
+        if args.slice <= args.settle {
+            bail!("--slice ({:?}) must be longer than --settle ({:?})", args.slice, args.settle);
+        }
+    }
+    let mut servers = Vec::with_capacity(args.url.len());
+    for url in &args.url {
+        servers.push(prepare(args, url).await?);
+    }
+    let pids: Vec<Option<u32>> = (0..args.url.len()).map(|i| args.server_pid.get(i).copied()).collect();
+    if servers.len() == 1 {
+        let (shared, links) = servers.pop().expect("one server");
+        Ok(vec![run_alone(args, shared, links, pids[0]).await?])
+    } else {
+        run_in_turns(args, servers, &pids).await
+    }
+}
+
+/// One server: warm-up, then measure, on the same connections without a pause.
+async fn run_alone(args: &LoadArgs, shared: Arc<Shared>, links: Vec<Link>, pid: Option<u32>) -> Result<Report> {
+    let t0 = Instant::now() + Duration::from_millis(5);
+    let start = t0 + args.warmup;
+    let w = Window { start, end: if args.requests.is_some() { None } else { Some(start + args.duration) } };
+    let done = Arc::new(AtomicBool::new(false));
+    // CPU is counted from the window's start, while the warm-up runs.
+    let first = tokio::spawn(async move {
+        tokio::time::sleep_until(start.into()).await;
+        Usage::sample(&[pid])
+    });
+    let rss = watch_rss(vec![pid], start, done.clone());
     tokio::time::sleep_until(t0.into()).await;
-    let handles: Vec<_> = senders.into_iter().map(|sender| tokio::spawn(worker(shared.clone(), sender))).collect();
-    let mut results = Vec::with_capacity(handles.len());
-    for h in handles {
-        results.push(h.await.context("worker panicked")?);
-    }
-    let end_jiffies = procfs::cpu_jiffies();
-    let end_cpu = procfs::self_cpu_time();
-    let end_server_cpu = args.server_pid.and_then(procfs::cpu_time);
-    let end_by_thread = args.server_pid.map(procfs::cpu_time_by_thread).unwrap_or_default();
-    let end_rss = args.server_pid.and_then(procfs::rss_kib);
+    let (_, tally) = drive(&shared, links, w).await?;
+    let last = Usage::sample(&[pid]);
     done.store(true, Ordering::Relaxed);
-    let ((start_cpu, start_server_cpu, start_jiffies), start_by_thread, rss_max, _) =
-        monitor.await.context("monitor")?;
-
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000_000, 3).expect("histogram bounds");
-    let (mut ok, mut errors, mut total, mut total_errors) = (0, 0, 0, 0);
-    let mut last_done = shared.measure_start;
-    for r in &results {
-        hist.add(&r.hist).expect("same bounds");
-        ok += r.ok;
-        errors += r.errors;
-        total += r.total;
-        total_errors += r.total_errors;
-        last_done = last_done.max(r.last_done);
-    }
-    let seconds = match shared.measure_end {
-        Some(end) => (end - shared.measure_start).as_secs_f64(),
-        None => (last_done - shared.measure_start).as_secs_f64().max(1e-9),
+    let first = first.await.context("usage sampler")?;
+    let rss_max = rss.await.context("RSS monitor")?;
+    let seconds = match w.end {
+        Some(end) => (end - start).as_secs_f64(),
+        None => tally.last_done.map_or(1e-9, |d| (d - start).as_secs_f64().max(1e-9)),
     };
+    let cpu = CpuShare {
+        client: last.client.saturating_sub(first.client),
+        client_requests: tally.ok,
+        server: server_usage(&first, &last, 0),
+        server_requests: tally.ok,
+        server_seconds: seconds,
+        wall_seconds: seconds,
+        machine: (first.machine, last.machine),
+        other_cores: other_cores(&first, &last, seconds),
+    };
+    Ok(report(args, 0, &shared, &tally, seconds, &cpu, pid, rss_max[0]))
+}
+
+/// Several servers taking turns: each turn (`--slice`) loads one server
+/// while the others idle, and the turns rotate until each server has been
+/// measured for `--duration`. A machine whose speed drifts over seconds and
+/// minutes then slows every server alike, so their ratios hold still.
+/// The first `--settle` of a turn is not counted: the previous server
+/// finishes its deferred work (an audit batch) and this one's threads wake.
+async fn run_in_turns(
+    args: &LoadArgs,
+    servers: Vec<(Arc<Shared>, Vec<Link>)>,
+    pids: &[Option<u32>],
+) -> Result<Vec<Report>> {
+    let measured_per_turn = args.slice - args.settle;
+    let turns = args.duration.as_nanos().div_ceil(measured_per_turn.as_nanos()).max(1) as usize;
+    let warmup_turns = args.warmup.as_nanos().div_ceil(args.slice.as_nanos()) as usize;
+    let k = servers.len();
+    let (shared, mut links): (Vec<_>, Vec<_>) = servers.into_iter().unzip();
+    let mut tallies: Vec<Tally> = (0..k).map(|_| Tally::new()).collect();
+    let mut busy = vec![Duration::ZERO; k];
+    let done = Arc::new(AtomicBool::new(false));
+    let rss = watch_rss(pids.to_vec(), Instant::now(), done.clone());
+    let run_start = Instant::now();
+    let first = Usage::sample(pids);
+    for turn in 0..warmup_turns + turns {
+        let measured = turn >= warmup_turns;
+        // Rotate who goes first, so each server follows every other one alike.
+        for i in (0..k).map(|j| (j + turn) % k) {
+            let now = Instant::now();
+            let end = now + args.slice;
+            let w = Window { start: if measured { now + args.settle } else { end }, end: Some(end) };
+            let (back, tally) = drive(&shared[i], std::mem::take(&mut links[i]), w).await?;
+            links[i] = back;
+            tallies[i].add(&tally);
+            busy[i] += end - now;
+        }
+    }
+    let last = Usage::sample(pids);
+    done.store(true, Ordering::Relaxed);
+    let rss_max = rss.await.context("RSS monitor")?;
+    let seconds = (measured_per_turn * turns as u32).as_secs_f64();
+    let wall = run_start.elapsed().as_secs_f64();
+    let client_requests = tallies.iter().map(|t| t.total).sum();
+    Ok((0..k)
+        .map(|i| {
+            let cpu = CpuShare {
+                client: last.client.saturating_sub(first.client),
+                client_requests,
+                server: server_usage(&first, &last, i),
+                // The whole run: a server's deferred work may land in
+                // another's turn, and counts for it all the same.
+                server_requests: tallies[i].total,
+                server_seconds: busy[i].as_secs_f64(),
+                wall_seconds: wall,
+                machine: (first.machine, last.machine),
+                other_cores: other_cores(&first, &last, wall),
+            };
+            report(args, i, &shared[i], &tallies[i], seconds, &cpu, pids[i], rss_max[i])
+        })
+        .collect())
+}
+
+/// Cores the machine spent on anything but the load generator and the
+/// servers sampled, between two samples `wall_seconds` apart.
+fn other_cores(first: &Usage, last: &Usage, wall_seconds: f64) -> Option<f64> {
+    let machine = procfs::busy_cores(first.machine, last.machine)?;
+    let mut ours = last.client.saturating_sub(first.client);
+    for i in 0..last.servers.len() {
+        ours += server_usage(first, last, i).0?;
+    }
+    Some((machine - ours.as_secs_f64() / wall_seconds).max(0.0))
+}
+
+/// Server `i`'s CPU between two samples: the total, and by thread name
+/// (threads alive at both ends).
+fn server_usage(first: &Usage, last: &Usage, i: usize) -> (Option<Duration>, BTreeMap<String, Duration>) {
+    let (a, a_by) = &first.servers[i];
+    let (b, b_by) = &last.servers[i];
+    let total = a.zip(*b).map(|(a, b)| b.saturating_sub(a));
+    let by_thread =
+        b_by.iter().filter_map(|(name, end)| Some((name.clone(), end.saturating_sub(*a_by.get(name)?)))).collect();
+    (total, by_thread)
+}
+
+/// The CPU a report divides among requests.
+struct CpuShare {
+    client: Duration,
+    /// Requests the load generator's CPU is divided among.
+    client_requests: u64,
+    server: (Option<Duration>, BTreeMap<String, Duration>),
+    /// Requests the server's CPU is divided among.
+    server_requests: u64,
+    /// Time the server was under load, for its busy cores.
+    server_seconds: f64,
+    /// Time between the two samples.
+    wall_seconds: f64,
+    machine: (Option<(u64, u64)>, Option<(u64, u64)>),
+    /// Cores busy with neither the load generator nor any server driven.
+    other_cores: Option<f64>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    args: &LoadArgs,
+    i: usize,
+    shared: &Shared,
+    tally: &Tally,
+    seconds: f64,
+    cpu: &CpuShare,
+    pid: Option<u32>,
+    rss_max: u64,
+) -> Report {
+    let ok = tally.ok;
+    let hist = &tally.hist;
     let us = |ns: u64| ns as f64 / 1000.0;
     let latency = if ok > 0 {
         Latency {
@@ -542,41 +753,39 @@ pub async fn run(args: &LoadArgs) -> Result<Report> {
     } else {
         Latency::default()
     };
-    let per_req = |d: Duration| if ok > 0 { d.as_secs_f64() * 1e6 / ok as f64 } else { 0.0 };
-    let client_cpu = end_cpu.saturating_sub(start_cpu);
-    let server_cpu = match (start_server_cpu, end_server_cpu) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-        _ => None,
-    };
+    let per_req = |d: Duration, n: u64| if n > 0 { d.as_secs_f64() * 1e6 / n as f64 } else { 0.0 };
+    let end_rss = pid.and_then(procfs::rss_kib);
+    let (server_cpu, by_thread) = &cpu.server;
     let first_error = shared.first_error.lock().unwrap().clone();
-    Ok(Report {
-        label: args.label.clone(),
-        url: args.url.clone(),
+    Report {
+        label: args.label.get(i).cloned(),
+        url: args.url[i].clone(),
         route: args.route.as_str().to_string(),
         payload_size: args.payload_size,
         connections: args.connections,
-        keys,
+        keys: shared.keys,
         seconds,
         requests: ok,
-        errors,
+        errors: tally.errors,
         rps: ok as f64 / seconds,
         latency_us: latency,
-        total_requests: total,
-        total_errors,
+        total_requests: tally.total,
+        total_errors: tally.total_errors,
         first_error,
-        client_cpu_us_per_req: per_req(client_cpu),
-        client_cores: client_cpu.as_secs_f64() / seconds,
-        server_pid: args.server_pid,
-        server_cpu_us_per_req: server_cpu.map(per_req),
-        server_cpu_us_per_req_by_thread: end_by_thread
+        client_cpu_us_per_req: per_req(cpu.client, cpu.client_requests),
+        client_cores: cpu.client.as_secs_f64() / cpu.wall_seconds,
+        server_pid: pid,
+        server_cpu_us_per_req: server_cpu.map(|c| per_req(c, cpu.server_requests)),
+        server_cpu_us_per_req_by_thread: by_thread
             .iter()
-            .filter_map(|(name, end)| Some((name.clone(), per_req(end.saturating_sub(*start_by_thread.get(name)?)))))
+            .map(|(name, c)| (name.clone(), per_req(*c, cpu.server_requests)))
             .collect(),
-        server_cores: server_cpu.map(|c| c.as_secs_f64() / seconds),
-        server_rss_kib_max: args.server_pid.map(|_| rss_max.max(end_rss.unwrap_or(0))),
+        server_cores: server_cpu.map(|c| c.as_secs_f64() / cpu.server_seconds),
+        server_rss_kib_max: pid.map(|_| rss_max.max(end_rss.unwrap_or(0))),
         server_rss_kib_end: end_rss,
-        machine_cores: procfs::busy_cores(start_jiffies, end_jiffies),
-    })
+        machine_cores: procfs::busy_cores(cpu.machine.0, cpu.machine.1),
+        other_cores: cpu.other_cores,
+    }
 }
 
 /// A human-readable summary of a report.

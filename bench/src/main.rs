@@ -66,11 +66,12 @@ fn main() {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(args.connections)
         })))
         .and_then(|rt| {
-            let report = rt.block_on(load::run(&args))?;
-            if !args.json {
-                println!("{}", load::summary(&report));
+            for report in rt.block_on(load::run(&args))? {
+                if !args.json {
+                    println!("{}", load::summary(&report));
+                }
+                println!("{}", serde_json::to_string(&report)?);
             }
-            println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }),
         Cmd::Baseline(args) => runtime(args.threads).and_then(|rt| {
@@ -106,51 +107,74 @@ async fn shutdown() {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
     use std::time::Duration;
 
     use super::*;
+
+    /// Certificates for an in-process baseline and its client, in `dir`.
+    fn certificates(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        let (sc, sk) = keyward::dev::self_signed("localhost", vec!["localhost".into()], false).unwrap();
+        let (cc, ck) = keyward::dev::self_signed("client", vec![], true).unwrap();
+        for (name, pem) in [("s.crt", &sc), ("s.key", &sk), ("c.crt", &cc), ("c.key", &ck)] {
+            std::fs::write(dir.join(name), pem).unwrap();
+        }
+    }
+
+    /// A baseline server on 127.0.0.1 inside the test process: its URL.
+    async fn baseline_server(dir: &Path) -> (String, tokio::task::JoinHandle<anyhow::Result<()>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cert, key) = (dir.join("s.crt"), dir.join("s.key"));
+        (
+            format!("https://127.0.0.1:{port}"),
+            tokio::spawn(async move { baseline::serve_on(listener, &cert, &key).await }),
+        )
+    }
+
+    /// Load arguments against `url`, with the test's certificates.
+    fn load_args(dir: &Path, url: Vec<String>, route: load::Route) -> load::LoadArgs {
+        load::LoadArgs {
+            url,
+            cacert: Some(dir.join("s.crt")),
+            cert: dir.join("c.crt"),
+            key: dir.join("c.key"),
+            insecure: false,
+            server_name: Some("localhost".into()),
+            route,
+            key_name: "k".into(),
+            keys: None,
+            no_create: false,
+            payload_size: 64,
+            connections: 2,
+            duration: Duration::from_secs(1),
+            requests: None,
+            warmup: Duration::from_millis(50),
+            timeout: Duration::from_secs(5),
+            threads: None,
+            server_pid: vec![],
+            label: vec![],
+            slice: Duration::from_millis(250),
+            settle: Duration::from_millis(50),
+            json: true,
+        }
+    }
 
     /// The load generator against the baseline, in-process on 127.0.0.1, for
     /// every route: a bounded smoke test that the tooling works.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn load_against_baseline() {
         let dir = std::env::temp_dir().join(format!("keyward-bench-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (sc, sk) = keyward::dev::self_signed("localhost", vec!["localhost".into()], false).unwrap();
-        let (cc, ck) = keyward::dev::self_signed("client", vec![], true).unwrap();
-        for (name, pem) in [("s.crt", &sc), ("s.key", &sk), ("c.crt", &cc), ("c.key", &ck)] {
-            std::fs::write(dir.join(name), pem).unwrap();
-        }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = {
-            let (cert, key) = (dir.join("s.crt"), dir.join("s.key"));
-            tokio::spawn(async move { baseline::serve_on(listener, &cert, &key).await })
-        };
+        certificates(&dir);
+        let (url, server) = baseline_server(&dir).await;
         for route in [load::Route::Encrypt, load::Route::Decrypt, load::Route::Generate, load::Route::Hmac] {
             let args = load::LoadArgs {
-                url: format!("https://127.0.0.1:{port}"),
-                cacert: Some(dir.join("s.crt")),
-                cert: dir.join("c.crt"),
-                key: dir.join("c.key"),
-                insecure: false,
-                server_name: Some("localhost".into()),
-                route,
-                key_name: "k".into(),
-                keys: None,
-                no_create: false,
-                payload_size: 64,
-                connections: 2,
-                duration: Duration::from_secs(1),
                 requests: Some(50),
-                warmup: Duration::from_millis(50),
-                timeout: Duration::from_secs(5),
-                threads: None,
-                server_pid: Some(std::process::id()),
-                label: None,
-                json: true,
+                server_pid: vec![std::process::id()],
+                ..load_args(&dir, vec![url.clone()], route)
             };
-            let report = load::run(&args).await.unwrap();
+            let report = load::run(&args).await.unwrap().remove(0);
             assert_eq!(report.errors, 0, "{route:?}: {:?}", report.first_error);
             assert!(report.requests >= 50, "{route:?}: {}", report.requests);
             assert!(report.latency_us.p50 > 0.0 && report.latency_us.p99 >= report.latency_us.p50);
@@ -161,30 +185,62 @@ mod tests {
         }
         // Spreading over several keys, created first.
         let args = load::LoadArgs {
-            url: format!("https://127.0.0.1:{port}"),
-            cacert: Some(dir.join("s.crt")),
-            cert: dir.join("c.crt"),
-            key: dir.join("c.key"),
-            insecure: false,
-            server_name: Some("localhost".into()),
-            route: load::Route::Encrypt,
             key_name: "many".into(),
             keys: Some(20),
-            no_create: false,
             payload_size: 16,
             connections: 4,
-            duration: Duration::from_secs(1),
             requests: Some(20),
             warmup: Duration::ZERO,
-            timeout: Duration::from_secs(5),
-            threads: None,
-            server_pid: None,
-            label: None,
-            json: true,
+            ..load_args(&dir, vec![url], load::Route::Encrypt)
         };
-        let report = load::run(&args).await.unwrap();
+        let report = load::run(&args).await.unwrap().remove(0);
         assert_eq!(report.errors, 0, "{:?}", report.first_error);
         server.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Two servers taking turns: one report each, in --url order, each
+    /// measured for the whole --duration in turns of --slice minus --settle,
+    /// and the unmeasured warm-up and settle requests sent but not counted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn servers_take_turns() {
+        let dir = std::env::temp_dir().join(format!("keyward-bench-turns-{}", std::process::id()));
+        certificates(&dir);
+        let (a, server_a) = baseline_server(&dir).await;
+        let (b, server_b) = baseline_server(&dir).await;
+        let args = load::LoadArgs {
+            label: vec!["a".into(), "b".into()],
+            duration: Duration::from_millis(550),
+            warmup: Duration::from_millis(100),
+            slice: Duration::from_millis(150),
+            settle: Duration::from_millis(50),
+            ..load_args(&dir, vec![a.clone(), b.clone()], load::Route::Encrypt)
+        };
+        let reports = load::run(&args).await.unwrap();
+        assert_eq!(reports.len(), 2);
+        for (report, (url, label)) in reports.iter().zip([(&a, "a"), (&b, "b")]) {
+            assert_eq!((&report.url, report.label.as_deref()), (url, Some(label)));
+            assert_eq!(report.errors, 0, "{label}: {:?}", report.first_error);
+            // 550 ms in turns of 100 measured ms: six turns.
+            assert!((report.seconds - 0.6).abs() < 1e-9, "{label}: {}", report.seconds);
+            assert!(report.requests > 0, "{label}");
+            assert!(report.total_requests > report.requests, "{label}: warm-up and settle are not counted");
+            assert!((report.rps - report.requests as f64 / report.seconds).abs() < 1e-6);
+        }
+
+        // Several servers take turns for a duration, not a request count;
+        // per-server options come once per server.
+        let requests = load::LoadArgs { requests: Some(10), ..args.clone() };
+        let err = load::run(&requests).await.unwrap_err().to_string();
+        assert!(err.contains("--requests needs a single --url"), "{err}");
+        let labels = load::LoadArgs { label: vec!["a".into()], ..args.clone() };
+        let err = load::run(&labels).await.unwrap_err().to_string();
+        assert!(err.contains("--label must be given once per --url"), "{err}");
+        let slice = load::LoadArgs { settle: args.slice, ..args };
+        let err = load::run(&slice).await.unwrap_err().to_string();
+        assert!(err.contains("must be longer than --settle"), "{err}");
+        server_a.abort();
+        server_b.abort();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
