@@ -621,7 +621,7 @@ async fn run_alone(args: &LoadArgs, shared: Arc<Shared>, links: Vec<Link>, pid: 
         server_requests: tally.ok,
         server_seconds: seconds,
         wall_seconds: seconds,
-        machine: (first.machine, last.machine),
+        machine_cores: procfs::busy_cores(first.machine, last.machine),
         other_cores: other_cores(&first, &last, seconds),
     };
     Ok(report(args, 0, &shared, &tally, seconds, &cpu, pid, rss_max[0]))
@@ -679,7 +679,7 @@ async fn run_in_turns(
                 server_requests: tallies[i].total,
                 server_seconds: busy[i].as_secs_f64(),
                 wall_seconds: wall,
-                machine: (first.machine, last.machine),
+                machine_cores: procfs::busy_cores(first.machine, last.machine),
                 other_cores: other_cores(&first, &last, wall),
             };
             report(args, i, &shared[i], &tallies[i], seconds, &cpu, pids[i], rss_max[i])
@@ -721,7 +721,8 @@ struct CpuShare {
     server_seconds: f64,
     /// Time between the two samples.
     wall_seconds: f64,
-    machine: (Option<(u64, u64)>, Option<(u64, u64)>),
+    /// Cores busy on the whole machine between the two samples.
+    machine_cores: Option<f64>,
     /// Cores busy with neither the load generator nor any server driven.
     other_cores: Option<f64>,
 }
@@ -783,7 +784,7 @@ fn report(
         server_cores: server_cpu.map(|c| c.as_secs_f64() / cpu.server_seconds),
         server_rss_kib_max: pid.map(|_| rss_max.max(end_rss.unwrap_or(0))),
         server_rss_kib_end: end_rss,
-        machine_cores: procfs::busy_cores(cpu.machine.0, cpu.machine.1),
+        machine_cores: cpu.machine_cores,
         other_cores: cpu.other_cores,
     }
 }
