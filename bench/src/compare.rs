@@ -2,10 +2,11 @@
 //!
 //! Generates certificates, measures start-up (cold and cached plugin
 //! artifacts), starts the baseline and two keyward servers (with and without
-//! the `audit-file` sink), runs the same workload against each — keyward
-//! back to back with each server it is compared with, the order flipping
-//! every round — and measures memory idle, under load and with 100k
-//! cached keys. Prints markdown tables; `--json-out` keeps every figure.
+//! the `audit-file` sink), fresh for every round, runs the same workload
+//! against each — the servers taking turns in one load run, or with
+//! `--sequential` one after the other — and measures memory idle, under load
+//! and with 100k cached keys. Prints markdown tables; `--json-out` keeps
+//! every figure.
 //!
 //! All traffic goes to 127.0.0.1. Every measurement is bounded in time.
 
@@ -28,8 +29,8 @@ pub struct CompareArgs {
     /// The keyward binary (default: `keyward` next to this executable, i.e. target/release/keyward).
     #[arg(long)]
     pub keyward: Option<PathBuf>,
-    /// Measurements per server and workload (keyward runs between the servers it is compared with; the order flips every round).
-    #[arg(long, default_value_t = 3)]
+    /// Measurements per server and workload, each with freshly started servers (taking turns unless --sequential).
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Length of each measurement.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
@@ -160,6 +161,9 @@ struct Memory {
 }
 
 const TARGET_BASELINE: &str = "baseline";
+/// Longer than the audit sink's linger plus a write: after this, every
+/// answered request's line is in the file.
+const AUDIT_SETTLE: Duration = Duration::from_millis(300);
 const TARGET_KEYWARD: &str = "keyward";
 const TARGET_NOAUDIT: &str = "keyward-noaudit";
 
@@ -712,20 +716,12 @@ fn run_load_matrix(
     results: &mut Results,
 ) -> Result<()> {
     let with_noaudit = !audit_cost_routes.is_empty();
-    let (mut baseline, t0) = ctx.spawn_baseline()?;
-    ctx.wait_ready(&mut baseline, t0)?;
-    let (mut keyward, t0) = ctx.spawn_keyward(TARGET_KEYWARD, true, false, cache)?;
-    ctx.wait_ready(&mut keyward, t0)?;
-    let mut noaudit = None;
-    if with_noaudit {
-        let (mut s, t0) = ctx.spawn_keyward(TARGET_NOAUDIT, false, false, cache)?;
-        ctx.wait_ready(&mut s, t0)?;
-        noaudit = Some(s);
-    }
+    let idle = ctx.start_round(cache, with_noaudit)?;
     std::thread::sleep(Duration::from_secs(1));
-    for s in [Some(&baseline), Some(&keyward), noaudit.as_ref()].into_iter().flatten() {
+    for s in idle.servers() {
         results.idle_rss_kib.push((s.name.clone(), procfs::rss_kib(s.pid()).unwrap_or(0)));
     }
+    idle.stop();
 
     let servers_measured: usize = args
         .routes
@@ -752,11 +748,6 @@ fn run_load_matrix(
     let mut n = 0;
     for &route in &args.routes {
         for &conns in &args.connections {
-            // Keyward second: `run_order` puts it next to both others.
-            let mut targets: Vec<&Server> = vec![&baseline, &keyward];
-            if audit_cost_routes.contains(&route) {
-                targets.extend(noaudit.as_ref());
-            }
             let mut extra = vec![
                 "--connections".to_string(),
                 conns.to_string(),
@@ -778,6 +769,9 @@ fn run_load_matrix(
                 ]);
             }
             for round in 0..args.rounds {
+                let servers = ctx.start_round(cache, audit_cost_routes.contains(&route))?;
+                // Keyward second: `run_order` puts it next to both others.
+                let targets: Vec<&Server> = servers.servers().collect();
                 let order: Vec<&Server> = run_order(targets.len(), round).into_iter().map(|i| targets[i]).collect();
                 // Sequential: one server at a time; otherwise all of them in turns.
                 let groups: Vec<&[&Server]> =
@@ -804,7 +798,7 @@ fn run_load_matrix(
                         );
                         if server.name == TARGET_KEYWARD {
                             // Let the audit queue drain, then check every request was logged.
-                            std::thread::sleep(Duration::from_millis(300));
+                            std::thread::sleep(AUDIT_SETTLE);
                             let (lines, bytes) = drain_audit(&audit_path(&server.dir));
                             results.audit.push(AuditCheck {
                                 route: route.as_str().into(),
@@ -818,15 +812,59 @@ fn run_load_matrix(
                         results.load.push(Measurement { target: server.name.clone(), round: round + 1, report });
                     }
                 }
+                servers.stop();
             }
         }
     }
-    baseline.stop();
-    keyward.stop();
-    if let Some(s) = noaudit {
-        s.stop();
-    }
     Ok(())
+}
+
+/// The servers one round of a workload measures. Started afresh for every
+/// round: two identical keyward processes measured in turns differ by up to
+/// ±3 % (where their memory and threads happen to land), so one process kept
+/// for a whole run would bias all its rounds the same way.
+struct Round {
+    baseline: Server,
+    keyward: Server,
+    noaudit: Option<Server>,
+}
+
+impl Round {
+    /// Baseline, keyward, then keyward without audit if started: keyward
+    /// second, so that `run_order` puts it next to each of the others.
+    fn servers(&self) -> impl Iterator<Item = &Server> {
+        [Some(&self.baseline), Some(&self.keyward), self.noaudit.as_ref()].into_iter().flatten()
+    }
+
+    fn stop(self) {
+        self.baseline.stop();
+        self.keyward.stop();
+        if let Some(s) = self.noaudit {
+            s.stop();
+        }
+    }
+}
+
+impl Ctx {
+    /// Starts the servers of one round and waits until each answers; the
+    /// audit lines of the readiness probes are discarded, so that a round's
+    /// audit check counts only its own requests.
+    fn start_round(&self, cache: &Path, with_noaudit: bool) -> Result<Round> {
+        let (mut baseline, t0) = self.spawn_baseline()?;
+        self.wait_ready(&mut baseline, t0)?;
+        let (mut keyward, t0) = self.spawn_keyward(TARGET_KEYWARD, true, false, cache)?;
+        self.wait_ready(&mut keyward, t0)?;
+        let mut noaudit = None;
+        if with_noaudit {
+            let (mut s, t0) = self.spawn_keyward(TARGET_NOAUDIT, false, false, cache)?;
+            self.wait_ready(&mut s, t0)?;
+            noaudit = Some(s);
+        }
+        // The probes' lines reach the file within the sink's linger.
+        std::thread::sleep(AUDIT_SETTLE);
+        drain_audit(&audit_path(&keyward.dir));
+        Ok(Round { baseline, keyward, noaudit })
+    }
 }
 
 /// Native pre-population of the `fs` keystore directory: one file per key,
