@@ -161,11 +161,11 @@ struct Memory {
 }
 
 const TARGET_BASELINE: &str = "baseline";
+const TARGET_KEYWARD: &str = "keyward";
+const TARGET_NOAUDIT: &str = "keyward-noaudit";
 /// Longer than the audit sink's linger plus a write: after this, every
 /// answered request's line is in the file.
 const AUDIT_SETTLE: Duration = Duration::from_millis(300);
-const TARGET_KEYWARD: &str = "keyward";
-const TARGET_NOAUDIT: &str = "keyward-noaudit";
 
 /// A server process, killed on drop.
 pub(crate) struct Server {

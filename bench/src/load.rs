@@ -651,8 +651,7 @@ async fn run_in_turns(
     let first = Usage::sample(pids);
     for turn in 0..warmup_turns + turns {
         let measured = turn >= warmup_turns;
-        // Rotate who goes first, so each server follows every other one alike.
-        for i in (0..k).map(|j| (j + turn) % k) {
+        for i in turn_order(k, turn) {
             let now = Instant::now();
             let end = now + args.slice;
             let w = Window { start: if measured { now + args.settle } else { end }, end: Some(end) };
@@ -685,6 +684,13 @@ async fn run_in_turns(
             report(args, i, &shared[i], &tallies[i], seconds, &cpu, pids[i], rss_max[i])
         })
         .collect())
+}
+
+/// The order of the `k` servers in round `turn` of their turns: rotated by
+/// one every round, so each server goes first as often as the others and
+/// no server always follows the same one.
+fn turn_order(k: usize, turn: usize) -> impl Iterator<Item = usize> {
+    (0..k).map(move |j| (j + turn) % k)
 }
 
 /// Cores the machine spent on anything but the load generator and the
@@ -847,4 +853,36 @@ pub async fn get_status(
         .body(Full::new(Bytes::new()))?;
     let (status, _) = exchange(&mut sender, &mut conn, req).await?;
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Over `k` consecutive rounds every server goes first once, and every
+    /// server is preceded by each of the others (the last of a round leads
+    /// into the first of the next) — so none is always measured right after
+    /// the same neighbour's deferred work.
+    #[test]
+    fn turns_rotate_fairly() {
+        for k in [2, 3] {
+            let sequence: Vec<usize> = (0..k * 4).flat_map(|turn| turn_order(k, turn)).collect();
+            for round in sequence.chunks(k) {
+                assert_eq!(round.iter().copied().collect::<std::collections::BTreeSet<_>>().len(), k, "{round:?}");
+            }
+            let firsts: Vec<usize> = sequence.chunks(k).map(|r| r[0]).collect();
+            for s in 0..k {
+                assert_eq!(firsts.iter().filter(|&&f| f == s).count(), 4, "k={k}: {firsts:?}");
+            }
+            let mut preceded = std::collections::BTreeSet::new();
+            for pair in sequence.windows(2) {
+                preceded.insert((pair[0], pair[1]));
+            }
+            for a in 0..k {
+                for b in (0..k).filter(|&b| b != a) {
+                    assert!(preceded.contains(&(a, b)), "k={k}: {b} never follows {a}: {sequence:?}");
+                }
+            }
+        }
+    }
 }
