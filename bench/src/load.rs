@@ -584,12 +584,11 @@ pub async fn run(args: &LoadArgs) -> Result<Vec<Report>> {
         servers.push(prepare(args, url).await?);
     }
     let pids: Vec<Option<u32>> = (0..args.url.len()).map(|i| args.server_pid.get(i).copied()).collect();
-    if servers.len() == 1 {
-        let (shared, links) = servers.pop().expect("one server");
-        Ok(vec![run_alone(args, shared, links, pids[0]).await?])
-    } else {
-        run_in_turns(args, servers, &pids).await
+    if servers.len() > 1 {
+        return run_in_turns(args, servers, &pids).await;
     }
+    let (shared, links) = servers.pop().ok_or_else(|| anyhow!("--url is required"))?;
+    Ok(vec![run_alone(args, shared, links, pids[0]).await?])
 }
 
 /// One server: warm-up, then measure, on the same connections without a pause.
