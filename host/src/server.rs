@@ -364,13 +364,18 @@ async fn serve_connection(
     // so a client that handshakes and then sends nothing would hold its
     // slot forever. HTTP/2 is not served anyway. The header timeout is the
     // connection's `HeadWatchdog`, not hyper's (which arms a timer per request).
-    let conn = http1::Builder::new().serve_connection(TokioIo::new(tls), service);
+    let io = WriteWatch { inner: tls, activity: activity.clone() };
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(io), service);
     match HeadWatchdog::new(conn, activity, shutdown, limits.header_timeout).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "connection ended with an error"),
-        Err(HeadTimedOut) => {
+        Err(Cut::Head) => {
             metrics.connections_timed_out.with_label_values(&["header"]).inc();
             tracing::debug!(peer = %addr, "request head not received within limits.header_timeout");
+        }
+        Err(Cut::Write) => {
+            metrics.connections_timed_out.with_label_values(&["write"]).inc();
+            tracing::debug!(peer = %addr, "answer not read by the client within limits.header_timeout");
         }
     }
 }
@@ -385,6 +390,9 @@ struct Activity {
     ended: AtomicU64,
     /// Nanoseconds after `since` at which the last request ended.
     last_end: AtomicU64,
+    /// One more than the nanoseconds after `since` at which a write to the
+    /// client started waiting for it to read; 0 while writes go through.
+    write_blocked: AtomicU64,
 }
 
 impl Activity {
@@ -394,6 +402,34 @@ impl Activity {
             begun: AtomicU64::new(0),
             ended: AtomicU64::new(0),
             last_end: AtomicU64::new(0),
+            write_blocked: AtomicU64::new(0),
+        }
+    }
+
+    /// Nanoseconds since `since`.
+    fn now(&self) -> u64 {
+        u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// A write could not go out: the client is not reading (for now).
+    fn write_waits(&self) {
+        if self.write_blocked.load(Ordering::Relaxed) == 0 {
+            self.write_blocked.store(self.now().saturating_add(1), Ordering::Relaxed);
+        }
+    }
+
+    /// A write went out.
+    fn write_went_out(&self) {
+        if self.write_blocked.load(Ordering::Relaxed) != 0 {
+            self.write_blocked.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// How long the oldest write still waiting has waited, if one is.
+    fn write_blocked_for(&self) -> Option<Duration> {
+        match self.write_blocked.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(Duration::from_nanos(self.now().saturating_sub(at - 1))),
         }
     }
 
@@ -404,9 +440,71 @@ impl Activity {
 
     /// Its answer is ready: from now on the connection waits for the next head.
     fn end(&self) {
-        let nanos = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last_end.store(nanos, Ordering::Relaxed);
+        self.last_end.store(self.now(), Ordering::Relaxed);
         self.ended.store(self.ended.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
+
+/// A connection's transport, noting in its [`Activity`] when a write has to
+/// wait for the client to read and when writes go through again: what lets
+/// the [`HeadWatchdog`] cut a client that stopped reading its answer (a
+/// follower of `/v1/log/audit` that never reads would otherwise hold its
+/// connection for good). Costs a load per write.
+struct WriteWatch<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> WriteWatch<T> {
+    fn note<R>(&self, poll: Poll<std::io::Result<R>>) -> Poll<std::io::Result<R>> {
+        match &poll {
+            Poll::Pending => self.activity.write_waits(),
+            Poll::Ready(Ok(_)) => self.activity.write_went_out(),
+            Poll::Ready(Err(_)) => {}
+        }
+        poll
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteWatch<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteWatch<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.note(poll)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.note(poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.note(poll)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -487,9 +585,14 @@ struct HeadWatchdog<F> {
     timer_registered: bool,
 }
 
-/// A [`HeadWatchdog`] closed its connection.
+/// Why a [`HeadWatchdog`] closed its connection.
 #[derive(Debug)]
-struct HeadTimedOut;
+enum Cut {
+    /// No complete request head within the timeout.
+    Head,
+    /// An answer waited that long for the client to read it.
+    Write,
+}
 
 impl<F: GracefulConnection> HeadWatchdog<F> {
     fn new(conn: F, activity: Arc<Activity>, shutdown: Arc<Shutdown>, timeout: Duration) -> HeadWatchdog<F> {
@@ -528,7 +631,7 @@ impl<F: GracefulConnection> HeadWatchdog<F> {
 }
 
 impl<F: GracefulConnection> Future for HeadWatchdog<F> {
-    type Output = Result<F::Output, HeadTimedOut>;
+    type Output = Result<F::Output, Cut>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -548,7 +651,12 @@ impl<F: GracefulConnection> Future for HeadWatchdog<F> {
             let (begun, ended) = (a.begun.load(Ordering::Relaxed), a.ended.load(Ordering::Relaxed));
             let deadline = if begun != ended {
                 // A request is being handled (or its streamed answer sent):
-                // route and body timeouts govern it, not this one.
+                // route and body timeouts govern it, not this one — unless
+                // its answer has been waiting that long for the client to
+                // read (checked at each expiry: cut within two timeouts).
+                if a.write_blocked_for().is_some_and(|waited| waited >= this.timeout) {
+                    return Poll::Ready(Err(Cut::Write));
+                }
                 tokio::time::Instant::now() + this.timeout
             } else if begun != this.begun_at_arming {
                 // Requests came and went: the wait for the next head started
@@ -556,7 +664,7 @@ impl<F: GracefulConnection> Future for HeadWatchdog<F> {
                 tokio::time::Instant::from_std(a.since + Duration::from_nanos(a.last_end.load(Ordering::Relaxed)))
                     + this.timeout
             } else {
-                return Poll::Ready(Err(HeadTimedOut));
+                return Poll::Ready(Err(Cut::Head));
             };
             this.begun_at_arming = begun;
             this.timer.as_mut().reset(deadline);

@@ -218,6 +218,70 @@ async fn a_followed_log_outlives_the_header_timeout() {
     assert_no_panic(&server);
 }
 
+/// A client that stops reading its answer is cut: a follower of the audit
+/// log that never reads holds its connection only until a write to it has
+/// waited `limits.header_timeout` (checked each time that timeout expires,
+/// so within two), counted as `phase="write"`; a follower that reads, on
+/// the same server at the same time, keeps its stream.
+#[tokio::test]
+async fn a_follower_that_stops_reading_is_cut() {
+    // 2 s: far longer than the reading follower's reader ever waits for CPU.
+    let server = start("[limits]\nheader_timeout = \"2s\"\n");
+    let follow = b"GET /v1/log/audit HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut stuck = tls_connect(&server, &server.admin).await;
+    stuck.write_all(follow).await.unwrap();
+    let mut reading = tls_connect(&server, &server.admin).await;
+    reading.write_all(follow).await.unwrap();
+    let (seen_tx, mut seen_rx) = tokio::sync::watch::channel(Vec::new());
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut received = Vec::new();
+        loop {
+            match reading.read(&mut buf).await {
+                Ok(0) | Err(_) => return received,
+                Ok(n) => {
+                    received.extend_from_slice(&buf[..n]);
+                    // Only the tail matters to the test: what came last.
+                    let tail = received.len().saturating_sub(8192);
+                    seen_tx.send_replace(received[tail..].to_vec());
+                }
+            }
+        }
+    });
+
+    // Audit lines with long paths (the key name is refused, the request
+    // still audited) fill the stuck follower's socket and buffers fast.
+    let c = server.admin_client();
+    let long = format!("/v1/key/describe/{}", "x".repeat(4000));
+    let series = "keyward_connections_timed_out_total{phase=\"write\"}";
+    let started = Instant::now();
+    loop {
+        for _ in 0..50 {
+            c.get(&long).await;
+        }
+        let text = c.get("/v1/metrics").await.text();
+        if text.lines().any(|l| l.strip_prefix(series).is_some_and(|v| v.trim() == "1")) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the follower that stopped reading is still served");
+    }
+    eprintln!("stuck follower cut after {:?}", started.elapsed());
+
+    // The reading follower still gets new lines.
+    c.get("/v1/key/describe/after-the-cut").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen_rx.borrow_and_update()).contains("/v1/key/describe/after-the-cut") {
+        assert!(Instant::now() < deadline, "the reading follower got no line after the cut");
+        let _ = tokio::time::timeout(Duration::from_millis(200), seen_rx.changed()).await;
+    }
+    assert!(!reader.is_finished(), "the reading follower was cut");
+    reader.abort();
+    // The stuck one: what was in flight, then the end of the connection.
+    let closed = wait_closed(stuck, Instant::now(), Duration::from_secs(10)).await;
+    assert!(closed.is_some(), "the stuck follower's connection is still open");
+    assert_no_panic(&server);
+}
+
 /// The head of a request announcing `Content-Length: 1000` to `path`.
 fn head_with_body(path: &str) -> String {
     format!("PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")

@@ -122,7 +122,7 @@ impl Metrics {
         let connections_timed_out = IntCounterVec::new(
             Opts::new(
                 "keyward_connections_timed_out_total",
-                "Connections cut because the client was too slow, by phase (handshake, header).",
+                "Connections cut because the client was too slow, by phase (handshake, header, write: not reading its answer).",
             ),
             &["phase"],
         )
