@@ -181,6 +181,7 @@ pub struct LimitsSection {
     pub handshake_timeout: Option<String>,
     pub header_timeout: Option<String>,
     pub body_timeout: Option<String>,
+    pub write_timeout: Option<String>,
 }
 
 /// Replaces every `${VAR}` in `value` from the environment.
@@ -334,6 +335,7 @@ impl File {
         expand_opt("limits.handshake_timeout", &mut l.handshake_timeout)?;
         expand_opt("limits.header_timeout", &mut l.header_timeout)?;
         expand_opt("limits.body_timeout", &mut l.body_timeout)?;
+        expand_opt("limits.write_timeout", &mut l.write_timeout)?;
         Ok(())
     }
 }
@@ -520,6 +522,12 @@ pub struct LimitSettings {
     /// A request's whole body must arrive within this time of the handler
     /// starting to read it (else 408), so a stalled upload cannot pin a handler.
     pub body_timeout: Duration,
+    /// How long an answer may wait for the client to read it before the
+    /// connection is cut (checked every `header_timeout`, so cut within
+    /// that much more): a follower of `/v1/log/audit` that stopped reading
+    /// would otherwise hold its connection for good. Long enough for a
+    /// person to pause a pager.
+    pub write_timeout: Duration,
 }
 
 impl Default for LimitSettings {
@@ -529,6 +537,7 @@ impl Default for LimitSettings {
             handshake_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -556,6 +565,11 @@ impl LimitSettings {
                 "limits.body_timeout",
                 section.body_timeout.as_deref(),
                 defaults.body_timeout,
+            )?,
+            write_timeout: positive_duration(
+                "limits.write_timeout",
+                section.write_timeout.as_deref(),
+                defaults.write_timeout,
             )?,
         })
     }
@@ -889,7 +903,7 @@ mod tests {
     #[test]
     fn limits_are_parsed() {
         let text = format!(
-            "{}[limits]\nmax_connections = 10\nhandshake_timeout = \"250ms\"\nheader_timeout = \"2s\"\nbody_timeout = \"1m\"\n",
+            "{}[limits]\nmax_connections = 10\nhandshake_timeout = \"250ms\"\nheader_timeout = \"2s\"\nbody_timeout = \"1m\"\nwrite_timeout = \"90s\"\n",
             minimal()
         );
         let l = parse(&text).unwrap().limits;
@@ -897,6 +911,7 @@ mod tests {
         assert_eq!(l.handshake_timeout, Duration::from_millis(250));
         assert_eq!(l.header_timeout, Duration::from_secs(2));
         assert_eq!(l.body_timeout, Duration::from_secs(60));
+        assert_eq!(l.write_timeout, Duration::from_secs(90));
     }
 
     #[test]
@@ -907,6 +922,7 @@ mod tests {
             ("handshake_timeout = \"0s\"", "limits.handshake_timeout"),
             ("header_timeout = \"soon\"", "limits.header_timeout"),
             ("body_timeout = \"0\"", "limits.body_timeout"),
+            ("write_timeout = \"never\"", "limits.write_timeout"),
             ("idle_timeout = \"5s\"", "idle_timeout"),
         ] {
             let err = parse(&format!("{}[limits]\n{line}\n", minimal())).unwrap_err().to_string();

@@ -366,7 +366,7 @@ async fn serve_connection(
     // connection's `HeadWatchdog`, not hyper's (which arms a timer per request).
     let io = WriteWatch { inner: tls, activity: activity.clone() };
     let conn = http1::Builder::new().serve_connection(TokioIo::new(io), service);
-    match HeadWatchdog::new(conn, activity, shutdown, limits.header_timeout).await {
+    match HeadWatchdog::new(conn, activity, shutdown, limits).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "connection ended with an error"),
         Err(Cut::Head) => {
@@ -375,7 +375,7 @@ async fn serve_connection(
         }
         Err(Cut::Write) => {
             metrics.connections_timed_out.with_label_values(&["write"]).inc();
-            tracing::debug!(peer = %addr, "answer not read by the client within limits.header_timeout");
+            tracing::debug!(peer = %addr, "answer not read by the client within limits.write_timeout");
         }
     }
 }
@@ -578,7 +578,11 @@ struct HeadWatchdog<F> {
     shutdown_registered: bool,
     timer: Pin<Box<Sleep>>,
     activity: Arc<Activity>,
+    /// `limits.header_timeout`.
     timeout: Duration,
+    /// `limits.write_timeout`: checked each time the timer fires while a
+    /// request is active, which is at least this often.
+    write_timeout: Duration,
     /// `activity.begun` when the timer was last armed.
     begun_at_arming: u64,
     /// Whether the timer has been polled since it was last armed.
@@ -590,12 +594,13 @@ struct HeadWatchdog<F> {
 enum Cut {
     /// No complete request head within the timeout.
     Head,
-    /// An answer waited that long for the client to read it.
+    /// An answer waited `limits.write_timeout` for the client to read it.
     Write,
 }
 
 impl<F: GracefulConnection> HeadWatchdog<F> {
-    fn new(conn: F, activity: Arc<Activity>, shutdown: Arc<Shutdown>, timeout: Duration) -> HeadWatchdog<F> {
+    fn new(conn: F, activity: Arc<Activity>, shutdown: Arc<Shutdown>, limits: LimitSettings) -> HeadWatchdog<F> {
+        let timeout = limits.header_timeout;
         let timer = Box::pin(tokio::time::sleep(timeout));
         let shutdown_signal = Some(Box::pin(shutdown.notify.clone().notified_owned()));
         HeadWatchdog {
@@ -606,6 +611,7 @@ impl<F: GracefulConnection> HeadWatchdog<F> {
             timer,
             activity,
             timeout,
+            write_timeout: limits.write_timeout,
             begun_at_arming: 0,
             timer_registered: false,
         }
@@ -652,12 +658,12 @@ impl<F: GracefulConnection> Future for HeadWatchdog<F> {
             let deadline = if begun != ended {
                 // A request is being handled (or its streamed answer sent):
                 // route and body timeouts govern it, not this one — unless
-                // its answer has been waiting that long for the client to
-                // read (checked at each expiry: cut within two timeouts).
-                if a.write_blocked_for().is_some_and(|waited| waited >= this.timeout) {
+                // its answer has waited `write_timeout` for the client to
+                // read (checked at each expiry of this timer).
+                if a.write_blocked_for().is_some_and(|waited| waited >= this.write_timeout) {
                     return Poll::Ready(Err(Cut::Write));
                 }
-                tokio::time::Instant::now() + this.timeout
+                tokio::time::Instant::now() + this.timeout.min(this.write_timeout)
             } else if begun != this.begun_at_arming {
                 // Requests came and went: the wait for the next head started
                 // when the last one ended.

@@ -218,15 +218,16 @@ async fn a_followed_log_outlives_the_header_timeout() {
     assert_no_panic(&server);
 }
 
-/// A client that stops reading its answer is cut: a follower of the audit
-/// log that never reads holds its connection only until a write to it has
-/// waited `limits.header_timeout` (checked each time that timeout expires,
-/// so within two), counted as `phase="write"`; a follower that reads, on
-/// the same server at the same time, keeps its stream.
+/// `limits.write_timeout`: a client that stops reading its answer is cut: a
+/// follower of the audit log that never reads holds its connection only
+/// until a write to it has waited that long (checked every
+/// `header_timeout`, so cut within that much more), counted as
+/// `phase="write"`; a follower that reads, on the same server at the same
+/// time, keeps its stream.
 #[tokio::test]
 async fn a_follower_that_stops_reading_is_cut() {
     // 2 s: far longer than the reading follower's reader ever waits for CPU.
-    let server = start("[limits]\nheader_timeout = \"2s\"\n");
+    let server = start("[limits]\nheader_timeout = \"1s\"\nwrite_timeout = \"2s\"\n");
     let follow = b"GET /v1/log/audit HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let mut stuck = tls_connect(&server, &server.admin).await;
     stuck.write_all(follow).await.unwrap();
@@ -266,6 +267,7 @@ async fn a_follower_that_stops_reading_is_cut() {
         assert!(started.elapsed() < Duration::from_secs(60), "the follower that stopped reading is still served");
     }
     eprintln!("stuck follower cut after {:?}", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_secs(2), "cut before write_timeout");
 
     // The reading follower still gets new lines.
     c.get("/v1/key/describe/after-the-cut").await;
