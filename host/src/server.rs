@@ -566,6 +566,8 @@ impl Shutdown {
 /// extend the deadline) and idle keep-alive connections, as hyper's own
 /// `header_read_timeout` does — but with one timer per connection, checked
 /// only when it fires, instead of a timer armed and cancelled per request.
+/// The same timer, while a request is active, cuts a client that has left
+/// an answer unread for `limits.write_timeout` (see [`WriteWatch`]).
 /// It also starts the connection's graceful close when the server shuts
 /// down: both are checks on each poll of the connection, kept in one wrapper
 /// so a poll pays for one.
