@@ -90,12 +90,15 @@ fn assert_cut_at(what: &str, c: &Option<Closed>, timeout: Duration) {
 /// labels if any (`keyward_connections_timed_out_total{phase="header"}`).
 async fn metric(c: &Client, series: &str) -> f64 {
     let text = c.get("/v1/metrics").await.text();
+    sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// `series`'s value in Prometheus text, if it is there (a labelled series
+/// appears once it has been counted).
+fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+        .map(|v| v.trim().parse().unwrap())
 }
 
 /// Polls `series` until it equals `want` (within 3 s).
@@ -236,15 +239,15 @@ async fn a_follower_that_stops_reading_is_cut() {
     let (seen_tx, mut seen_rx) = tokio::sync::watch::channel(Vec::new());
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
-        let mut received = Vec::new();
+        // Only what came last matters to the test: the latest 8 KiB.
+        let mut tail = Vec::new();
         loop {
             match reading.read(&mut buf).await {
-                Ok(0) | Err(_) => return received,
+                Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    received.extend_from_slice(&buf[..n]);
-                    // Only the tail matters to the test: what came last.
-                    let tail = received.len().saturating_sub(8192);
-                    seen_tx.send_replace(received[tail..].to_vec());
+                    tail.extend_from_slice(&buf[..n]);
+                    tail.drain(..tail.len().saturating_sub(8192));
+                    seen_tx.send_replace(tail.clone());
                 }
             }
         }
@@ -260,8 +263,7 @@ async fn a_follower_that_stops_reading_is_cut() {
         for _ in 0..50 {
             c.get(&long).await;
         }
-        let text = c.get("/v1/metrics").await.text();
-        if text.lines().any(|l| l.strip_prefix(series).is_some_and(|v| v.trim() == "1")) {
+        if sample(&c.get("/v1/metrics").await.text(), series) == Some(1.0) {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(60), "the follower that stopped reading is still served");
