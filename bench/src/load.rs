@@ -666,10 +666,13 @@ async fn run_in_turns(
     let seconds = (measured_per_turn * turns as u32).as_secs_f64();
     let wall = run_start.elapsed().as_secs_f64();
     let client_requests = tallies.iter().map(|t| t.total).sum();
+    let client = last.client.saturating_sub(first.client);
+    let machine_cores = procfs::busy_cores(first.machine, last.machine);
+    let other_cores = other_cores(&first, &last, wall);
     Ok((0..k)
         .map(|i| {
             let cpu = CpuShare {
-                client: last.client.saturating_sub(first.client),
+                client,
                 client_requests,
                 server: server_usage(&first, &last, i),
                 // The whole run: a server's deferred work may land in
@@ -677,8 +680,8 @@ async fn run_in_turns(
                 server_requests: tallies[i].total,
                 server_seconds: busy[i].as_secs_f64(),
                 wall_seconds: wall,
-                machine_cores: procfs::busy_cores(first.machine, last.machine),
-                other_cores: other_cores(&first, &last, wall),
+                machine_cores,
+                other_cores,
             };
             report(args, i, &shared[i], &tallies[i], seconds, &cpu, pids[i], rss_max[i])
         })
