@@ -416,6 +416,9 @@ enum RequestPath {
 impl RequestPath {
     fn new(uri: http::Uri) -> RequestPath {
         let raw = uri.into_parts().path_and_query.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        if !raw.path().contains('%') {
+            return RequestPath::Raw(raw);
+        }
         // A path that is not UTF-8 once decoded is taken as sent, as before.
         match percent_encoding::percent_decode_str(raw.path()).decode_utf8() {
             Ok(std::borrow::Cow::Owned(path)) => RequestPath::Decoded { path, raw },
