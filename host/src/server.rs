@@ -347,17 +347,7 @@ async fn serve_connection(
     let service = service_fn(move |req: http::Request<Incoming>| {
         requests.begin();
         let reply = api::serve(state, peer.clone(), req.map(|body| DeadlineBody::new(body, body_timeout)));
-        let requests = requests.clone();
-        async move {
-            let Ok(reply) = reply.await;
-            if reply.body().size_hint().exact().is_some() {
-                requests.end();
-                return Ok::<_, std::convert::Infallible>(reply);
-            }
-            // A streamed answer (log following) keeps the request going
-            // until its body is done.
-            Ok(reply.map(|body| api::Body::Stream(BodyExt::boxed(EndsWhenDropped { body, activity: requests }))))
-        }
+        Answer { reply, activity: Some(requests.clone()) }
     });
     // hyper's own HTTP/1 connection, not hyper-util's `auto` one: `auto`
     // first waits for 24 bytes to tell HTTP/2 from HTTP/1 with no timeout,
@@ -442,6 +432,45 @@ impl Activity {
     fn end(&self) {
         self.last_end.store(self.now(), Ordering::Relaxed);
         self.ended.store(self.ended.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer, noting in the connection's [`Activity`] when it
+    /// is ready.
+    ///
+    /// A hand-written future rather than an `async` block: the block would
+    /// hold the request's future as a captured value and, once polled, move
+    /// it into a second slot of its own to await it; that copy of the whole
+    /// future into memory not touched yet was the request path's largest
+    /// source of cache misses (callgrind, encrypt: ~23 of keyward's ~150
+    /// more per request than the baseline's). Here it is polled where it lies.
+    struct Answer<F> {
+        #[pin]
+        reply: F,
+        // Taken when the answer is ready.
+        activity: Option<Arc<Activity>>,
+    }
+}
+
+impl<F: Future<Output = Result<http::Response<api::Body>, std::convert::Infallible>>> Future for Answer<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Poll::Ready(Ok(reply)) = this.reply.poll(cx) else {
+            return Poll::Pending;
+        };
+        let Some(activity) = this.activity.take() else {
+            return Poll::Ready(Ok(reply));
+        };
+        if reply.body().size_hint().exact().is_some() {
+            activity.end();
+            return Poll::Ready(Ok(reply));
+        }
+        // A streamed answer (log following) keeps the request going until
+        // its body is done.
+        Poll::Ready(Ok(reply.map(|body| api::Body::Stream(BodyExt::boxed(EndsWhenDropped { body, activity })))))
     }
 }
 
