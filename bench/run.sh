@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # keyward benchmarks (see BENCHMARKS.md).
 #
-#   bench/run.sh [compare options]   build (release) and run `keyward-bench compare`
-#   bench/run.sh micro [filter]      run the criterion micro-benchmarks
+#   bench/run.sh [compare options]        build (release) and run `keyward-bench compare`
+#   bench/run.sh --pgo [compare options]  the same with profile-guided builds (bench/pgo-build)
+#   bench/run.sh micro [filter]           run the criterion micro-benchmarks
 #
 # Builds take the shared cargo lock (/tmp/keyward-cargo.lock) when flock exists,
 # so they never run alongside another build on a shared machine.
@@ -21,6 +22,16 @@ if [[ "${1:-}" == "micro" ]]; then
     shift
     cargo_locked bench -p keyward-bench -- --warm-up-time 1 --measurement-time 2 "$@"
     exit
+fi
+
+if [[ "${1:-}" == "--pgo" ]]; then
+    shift
+    if command -v flock >/dev/null; then
+        flock /tmp/keyward-cargo.lock bench/pgo-build
+    else
+        bench/pgo-build
+    fi
+    exec target/pgo/release/keyward-bench compare "$@"
 fi
 
 cargo_locked build --release -p keyward -p keyward-bench
