@@ -10,29 +10,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo_locked() {
+locked() {
     if command -v flock >/dev/null; then
-        flock /tmp/keyward-cargo.lock cargo "$@"
+        flock /tmp/keyward-cargo.lock "$@"
     else
-        cargo "$@"
+        "$@"
     fi
 }
 
 if [[ "${1:-}" == "micro" ]]; then
     shift
-    cargo_locked bench -p keyward-bench -- --warm-up-time 1 --measurement-time 2 "$@"
+    locked cargo bench -p keyward-bench -- --warm-up-time 1 --measurement-time 2 "$@"
     exit
 fi
 
 if [[ "${1:-}" == "--pgo" ]]; then
     shift
-    if command -v flock >/dev/null; then
-        flock /tmp/keyward-cargo.lock bench/pgo-build
-    else
-        bench/pgo-build
-    fi
+    locked bench/pgo-build
     exec target/pgo/release/keyward-bench compare "$@"
 fi
 
-cargo_locked build --release -p keyward -p keyward-bench
+locked cargo build --release -p keyward -p keyward-bench
 exec target/release/keyward-bench compare "$@"
