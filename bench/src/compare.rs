@@ -24,6 +24,8 @@ use serde::Serialize;
 use crate::load::{self, Report, Route};
 use crate::procfs;
 
+mod targets;
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct CompareArgs {
     /// The keyward binary (default: `keyward` next to this executable, i.e. target/release/keyward).
@@ -92,6 +94,9 @@ pub struct CompareArgs {
     /// Wait at most this long for running compilers (rustc, cc, ld) to finish before measuring.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
     pub wait_quiet: Duration,
+    /// Exit with an error if any of issue 6's targets measured in this run is missed.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Everything measured, for `--json-out`.
@@ -655,7 +660,16 @@ pub fn run(mut args: CompareArgs) -> Result<()> {
     }
     // Print what was measured even if a later phase failed.
     print!("{}", markdown(&results, &args));
-    outcome
+    outcome?;
+    let missed: Vec<String> = targets::verdicts(&results)
+        .into_iter()
+        .filter(|v| !v.met)
+        .map(|v| format!("{} ({})", v.target, v.measured))
+        .collect();
+    if args.check && !missed.is_empty() {
+        bail!("{} target(s) missed: {}", missed.len(), missed.join("; "));
+    }
+    Ok(())
 }
 
 fn run_phases(ctx: &Ctx, args: &CompareArgs, audit_cost_routes: &[Route], results: &mut Results) -> Result<()> {
@@ -1132,6 +1146,8 @@ fn markdown(r: &Results, args: &CompareArgs) -> String {
             other.len()
         ));
     }
+
+    o.push_str(&targets::markdown(&targets::verdicts(r)));
 
     if let Some(s) = &r.startup {
         let mm = |v: &[f64]| {
