@@ -92,7 +92,7 @@ pub(super) fn verdicts(r: &Results) -> Vec<Verdict> {
         });
     }
     if let Some(mem) = r.memory.as_ref().filter(|m| m.keys > 0) {
-        let added = mib(mem.rss_after_second_touch_kib.saturating_sub(mem.rss_idle_kib));
+        let added = mib(mem.cached_keys_kib());
         let limit = MAX_MIB_PER_100K_KEYS * mem.keys as f64 / 100_000.0;
         out.push(Verdict {
             target: format!("{} cached keys add ≤ {limit:.1} MiB", mem.keys),
