@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of the fuzz targets into fuzz/corpus/<target>/.
 
-Sources: ../shared/kes/vectors.json (ciphertexts in all three formats,
+Sources: tests/fixtures/kes/vectors.json (ciphertexts in all three formats,
 tampered ciphertexts, stored keys, names, policy patterns, HMAC messages),
 examples/*.toml (server config, plugin manifest) and tests/fixtures/kes/*.yml
 (KES configs for `config import`).
 
 Usage: python3 fuzz/seed.py [path/to/vectors.json]
-(default: $KEYWARD_VECTORS, else ../shared/kes/vectors.json next to the repo).
+(default: $KEYWARD_VECTORS, else tests/fixtures/kes/vectors.json).
 
 Seeds are named seed-<hash>, so re-running only adds files and the corpus
 that libFuzzer grows in the same directories is left alone. Standard library
@@ -145,7 +145,7 @@ def seed_files():
 
 def main():
     path = (sys.argv[1] if len(sys.argv) > 1 else None) or os.environ.get("KEYWARD_VECTORS") \
-        or os.path.join(REPO, "..", "shared", "kes", "vectors.json")
+        or os.path.join(REPO, "tests", "fixtures", "kes", "vectors.json")
     with open(path) as f:
         v = json.load(f)
     seed_decrypt(v)

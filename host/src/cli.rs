@@ -31,6 +31,13 @@ pub enum Command {
     ///
     /// Example: keyward server --config keyward.toml
     ///          keyward server --dev
+    ///
+    /// Environment:
+    ///   KEYWARD_LOG         which log lines to write to stderr: a level (trace, debug,
+    ///                       info, warn, error, off; default info), optionally with
+    ///                       target=level directives, e.g. info,keyward=debug
+    ///   KEYWARD_LOG_FORMAT  text (default) or json (one JSON object per line)
+    ///   KEYWARD_CACHE_DIR   where compiled plugins are cached (default ~/.cache/keyward)
     #[command(verbatim_doc_comment, about = "Run the server")]
     Server(ServerArgs),
     /// Create, use and remove cryptographic keys.
@@ -87,7 +94,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
     /// The TOML configuration file.
-    #[arg(long, value_name = "FILE", conflicts_with = "dev", required_unless_present = "dev")]
+    #[arg(long, value_name = "FILE", conflicts_with = "dev")]
     pub config: Option<PathBuf>,
     /// Run with an embedded default configuration, fresh certificates and an
     /// in-process keystore: nothing needs to exist on disk.

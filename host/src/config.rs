@@ -617,6 +617,21 @@ pub struct Settings {
     pub dev: bool,
 }
 
+/// Refuses a policy pattern that no request path can match (a `deny`
+/// written that way would silently not be enforced), naming the policy, the
+/// list and the pattern.
+fn check_patterns(policy: &str, list: &str, patterns: &[String]) -> Result<(), ConfigError> {
+    for (i, pattern) in patterns.iter().enumerate() {
+        if let Some(why) = crate::auth::pattern::Pattern::from_config(pattern).unmatchable() {
+            return Err(invalid(
+                format!("policy.{policy}.{list}[{i}]"),
+                format!("pattern '{pattern}' can never match a request path: {why}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn is_hex_identity(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -755,6 +770,8 @@ impl Settings {
                 }
                 identities.push(id);
             }
+            check_patterns(&name, "allow", &p.allow)?;
+            check_patterns(&name, "deny", &p.deny)?;
             policies.insert(name, PolicySettings { allow: p.allow, deny: p.deny, identities });
         }
 
@@ -868,6 +885,19 @@ mod tests {
         );
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("already has a policy"), "{err}");
+    }
+
+    #[test]
+    fn patterns_that_can_never_match_are_refused_by_name() {
+        let text = format!(
+            "{}[policy.app]\nallow = [\"/v1/key/*\"]\ndeny = [\"/v1/key/decrypt/x\", \"/v1/key/encrypt/app-%73ecret\"]\n",
+            minimal()
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("policy.app.deny[1]") && err.contains("/v1/key/encrypt/app-%73ecret"), "{err}");
+        assert!(err.contains("percent-encoded"), "{err}");
+        let text = format!("{}[policy.app]\nallow = [\"/v1/key/create/ k\"]\n", minimal());
+        assert!(parse(&text).unwrap_err().to_string().contains("policy.app.allow[0]"));
     }
 
     #[test]

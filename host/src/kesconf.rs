@@ -125,6 +125,18 @@ const UNSUPPORTED_KEYSTORES: &[(&str, &str)] = &[
     ("entrust", "(Entrust KeyControl) has no keyward plugin"),
 ];
 
+/// Whether the file at `path` reads as a KES server configuration: a YAML
+/// mapping with at least one of KES's top-level keys. Used to point someone
+/// who passes a KES file to `--config` at `keyward config import`.
+pub fn looks_like_kes_config(path: &std::path::Path) -> bool {
+    const KES_KEYS: &[&str] = &["address", "admin", "tls", "keystore", "policy", "cache", "log", "api", "keys"];
+    let Ok(text) = std::fs::read_to_string(path) else { return false };
+    match serde_yaml::from_str::<Value>(&text) {
+        Ok(Value::Mapping(map)) => map.keys().any(|k| k.as_str().is_some_and(|k| KES_KEYS.contains(&k))),
+        _ => false,
+    }
+}
+
 /// Converts KES YAML `text` (from `file`, used in messages) to keyward TOML.
 pub fn convert(text: &str, file: &str) -> Result<String, ImportError> {
     let kes: KesFile = if text.trim().is_empty() {

@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod dev;
 pub mod kesconf;
 pub mod keys;
+pub mod logging;
 pub mod metrics;
 pub mod plugin;
 pub mod server;

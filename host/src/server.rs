@@ -38,6 +38,14 @@ use crate::plugin::resolve::{default_cache_dir, Plugins, ResolveError};
 use crate::plugin::{EngineOptions, PluginEngine};
 use crate::state::{RouteOverrides, State};
 
+/// The most a connection's read buffer holds: a request head larger than
+/// this is answered 431 and the connection closed, and a body is read in
+/// frames of at most this size. KES's API needs heads of a few hundred
+/// bytes; Go's servers allow 1 MB, of which no KES client uses more than a
+/// few KiB. Together with rustls' buffers this bounds what a connection that
+/// has not yet been authorized can make the server hold (see the README's
+/// security model).
+pub const MAX_HEAD_AND_FRAME: usize = 64 * 1024;
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -355,7 +363,7 @@ async fn serve_connection(
     // slot forever. HTTP/2 is not served anyway. The header timeout is the
     // connection's `HeadWatchdog`, not hyper's (which arms a timer per request).
     let io = WriteWatch { inner: tls, activity: activity.clone() };
-    let conn = http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    let conn = http1::Builder::new().max_buf_size(MAX_HEAD_AND_FRAME).serve_connection(TokioIo::new(io), service);
     match HeadWatchdog::new(conn, activity, shutdown, limits).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "connection ended with an error"),
@@ -806,39 +814,92 @@ fn hangup_stream() -> Hangup {
     Hangup {}
 }
 
-fn init_tracing(enabled: bool) {
-    let filter = if enabled {
-        tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-    } else {
-        tracing_subscriber::EnvFilter::new("off")
-    };
-    // Colour escapes only for a terminal: piped into a file or journald they
-    // would be noise in every line (and break grep).
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
-}
-
 async fn run_server(args: crate::cli::ServerArgs) -> Result<(), String> {
-    let (mut settings, path) = if args.dev {
+    if args.dev {
         let files = crate::dev::prepare().map_err(|e| e.to_string())?;
         let address = args.addr.unwrap_or_else(|| ([127, 0, 0, 1], 7373).into());
-        eprint!("{}", crate::dev::banner(&files, address));
-        (crate::dev::settings(&files, address), None)
-    } else {
-        let path = args.config.ok_or("--config FILE or --dev is required")?;
-        (Settings::load(&path).map_err(|e| e.to_string())?, Some(path))
-    };
+        let settings = crate::dev::settings(&files, address);
+        // The directory holds the admin's private key: it goes when the
+        // server does, however it stops short of a crash.
+        let result = serve(settings, None, Some(&files)).await;
+        if let Err(e) = std::fs::remove_dir_all(&files.dir) {
+            eprintln!("keyward: cannot remove the dev directory {}: {e}", files.dir.display());
+        }
+        return result;
+    }
+    let path = args.config.ok_or(
+        "keyward server needs --config FILE (a keyward TOML file), or --dev for a throw-away server \
+         on 127.0.0.1:7373 with fresh certificates",
+    )?;
+    let mut settings = Settings::load(&path).map_err(|e| match crate::kesconf::looks_like_kes_config(&path) {
+        true => format!(
+            "{} looks like a KES configuration (YAML); convert it with:\n  \
+             keyward config import {} > keyward.toml\nthen start with --config keyward.toml",
+            path.display(),
+            path.display()
+        ),
+        false => e.to_string(),
+    })?;
     if let Some(addr) = args.addr {
         settings.address = addr;
     }
-    init_tracing(settings.log.error);
+    serve(settings, Some(path), None).await
+}
+
+/// Builds and runs a server; for `--dev`, prints how to use it once its
+/// port is bound.
+async fn serve(
+    settings: Settings,
+    path: Option<std::path::PathBuf>,
+    dev: Option<&crate::dev::DevFiles>,
+) -> Result<(), String> {
+    crate::logging::init(settings.log.error).map_err(|e| e.to_string())?;
+    let summary = Summary::of(&settings);
     let server = Server::build(settings, path).await.map_err(|e| e.to_string())?;
     let listener = server.bind().await.map_err(|e| e.to_string())?;
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "listening");
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    if let Some(files) = dev {
+        eprint!("{}", crate::dev::banner(files, addr));
     }
+    tracing::info!(
+        %addr,
+        admin = %summary.admin,
+        keystore = %summary.keystore,
+        policies = summary.policies,
+        audit = %summary.audit,
+        "listening"
+    );
     server.run(listener).await.map_err(|e| e.to_string())
+}
+
+/// What the start-up line tells an operator about the config in force.
+struct Summary {
+    admin: String,
+    keystore: String,
+    policies: usize,
+    audit: String,
+}
+
+impl Summary {
+    fn of(settings: &Settings) -> Summary {
+        Summary {
+            admin: match &settings.admin {
+                crate::config::Admin::Identity(id) => id.clone(),
+                crate::config::Admin::Disabled => "disabled".to_string(),
+            },
+            keystore: match &settings.keystore {
+                Some(k) if k.seal.is_some() => format!("{} (sealed)", k.plugin),
+                Some(k) => k.plugin.clone(),
+                None => "memory (keys are lost at exit)".to_string(),
+            },
+            policies: settings.policies.len(),
+            audit: if settings.audit.is_empty() {
+                "none".to_string()
+            } else {
+                settings.audit.iter().map(|a| a.plugin.as_str()).collect::<Vec<_>>().join(", ")
+            },
+        }
+    }
 }
 
 /// Tasks a runtime worker polls between two looks at the I/O driver

@@ -38,13 +38,18 @@ pub enum TlsError {
     Config(String),
 }
 
-/// Why a peer's certificates do not yield an identity. Messages are KES's.
+/// Why a peer's certificates do not yield an identity. The first two
+/// messages are KES's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
     #[error("tls: client certificate is required")]
     NoCertificate,
     #[error("tls: received more than one client certificate")]
     TooManyCertificates,
+    #[error("tls: the client certificate is a CA certificate")]
+    CaCertificate,
+    #[error("tls: the client certificate cannot be parsed")]
+    Unparseable,
 }
 
 /// The hex SHA-256 of a certificate's DER SubjectPublicKeyInfo, plus whether
@@ -56,23 +61,33 @@ fn spki_identity(cert: &[u8]) -> Option<(String, bool)> {
     Some((hex::encode(Sha256::digest(spki)), is_ca))
 }
 
-/// Computes the KES identity of a client from its presented chain: the one
-/// certificate not marked as CA. Unparseable certificates are skipped.
+/// Computes the KES identity of a client from its presented chain: the hash
+/// of the first certificate's public key.
+///
+/// Only the first certificate is the end-entity whose private key signed the
+/// handshake (TLS 1.2 and 1.3 both verify the signature against it), so only
+/// its key is proven. Every other certificate is an unproven claim: the chain
+/// is refused unless the first certificate is not a CA and all the others
+/// are (intermediates). KES instead takes "the one non-CA certificate
+/// anywhere in the chain", which lets a client that puts a self-signed CA of
+/// its own first and someone else's public certificate second act as that
+/// someone; keyward is stricter here.
 pub fn identity_of_chain(chain: &[CertificateDer<'_>]) -> Result<String, IdentityError> {
-    let mut found = None;
-    for cert in chain {
-        let Some((id, is_ca)) = spki_identity(cert.as_ref()) else {
-            continue;
-        };
-        if is_ca {
-            continue;
-        }
-        if found.is_some() {
-            return Err(IdentityError::TooManyCertificates);
-        }
-        found = Some(id);
+    let Some((leaf, rest)) = chain.split_first() else {
+        return Err(IdentityError::NoCertificate);
+    };
+    let (identity, is_ca) = spki_identity(leaf.as_ref()).ok_or(IdentityError::Unparseable)?;
+    if is_ca {
+        return Err(IdentityError::CaCertificate);
     }
-    found.ok_or(IdentityError::NoCertificate)
+    for cert in rest {
+        match spki_identity(cert.as_ref()) {
+            Some((_, true)) => {}
+            Some((_, false)) => return Err(IdentityError::TooManyCertificates),
+            None => return Err(IdentityError::Unparseable),
+        }
+    }
+    Ok(identity)
 }
 
 /// The identity of a single PEM or DER certificate, for `keyward identity of`.
@@ -211,8 +226,8 @@ mod tests {
     use super::*;
 
     fn vectors() -> serde_json::Value {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/kes/vectors.json")).unwrap();
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/kes/vectors.json"))
+            .unwrap();
         serde_json::from_str(&text).unwrap()
     }
 
@@ -232,5 +247,34 @@ mod tests {
     #[test]
     fn no_certificate_is_refused() {
         assert_eq!(identity_of_chain(&[]), Err(IdentityError::NoCertificate));
+    }
+
+    fn cert(ca: bool) -> (CertificateDer<'static>, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        if ca {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        let cert = params.self_signed(&key).unwrap();
+        let id = identity_of_cert(cert.pem().as_bytes()).unwrap();
+        (cert.der().clone(), id)
+    }
+
+    #[test]
+    fn the_identity_is_the_first_certificate_and_the_rest_must_be_cas() {
+        let (leaf, leaf_id) = cert(false);
+        let (other, _) = cert(false);
+        let (ca, _) = cert(true);
+        assert_eq!(identity_of_chain(std::slice::from_ref(&leaf)), Ok(leaf_id.clone()));
+        assert_eq!(identity_of_chain(&[leaf.clone(), ca.clone()]), Ok(leaf_id));
+        // A CA first (its key signed the handshake) with someone's public
+        // leaf after it must not make the client that someone.
+        assert_eq!(identity_of_chain(&[ca.clone(), leaf.clone()]), Err(IdentityError::CaCertificate));
+        assert_eq!(identity_of_chain(&[ca, other.clone()]), Err(IdentityError::CaCertificate));
+        assert_eq!(identity_of_chain(&[leaf.clone(), other]), Err(IdentityError::TooManyCertificates));
+        assert_eq!(
+            identity_of_chain(&[leaf, CertificateDer::from(b"garbage".to_vec())]),
+            Err(IdentityError::Unparseable)
+        );
     }
 }

@@ -93,7 +93,8 @@ async fn sighup_reloads_policies_and_identities() {
     c.get("/v1/status").await.expect(403, "not authorized: insufficient permissions");
     let mut config = std::fs::read_to_string(&s.config_path).unwrap();
     config.push_str(&format!("[policy.status]\nallow = [\"/v1/status\"]\nidentities = [\"{}\"]\n", app.id));
-    std::fs::write(&s.config_path, config).unwrap();
+    std::fs::write(&s.config_path, &config).unwrap();
+    let good = config;
     s.signal("HUP");
     let mut ok = false;
     for _ in 0..100 {
@@ -110,6 +111,22 @@ async fn sighup_reloads_policies_and_identities() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     c.get("/v1/status").await.ok();
     assert!(s.stderr().contains("reload failed"), "{}", s.stderr());
+    // So does a policy pattern no request path can match: the deny it was
+    // meant to be would not be enforced. The log names policy and pattern.
+    let mut config = good.clone();
+    config.push_str("[policy.other]\nallow = [\"/v1/key/*\"]\ndeny = [\"/v1/key/encrypt/app-%73ecret\"]\n");
+    std::fs::write(&s.config_path, config).unwrap();
+    s.signal("HUP");
+    let logged = "policy.other.deny[0]";
+    for _ in 0..100 {
+        if s.stderr().contains(logged) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let stderr = s.stderr();
+    assert!(stderr.contains(logged) && stderr.contains("app-%73ecret"), "{stderr}");
+    c.get("/v1/status").await.ok();
 }
 
 /// An identity that is in no policy can do nothing but `/version`,
@@ -143,7 +160,7 @@ async fn an_identity_in_no_policy_is_refused_on_every_route() {
         "/v1/key/decrypt/" => json!({"ciphertext": crate::harness::b64(&ct)}),
         "/v1/key/bulk/decrypt/" => json!([{"ciphertext": crate::harness::b64(&ct)}]),
         "/v1/key/hmac/" => json!({"message": "aGk="}),
-        "/v1/policy/write/" => json!({"allow": ["/v1/*"]}),
+        "/v1/policy/write/" | "/v1/policy/create/" => json!({"allow": ["/v1/*"]}),
         "/v1/policy/assign/" => json!({"identity": stranger.id}),
         _ => json!({}),
     };

@@ -420,7 +420,8 @@ pub fn unb64(s: &str) -> Vec<u8> {
 
 /// The shared test vectors.
 pub fn vectors() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/kes/vectors.json")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/kes/vectors.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 

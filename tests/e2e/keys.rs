@@ -22,7 +22,8 @@ async fn create_describe_delete_in_both_generations() {
     d.ok();
     let v = d.json();
     assert_eq!(v["name"], "new-key");
-    assert_eq!(v["algorithm"], "AES256");
+    // The name every Go client generation decodes (v0.22 rejects "AES256").
+    assert_eq!(v["algorithm"], "AES256-GCM_SHA256");
     assert_eq!(v["created_by"], s.admin.id.as_str());
     assert!(v["created_at"].as_str().unwrap().contains('T'));
     assert!(d.text().ends_with('\n'));
@@ -64,6 +65,55 @@ async fn encrypt_decrypt_generate_round_trip_with_context() {
     c.put("/v1/key/encrypt/missing", &json!({"plaintext": ""})).await.expect(404, "key does not exist");
 }
 
+/// Whatever encrypt and generate answer, decrypt accepts: the largest
+/// plaintext (and context) an encrypt body can carry makes a ciphertext whose
+/// decrypt body is larger than 1 MiB, and it still decrypts, alone and in a
+/// bulk call; one byte more plaintext is refused by encrypt, not by decrypt.
+#[tokio::test]
+async fn the_largest_ciphertext_encrypt_makes_decrypts() {
+    const MIB: usize = 1 << 20;
+    let s = TestServer::start("");
+    let c = s.admin_client();
+    c.put_empty("/v1/key/create/big").await.ok();
+    let body_of = |plain: usize, ctx: usize| {
+        json!({"plaintext": b64(&vec![7u8; plain]), "context": b64(&vec![9u8; ctx])}).to_string().into_bytes()
+    };
+    // Half and half: the plaintext and the context both grow in the answer.
+    for (plain, ctx) in [(MIB / 4 * 3 - 30, 0), (MIB / 8 * 3 - 30, MIB / 8 * 3 - 30)] {
+        let mut plain = plain;
+        while body_of(plain + 3, ctx).len() <= MIB {
+            plain += 3;
+        }
+        let body = body_of(plain, ctx);
+        assert!(body.len() <= MIB && body_of(plain + 3, ctx).len() > MIB);
+        let r = c.send("PUT", "/v1/key/encrypt/big", Some(&body), &[]).await;
+        r.ok();
+        let ct = r.json()["ciphertext"].as_str().unwrap().to_string();
+        let decrypt = json!({"ciphertext": ct, "context": b64(&vec![9u8; ctx])});
+        assert!(decrypt.to_string().len() > MIB, "the decrypt body must exceed 1 MiB for this test to mean anything");
+        let d = c.put("/v1/key/decrypt/big", &decrypt).await;
+        d.ok();
+        assert_eq!(unb64(d.json()["plaintext"].as_str().unwrap()).len(), plain);
+        let bulk = c.post("/v1/key/bulk/decrypt/big", &json!([decrypt])).await;
+        bulk.ok();
+        assert_eq!(unb64(bulk.json()[0]["plaintext"].as_str().unwrap()).len(), plain);
+        let over = c.send("PUT", "/v1/key/encrypt/big", Some(&body_of(plain + 3, ctx)), &[]).await;
+        assert_eq!(over.status, 400, "{}", over.text());
+    }
+    // Generate with the largest context.
+    let mut ctx = MIB / 4 * 3 - 30;
+    while json!({"context": b64(&vec![1u8; ctx + 3])}).to_string().len() <= MIB {
+        ctx += 3;
+    }
+    let g = c.put("/v1/key/generate/big", &json!({"context": b64(&vec![1u8; ctx])})).await;
+    g.ok();
+    let d = c
+        .put("/v1/key/decrypt/big", &json!({"ciphertext": g.json()["ciphertext"], "context": b64(&vec![1u8; ctx])}))
+        .await;
+    d.ok();
+    assert_eq!(d.json()["plaintext"], g.json()["plaintext"]);
+}
+
 /// Decrypts a server ciphertext with code written here from the spec, not the
 /// server's crypto module: per-message key HMAC-SHA256(key, iv), AES-256-GCM.
 fn independent_aes_decrypt(key: &[u8], ciphertext: &[u8], context: &[u8]) -> Vec<u8> {
@@ -96,7 +146,7 @@ async fn server_ciphertexts_decrypt_with_an_independent_implementation() {
     let chacha_key = [0x17u8; 32];
     c.put("/v1/key/import/aes", &json!({"key": b64(&aes_key), "cipher": "AES256"})).await.ok();
     c.put("/v1/key/import/cha", &json!({"key": b64(&chacha_key), "cipher": "ChaCha20"})).await.ok();
-    assert_eq!(c.get("/v1/key/describe/cha").await.json()["algorithm"], "ChaCha20");
+    assert_eq!(c.get("/v1/key/describe/cha").await.json()["algorithm"], "XCHACHA20-POLY1305");
     for plaintext in [&b""[..], b"x", &[7u8; 1000]] {
         let ct = c.encrypt("aes", plaintext, Some(b"ctx")).await;
         assert_eq!(independent_aes_decrypt(&aes_key, &ct, b"ctx"), plaintext);

@@ -13,6 +13,7 @@ mod disk;
 mod hostile;
 mod keys;
 mod lifecycle;
+mod memory;
 mod plugin_cli;
 mod plugins;
 mod policies;

@@ -584,9 +584,12 @@ async fn no_secret_escapes(sealed: bool) {
     let r = t.json("PUT", "/v1/key/hmac/legacy", json!({"message": b64(&m)}), &[]).await;
     r.expect(409, "key does not support HMAC");
 
-    // A server-side error (logged, streamed) that names the canary.
-    let r = t.send("PUT", &format!("/v1/enclave/create/{canary}"), None, &[]).await;
-    assert_eq!(r.status, 501);
+    // A server-side error (logged, streamed) that names the canary: a key
+    // under the canary's name whose stored value does not decode.
+    let corrupt_canary = format!("{canary}-corrupt");
+    plant(&keys.0, seal.as_ref(), &corrupt_canary, b"not a key");
+    let r = t.send("GET", &format!("/v1/key/describe/{corrupt_canary}"), None, &[]).await;
+    r.expect(502, "failed to read key");
     let last = format!("/v1/key/describe/{canary}");
     t.send("GET", &last, None, &[]).await.ok();
 

@@ -63,6 +63,74 @@ async fn metrics_count_requests_by_class() {
     assert!(error_line.ends_with(" 1"), "{error_line}");
 }
 
+/// What a Go KES client makes of `/v1/metrics`: expfmt's text parser groups
+/// samples into families (a histogram's `_bucket`, `_sum` and `_count` are
+/// one family, its `le` buckets one series); the client then walks every
+/// family. v0.19 refuses any family with other than one series; v0.22,
+/// kes-go and kms-go refuse any but the three request counters (which they
+/// sum). Returns each family with its number of series.
+fn families_as_go_reads_them(text: &str) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut types = std::collections::BTreeMap::new();
+    let mut families: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            types.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (series, _value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = series.split_once('{').map(|(n, l)| (n, l.trim_end_matches('}'))).unwrap_or((series, ""));
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|base| matches!(types.get(*base).map(String::as_str), Some("histogram" | "summary")))
+            })
+            .unwrap_or(name);
+        let key: Vec<&str> = labels
+            .split(',')
+            .filter(|l| !l.is_empty() && !l.starts_with("le=") && !l.starts_with("quantile="))
+            .collect();
+        families.entry(family.to_string()).or_default().insert(key.join(","));
+    }
+    families
+}
+
+/// `Metrics()` of every KES client generation: the answer to a request as
+/// they send it (no `Accept` header) decodes; every family holds exactly one
+/// series, the strictest (v0.19) rule. A scraper (`Accept` given) also gets
+/// keyward's labelled families.
+#[tokio::test]
+async fn metrics_decode_in_every_kes_client_generation() {
+    let s = TestServer::start("[limits]\nhandshake_timeout = \"1s\"\n");
+    // Make the labelled families have several series.
+    drop(tokio::net::TcpStream::connect(s.addr).await.unwrap());
+    let c = s.admin_client();
+    c.get("/v1/key/describe/none").await;
+    let raw = crate::harness::raw_request(
+        &s,
+        &s.admin,
+        "GET /v1/metrics HTTP/1.1\r\nHost: localhost\r\nUser-Agent: Go-http-client/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let families = families_as_go_reads_them(body);
+    assert!(families.len() >= 14, "{families:?}");
+    for (family, series) in &families {
+        assert_eq!(series.len(), 1, "family {family} has {} series, which Go clients refuse: {series:?}", series.len());
+    }
+    for kes in ["kes_http_request_success", "kes_http_response_time", "kes_system_up_time", "kes_log_audit_events"] {
+        assert!(families.contains_key(kes), "{kes} missing");
+    }
+    // Prometheus (and curl, and reqwest) send an Accept header.
+    let scraped = families_as_go_reads_them(&c.get("/v1/metrics").await.text());
+    assert!(scraped["keyward_connections_timed_out_total"].len() >= 2, "{scraped:?}");
+}
+
 #[tokio::test]
 async fn audit_lines_on_stdout_cover_every_request_including_refused_ones() {
     let s = TestServer::start("[log]\naudit = \"on\"\n");

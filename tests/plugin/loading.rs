@@ -86,6 +86,88 @@ async fn precompiled_cache_is_used_and_survives_corruption() {
     new_engine().load(&spec).unwrap();
 }
 
+/// The cache runs what it loads as native code, so a file another local
+/// user planted must never be loaded, even one crafted to look exactly like
+/// a cache entry for the component (here: the machine code of `audit-file`
+/// under `keystore-fs`'s name and digest). Neither a world-writable cache
+/// directory nor a foreign-owned or group/other-writable file is used; the
+/// pinned component is compiled instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_cache_file_is_never_loaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let cache = TempDir::new("cache-planted");
+    let fs_spec = pinned("fs", "keystore_fs", PluginKind::Keystore, Grants::default());
+    let sink_spec = pinned("sink", "audit_file", PluginKind::AuditSink, Grants::default());
+    let fs_sha = fs_spec.sha256.clone().unwrap();
+    let sink_sha = sink_spec.sha256.clone().unwrap();
+    let new_engine = || PluginEngine::new(EngineOptions { cache_dir: Some(cache.path().to_path_buf()) }).unwrap();
+    new_engine().load(&fs_spec).unwrap();
+    new_engine().load(&sink_spec).unwrap();
+    let file_of = |sha: &str| {
+        let name = dir_names(cache.path()).into_iter().find(|n| n.starts_with(sha)).unwrap();
+        cache.path().join(name)
+    };
+    let (fs_file, sink_file) = (file_of(&fs_sha), file_of(&sink_sha));
+    // The crafted file: audit-file's artifact, its header claiming fs's digest.
+    let forged = std::fs::read(&sink_file).unwrap();
+    let at = forged.windows(64).position(|w| w == sink_sha.as_bytes()).unwrap();
+    let mut crafted = forged.clone();
+    crafted[at..at + 64].copy_from_slice(fs_sha.as_bytes());
+    // And the bare machine code, with no header at all.
+    let header_end = forged.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(2).unwrap().0 + 1;
+    let bare = forged[header_end..].to_vec();
+    let planted = std::cell::RefCell::new(crafted.clone());
+    let plant = |mode: u32, owner: Option<u32>| {
+        std::fs::remove_file(&fs_file).unwrap();
+        std::fs::write(&fs_file, &*planted.borrow()).unwrap();
+        std::fs::set_permissions(&fs_file, std::fs::Permissions::from_mode(mode)).unwrap();
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(&fs_file, Some(uid), Some(uid)).unwrap();
+        }
+    };
+    let loads_as_keystore = || {
+        let loaded = new_engine().load(&fs_spec).expect("the pinned keystore must load");
+        assert_eq!(loaded.info.world().map(|(kind, _)| kind), Some(PluginKind::Keystore));
+    };
+    // The bare artifact in a private directory, owned by the server's user:
+    // without a header binding it to fs's digest it is not used either.
+    *planted.borrow_mut() = bare.clone();
+    plant(0o600, None);
+    loads_as_keystore();
+
+    // Group/other-writable file in a private directory.
+    *planted.borrow_mut() = crafted.clone();
+    plant(0o666, None);
+    loads_as_keystore();
+    // A world-writable directory is not used at all: nothing is (re)written.
+    plant(0o600, None);
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    loads_as_keystore();
+    assert_eq!(std::fs::read(&fs_file).unwrap(), crafted, "an untrusted cache directory was written to");
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root: files owned by another user need chown");
+        eprintln!("SKIPPED part: files owned by another user need root (chown)");
+        return;
+    }
+    // A file owned by another user (nobody), in a private and in a
+    // world-writable directory, crafted or bare.
+    for file in [&crafted, &bare] {
+        *planted.borrow_mut() = file.clone();
+        plant(0o644, Some(65534));
+        loads_as_keystore();
+        plant(0o644, Some(65534));
+        std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        loads_as_keystore();
+        std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    // An honest entry is still used after all that: the file written back
+    // by the last load in a private directory is fs's own.
+    new_engine().load(&fs_spec).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_world_and_wrong_version_are_refused_by_name() {
     let engine = shared_engine();

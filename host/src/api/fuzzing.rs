@@ -3,7 +3,7 @@
 //! [`parse_bodies`] decodes one body as every request type of `key.rs`, the
 //! way the handlers do: object bodies through the same check as
 //! [`Call::json`](super::Call::json) (first non-whitespace byte `{`, then
-//! serde_json), the bulk-decrypt array as [`Call::json_any`](super::Call::json_any),
+//! serde_json with Go's field matching), the bulk-decrypt array as [`Call::json_any`](super::Call::json_any),
 //! and `generate` also accepting an empty body.
 
 use serde::de::DeserializeOwned;
@@ -32,7 +32,7 @@ fn object<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
 
 /// `Call::json_any`.
 fn any<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
-    serde_json::from_slice(body).ok()
+    super::go_json::from_slice(body).ok()
 }
 
 /// Decodes `body` as each `/v1/key/*` request type.

@@ -65,6 +65,8 @@ struct SelfDescription<'a> {
     admin: bool,
     #[serde(skip_serializing_if = "str::is_empty")]
     policy_name: &'a str,
+    /// Left out rather than `""` when unknown: Go cannot parse `""` as a time.
+    #[serde(skip_serializing_if = "String::is_empty")]
     created_at: String,
     #[serde(skip_serializing_if = "str::is_empty")]
     created_by: &'a str,

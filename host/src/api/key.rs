@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use zeroize::Zeroizing;
 
 use super::error::ApiError;
-use super::{empty_reply, json_reply, ndjson_reply, rfc3339, Call, Reply};
+use super::{empty_reply, json_reply, ndjson_reply, rfc3339, secret_json_reply, Call, Reply};
 use crate::auth::names;
 use crate::crypto::{Algorithm, SecretKey, StoredKey};
 
@@ -103,7 +103,7 @@ pub async fn describe(call: &Call<'_>) -> Result<Reply, ApiError> {
     let key = call.state.keys.get(call.name).await?;
     json_reply(&DescribeResponse {
         name: call.name,
-        algorithm: key.key.algorithm().as_str(),
+        algorithm: key.key.algorithm().client_name(),
         created_at: key.created_at.map(rfc3339).unwrap_or_default(),
         created_by: &key.created_by,
     })
@@ -162,7 +162,7 @@ pub async fn generate(call: &Call<'_>) -> Result<Reply, ApiError> {
     let (plain, ciphertext) = crate::crypto::generate_data_key(&key.key, &req.context.0)
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to generate encryption key"))?;
     let plaintext = Zeroizing::new(B64.encode(&plain[..]));
-    json_reply(&GenerateResponse { plaintext: &plaintext, ciphertext: B64.encode(ciphertext) })
+    secret_json_reply(&GenerateResponse { plaintext: &plaintext, ciphertext: B64.encode(ciphertext) })
 }
 
 #[derive(Deserialize)]
@@ -217,7 +217,7 @@ pub async fn decrypt(call: &Call<'_>) -> Result<Reply, ApiError> {
     check_name(call)?;
     let req: DecryptRequest = call.json()?;
     let key = call.state.keys.get(call.name).await?;
-    json_reply(&open(&key, &req)?)
+    secret_json_reply(&open(&key, &req)?)
 }
 
 /// Most ciphertexts one bulk call may carry, as in KES.
@@ -231,7 +231,7 @@ pub async fn bulk_decrypt(call: &Call<'_>) -> Result<Reply, ApiError> {
     }
     let key = call.state.keys.get(call.name).await?;
     let out = reqs.iter().map(|r| open(&key, r)).collect::<Result<Vec<_>, _>>()?;
-    json_reply(&out)
+    secret_json_reply(&out)
 }
 
 #[derive(Deserialize)]

@@ -6,9 +6,11 @@
 //! [`Call`] and answer `Result<Reply, ApiError>`; every error becomes a JSON
 //! `{"message": …}` in one place ([`error`]).
 
+pub mod body;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod go_json;
 mod identity;
 mod key;
 mod policy;
@@ -32,6 +34,8 @@ use crate::state::State;
 use crate::tls::IdentityError;
 use error::ApiError;
 use routes::{AuthClass, Handler, Route};
+
+pub use body::{BodyTimedOut, RequestBody};
 
 /// Response body: a full buffer (every answer but log following) or a
 /// stream. An enum rather than a boxed body, so the usual answer costs no
@@ -125,6 +129,10 @@ pub struct Call<'a> {
     /// Whether a listing should be JSON (`Accept: application/json`).
     /// No Go client sends `Accept`; all of them read ndjson.
     pub wants_json: bool,
+    /// The request has an `Accept` header (the Go KES clients send none).
+    pub accepts_any: bool,
+    /// The `Kes-Enclave` header named an enclave other than the default.
+    pub other_enclave: bool,
     pub query: Option<&'a str>,
     pub body: Bytes,
 }
@@ -161,7 +169,8 @@ impl Call<'_> {
         }
     }
 
-    /// Decodes a JSON object body; any malformed body is the same 400.
+    /// Decodes a JSON object body, matching field names as Go does
+    /// ([`go_json`]); any malformed body is the same 400.
     ///
     /// serde would also fill a struct from a JSON array; Go (and so KES)
     /// refuses that, and so do we.
@@ -172,9 +181,10 @@ impl Call<'_> {
         self.json_any()
     }
 
-    /// Decodes any JSON body (arrays included).
+    /// Decodes any JSON body (arrays included), matching field names as Go
+    /// does.
     pub fn json_any<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.body).map_err(|_| ApiError::invalid_body())
+        go_json::from_slice(&self.body).map_err(|_| ApiError::invalid_body())
     }
 }
 
@@ -196,6 +206,17 @@ pub fn json_reply<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to encode response"))?;
     body.push(b'\n');
     Ok(full(StatusCode::OK, Some("application/json"), body))
+}
+
+/// 200 with a JSON body that carries a secret (a plaintext, a data key):
+/// the buffer is zeroed once hyper has written it and let it go.
+pub fn secret_json_reply<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
+    let mut body = serde_json::to_vec(value)
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to encode response"))?;
+    body.push(b'\n');
+    let mut r = Response::new(Body::full(Bytes::from_owner(body::WipedOnDrop(body))));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(r)
 }
 
 /// 200 with no body.
@@ -258,62 +279,6 @@ fn header_has(headers: &http::HeaderMap, name: http::header::HeaderName, needle:
     headers.get_all(name).iter().any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains(needle)))
 }
 
-/// The error a request body yields when it did not fully arrive within the
-/// server's `limits.body_timeout`. The server wraps hyper's body to produce
-/// it (see `crate::server`); here it becomes a 408 instead of a 400.
-#[derive(Debug, thiserror::Error)]
-#[error("request body not received within {0:?}")]
-pub struct BodyTimedOut(pub std::time::Duration);
-
-/// What [`serve`] accepts as a request body: hyper's [`hyper::body::Incoming`], or the
-/// server's deadline wrapper around it.
-pub trait RequestBody: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> {}
-impl<B: hyper::body::Body<Data = Bytes, Error: Into<BoxError>>> RequestBody for B {}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Reads the body up to `limit` bytes; more is a 400, as in KES. A body that
-/// does not arrive in time is a 408.
-///
-/// A body that comes in one piece (the usual small request) is returned as
-/// that piece: no buffer list, no copy.
-async fn read_body(body: impl RequestBody, limit: usize) -> Result<Bytes, ApiError> {
-    // Not refused from its announced length alone: the body is read until
-    // it passes the limit (as KES does), so a client still sending it sees
-    // the 400 rather than a connection reset.
-    let mut body = std::pin::pin!(body);
-    let mut first: Option<Bytes> = None;
-    let mut joined: Option<Vec<u8>> = None;
-    let mut len = 0usize;
-    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let frame = frame.map_err(|e| {
-            let e: BoxError = e.into();
-            if e.is::<BodyTimedOut>() {
-                ApiError::new(StatusCode::REQUEST_TIMEOUT, "request body timeout exceeded")
-            } else {
-                ApiError::invalid_body()
-            }
-        })?;
-        let Ok(data) = frame.into_data() else { continue };
-        len = len.saturating_add(data.len());
-        if len > limit {
-            return Err(ApiError::invalid_body());
-        }
-        match (&first, &mut joined) {
-            (None, _) => first = Some(data),
-            (Some(f), None) => joined = Some([&f[..], &data[..]].concat()),
-            (Some(_), Some(all)) => all.extend_from_slice(&data),
-        }
-        if joined.is_none() && body.is_end_stream() {
-            break;
-        }
-    }
-    Ok(match joined {
-        Some(all) => Bytes::from(all),
-        None => first.unwrap_or_default(),
-    })
-}
-
 /// Serves one request. Never fails: every error is a JSON answer.
 ///
 /// Everything decided from the head alone (routing, authorization) happens
@@ -348,7 +313,7 @@ pub fn serve<B: RequestBody>(
         let reply = match result {
             Ok(r) => r,
             Err(e) => {
-                if e.status.is_server_error() {
+                if e.status.is_server_error() && e.status != StatusCode::NOT_IMPLEMENTED {
                     state.errors.error(&format!("{}: {}", &*path, e.message));
                 }
                 error_reply(&e)
@@ -380,6 +345,10 @@ struct Admitted {
     name_at: usize,
     timeout: std::time::Duration,
     wants_json: bool,
+    /// The request has an `Accept` header.
+    accepts_any: bool,
+    /// The `Kes-Enclave` header names an enclave other than the default.
+    other_enclave: bool,
 }
 
 /// Routes and authenticates a request from its head alone: everything
@@ -397,9 +366,11 @@ fn admit(state: &State, peer: &Peer, path: &RequestPath, head: &http::request::P
     };
     let timeout = setting.and_then(|s| s.timeout).unwrap_or(route.timeout);
     authenticate(state, peer, path, auth)?;
+    let other_enclave = head.headers.get(KES_ENCLAVE).is_some_and(|v| !is_default_enclave(v.as_bytes()));
+    let accepts_any = head.headers.contains_key(ACCEPT);
     let wants_json = header_has(&head.headers, ACCEPT, "application/json")
         && !header_has(&head.headers, ACCEPT, "application/x-ndjson");
-    Ok(Admitted { route, name_at: path.len() - name.len(), timeout, wants_json })
+    Ok(Admitted { route, name_at: path.len() - name.len(), timeout, wants_json, accepts_any, other_enclave })
 }
 
 /// A request's URL path, percent-decoded. Kept as the URI's own bytes when
@@ -454,13 +425,19 @@ async fn run<B: RequestBody>(
     body: B,
 ) -> Result<Reply, ApiError> {
     let route = admitted.route;
-    let body = if route.max_body > 0 { read_body(body, route.max_body).await? } else { Bytes::new() };
+    // The body's share of the body budget is held until the handler is done.
+    let (body, _share) = match route.max_body {
+        0 => (Bytes::new(), None),
+        limit => body::read_body(body, limit).await?.into_parts(),
+    };
     let call = Call {
         state,
         route,
         name: path.get(admitted.name_at..).unwrap_or_default(),
         identity,
         wants_json: admitted.wants_json,
+        accepts_any: admitted.accepts_any,
+        other_enclave: admitted.other_enclave,
         query: path.query(),
         body,
     };
@@ -551,8 +528,8 @@ async fn dispatch_other(call: Call<'_>) -> Result<Reply, ApiError> {
         Handler::Api => system::api(&call),
         Handler::LogError => stream_reply(call.state.errors.follow()),
         Handler::LogAudit => stream_reply(call.state.audit.follow()),
-        Handler::EnclaveCreate => Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "creating encalves is not supported")),
-        Handler::EnclaveDelete => Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "deleting encalves is not supported")),
+        Handler::EnclaveCreate => Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "creating enclaves is not supported")),
+        Handler::EnclaveDelete => Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "deleting enclaves is not supported")),
         Handler::KeyCreate => key::create(&call).await,
         Handler::KeyImport => key::import(&call).await,
         Handler::KeyDescribe => key::describe(&call).await,
@@ -631,13 +608,21 @@ pub fn push_fraction_z(out: &mut String, nanos: u32) {
     out.push('Z');
 }
 
-/// Handles the `enclave` query: only the default enclave exists.
+/// The header kes-go (v0.2) names an enclave with; v0.22 uses the
+/// `enclave` query parameter instead.
+const KES_ENCLAVE: &str = "kes-enclave";
+
+fn is_default_enclave(name: &[u8]) -> bool {
+    name.is_empty() || name == b"default"
+}
+
+/// Handles the `enclave` query parameter and the `Kes-Enclave` header alike:
+/// only the default enclave exists.
 pub fn check_enclave(call: &Call<'_>) -> Result<(), ApiError> {
-    let Some(q) = call.query else { return Ok(()) };
-    for (k, v) in form_pairs(q) {
-        if k == "enclave" && !(v.is_empty() || v == "default") {
-            return Err(ApiError::not_found("enclave does not exist"));
-        }
+    let in_query =
+        || call.query.is_some_and(|q| form_pairs(q).any(|(k, v)| k == "enclave" && !is_default_enclave(v.as_bytes())));
+    if call.other_enclave || in_query() {
+        return Err(ApiError::not_found("enclave does not exist"));
     }
     Ok(())
 }
@@ -654,25 +639,6 @@ pub fn form_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frames(parts: Vec<&'static [u8]>) -> impl RequestBody {
-        http_body_util::StreamBody::new(futures_util::stream::iter(
-            parts.into_iter().map(|p| Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from_static(p)))),
-        ))
-    }
-
-    /// A body is read whole however it is split into frames, and one over
-    /// the route's limit is refused whether or not it announced its size.
-    #[tokio::test]
-    async fn a_body_in_several_frames_is_joined_and_limited() {
-        assert_eq!(read_body(frames(vec![b"{\"a\":", b"1", b"}"]), 100).await.unwrap(), &b"{\"a\":1}"[..]);
-        assert_eq!(read_body(frames(vec![b"abc"]), 100).await.unwrap(), &b"abc"[..]);
-        assert_eq!(read_body(frames(vec![]), 100).await.unwrap(), &b""[..]);
-        let over = read_body(frames(vec![b"abc", b"def"]), 5).await.unwrap_err();
-        assert_eq!(over.status, StatusCode::BAD_REQUEST);
-        let announced = http_body_util::Full::new(Bytes::from_static(b"too long"));
-        assert_eq!(read_body(announced, 5).await.unwrap_err().status, StatusCode::BAD_REQUEST);
-    }
 
     fn at(unix_nanos: i128) -> time::OffsetDateTime {
         time::OffsetDateTime::from_unix_timestamp_nanos(unix_nanos).unwrap()

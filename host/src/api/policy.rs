@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::{empty_reply, json_reply, ndjson_reply, rfc3339, Call, Reply};
+use crate::auth::pattern::Pattern;
 use crate::auth::{names, PolicyRecord};
 
 fn check_name(call: &Call<'_>) -> Result<(), ApiError> {
@@ -82,18 +83,57 @@ pub fn read(call: &Call<'_>) -> Result<Reply, ApiError> {
     json_reply(&ReadNew::of(call.name, p))
 }
 
+/// A policy as the Go clients send it: `{"Allow": [...], "Deny": [...]}`
+/// from v0.19-v0.22 (untagged Go fields, matched case-insensitively), or
+/// `{"Allow": {"<pattern>": {}}, ...}` from kes-go's `CreatePolicy`. Other
+/// fields (`Info`, `CreatedAt`, `CreatedBy`) are ignored, as KES ignored them.
 #[derive(Deserialize)]
 struct WriteRequest {
     #[serde(default)]
-    allow: Vec<String>,
+    allow: Patterns,
     #[serde(default)]
-    deny: Vec<String>,
+    deny: Patterns,
+}
+
+/// A list of patterns, or the keys of an object; `null` is none.
+#[derive(Default)]
+struct Patterns(Vec<String>);
+
+impl<'de> Deserialize<'de> for Patterns {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Shape {
+            List(Vec<String>),
+            Map(BTreeMap<String, serde::de::IgnoredAny>),
+        }
+        Ok(Patterns(match Option::<Shape>::deserialize(d)? {
+            None => Vec::new(),
+            Some(Shape::List(list)) => list,
+            Some(Shape::Map(map)) => map.into_keys().collect(),
+        }))
+    }
 }
 
 pub fn write(call: &Call<'_>) -> Result<Reply, ApiError> {
     check_old_name(call)?;
     let req: WriteRequest = call.json()?;
-    let record = PolicyRecord::from_old_api(req.allow, req.deny, call.caller().to_string());
+    // `/v1/policy/create` is kes-go's, of the 2023 generation: its patterns
+    // are prefixes (trailing `*`) or exact; `/v1/policy/write` is v0.19's,
+    // whose patterns are globs.
+    let new_generation = call.route.path == "/v1/policy/create/";
+    let compile = if new_generation { Pattern::new_generation } else { Pattern::glob };
+    for pattern in req.allow.0.iter().chain(&req.deny.0) {
+        if let Some(why) = compile(pattern).unmatchable() {
+            return Err(ApiError::bad_request(format!("policy pattern '{pattern}' can never match: {why}")));
+        }
+    }
+    let (allow, deny, by) = (req.allow.0, req.deny.0, call.caller().to_string());
+    let record = if new_generation {
+        PolicyRecord::from_new_api(allow, deny, by)
+    } else {
+        PolicyRecord::from_old_api(allow, deny, by)
+    };
     call.state.authority.rcu(|a| a.with_policy(call.name, record.clone()));
     empty_reply()
 }

@@ -7,6 +7,7 @@ use super::error::ApiError;
 use super::routes::ROUTES;
 use super::{empty_reply, json_reply, raw_reply, Call, Reply};
 use crate::keys::store::StoreError;
+use crate::metrics::Families;
 use crate::metrics::ProcessStats;
 
 /// The version reported by `/version` and `/v1/status`.
@@ -75,8 +76,15 @@ pub async fn status(call: &Call<'_>) -> Result<Reply, ApiError> {
     })
 }
 
+/// The Prometheus text format. Every Go KES client decodes the whole answer
+/// and fails on any family with more than one series (v0.19 on any family,
+/// later ones on every family but the request counters), and none of them
+/// sends an `Accept` header, while Prometheus and curl always do. So the
+/// families keyward breaks down by label are shown only to a request with an
+/// `Accept` header; the KES families, all single series, are always there.
 pub fn metrics(call: &Call<'_>) -> Result<Reply, ApiError> {
-    raw_reply("text/plain; version=0.0.4; charset=utf-8", call.state.metrics.render(call.state.keys.cached()))
+    let families = if call.accepts_any { Families::All } else { Families::SingleSeries };
+    raw_reply("text/plain; version=0.0.4; charset=utf-8", call.state.metrics.render(call.state.keys.cached(), families))
 }
 
 #[derive(Serialize)]

@@ -39,6 +39,16 @@ impl PolicyRecord {
         PolicyRecord { allow, deny, policy, created_at, created_by }
     }
 
+    /// A policy written through kes-go's `CreatePolicy` (2023 generation):
+    /// a trailing `*` is a prefix, anything else is exact.
+    pub fn from_new_api(allow: Vec<String>, deny: Vec<String>, created_by: String) -> Self {
+        let policy = Policy {
+            allow: allow.iter().map(|p| Pattern::new_generation(p)).collect(),
+            deny: deny.iter().map(|p| Pattern::new_generation(p)).collect(),
+        };
+        PolicyRecord { allow, deny, policy, created_at: OffsetDateTime::now_utc(), created_by }
+    }
+
     /// A policy written through the old (v0.19) API: every pattern is a glob.
     pub fn from_old_api(allow: Vec<String>, deny: Vec<String>, created_by: String) -> Self {
         let policy = Policy {

@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn vectors_names() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/kes/vectors.json");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/kes/vectors.json");
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let cases = v["names"].as_array().unwrap();

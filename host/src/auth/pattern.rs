@@ -258,6 +258,46 @@ impl Pattern {
         }
     }
 
+    /// Why a pattern can never match a request path, if it cannot.
+    ///
+    /// Request paths are matched percent-decoded, and every path the API
+    /// serves consists of `/`, ASCII letters and digits, `_`, `-` and, in
+    /// listings, `*`. A pattern with any other character (a percent-encoded
+    /// byte such as `%73`, whitespace, a control character, `.`, …), an empty
+    /// pattern, a malformed glob or one not starting where a path starts would
+    /// be accepted and silently never match, so a `deny` written that way
+    /// would not be enforced. Glob syntax (`?`, `[…]`, `\`) is allowed only in
+    /// patterns that are globs.
+    pub fn unmatchable(&self) -> Option<String> {
+        let text = self.as_str();
+        if text.is_empty() {
+            return Some("an empty pattern matches nothing".into());
+        }
+        if let Some(at) = text.find('%') {
+            let escape = text.get(at..at + 3).unwrap_or(&text[at..]);
+            return Some(format!(
+                "'{escape}' looks percent-encoded, but paths are matched decoded: write the character itself"
+            ));
+        }
+        let glob = matches!(self, Pattern::Glob(_));
+        let allowed = |c: char| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, '/' | '_' | '-' | '*')
+                || (glob && matches!(c, '?' | '[' | ']' | '^' | '\\'))
+        };
+        if let Some(c) = text.chars().find(|&c| !allowed(c)) {
+            let shown = if c.is_control() || c.is_whitespace() { format!("{:?}", c) } else { format!("'{c}'") };
+            return Some(format!("{shown} never appears in a request path"));
+        }
+        if glob && !glob_is_valid(text) {
+            return Some("malformed glob (an unclosed or empty '[...]' or a trailing '\\')".into());
+        }
+        if !(text.starts_with('/') || text.starts_with('*') || (glob && text.starts_with(['?', '[']))) {
+            return Some("request paths start with '/'".into());
+        }
+        None
+    }
+
     /// Old-generation pattern (policies written through the old API): always a glob.
     pub fn glob(text: &str) -> Pattern {
         Pattern::Glob(text.to_owned())
@@ -339,10 +379,41 @@ impl Policy {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn patterns_that_can_never_match_are_named() {
+        for ok in
+            ["/v1/key/encrypt/app-*", "*", "/v1/key/*/app-[a-z]?", "/v1/key/list/*", "/version", "/v1/key/list/a\\*b"]
+        {
+            assert_eq!(Pattern::from_config(ok).unmatchable(), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("/v1/key/encrypt/app-%73ecret", "'%73' looks percent-encoded"),
+            ("/v1/key/encrypt/app secret", "' ' never appears"),
+            ("/v1/key/encrypt/app\tsecret", "'\\t' never appears"),
+            ("/v1/key/encrypt/a.b", "'.' never appears"),
+            ("", "empty"),
+            ("v1/key/encrypt/k", "start with '/'"),
+            ("/v1/key/[a-", "malformed glob"),
+            ("/v1/key/describe/k?", ""),
+        ] {
+            let why_not = Pattern::from_config(bad).unmatchable();
+            if why.is_empty() {
+                assert_eq!(why_not, None, "{bad}");
+                continue;
+            }
+            let why_not = why_not.unwrap_or_else(|| panic!("{bad:?} was accepted"));
+            assert!(why_not.contains(why), "{bad:?}: {why_not}");
+        }
+        // A prefix pattern has no escapes: its `\` is literal, and no path has one.
+        assert!(Pattern::from_config("/v1/k\\*").unmatchable().is_some());
+        // An exact pattern has no glob syntax.
+        assert!(Pattern::Exact("/v1/key/[x]".into()).unmatchable().is_some());
+    }
+
     use super::*;
 
     fn vectors() -> serde_json::Value {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/kes/vectors.json");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/kes/vectors.json");
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
         serde_json::from_str(&text).unwrap()
     }

@@ -55,6 +55,16 @@ impl Algorithm {
         }
     }
 
+    /// The name every Go client generation decodes: v0.22 knows only
+    /// `AES256-GCM_SHA256` and `XCHACHA20-POLY1305`, kes-go and kms-go know
+    /// those as well as `AES256` and `ChaCha20`. Key descriptions answer this.
+    pub const fn client_name(self) -> &'static str {
+        match self {
+            Algorithm::Aes256 => "AES256-GCM_SHA256",
+            Algorithm::ChaCha20 => "XCHACHA20-POLY1305",
+        }
+    }
+
     /// Parses every name any KES generation uses for a key type:
     /// `AES256`, `AES256-GCM_SHA256`, `ChaCha20`, `XCHACHA20-POLY1305`
     /// (case-sensitive, as in KES).

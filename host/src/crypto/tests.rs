@@ -1,4 +1,4 @@
-//! Tests against /work/shared/kes/vectors.json plus round-trip and
+//! Tests against tests/fixtures/kes/vectors.json plus round-trip and
 //! robustness (never-panic) tests.
 
 use base64::Engine as _;
@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::*;
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/kes/vectors.json");
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/kes/vectors.json");
 
 fn vectors() -> Value {
     let text = std::fs::read_to_string(VECTORS).expect("read vectors.json");

@@ -105,6 +105,16 @@ impl ProcessStats {
     }
 }
 
+/// Which metric families an exposition holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Families {
+    /// Every family.
+    All,
+    /// Only families without labels (histogram buckets are not labels):
+    /// what every KES client generation can decode.
+    SingleSeries,
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
@@ -191,7 +201,7 @@ impl Metrics {
     }
 
     /// Renders the Prometheus text format, refreshing the system gauges first.
-    pub fn render(&self, cached_keys: usize) -> Vec<u8> {
+    pub fn render(&self, cached_keys: usize, families: Families) -> Vec<u8> {
         let cpus = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
         let p = ProcessStats::read();
         self.up_time.set(self.uptime_secs() as i64);
@@ -203,7 +213,11 @@ impl Metrics {
         self.mem_stack_used.set(p.stack_bytes);
         self.cached_keys.set(cached_keys as i64);
         let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let mut gathered = self.registry.gather();
+        if families == Families::SingleSeries {
+            gathered.retain(|family| family.get_metric().iter().all(|m| m.get_label().is_empty()));
+        }
+        let _ = TextEncoder::new().encode(&gathered, &mut out);
         out
     }
 }
@@ -225,7 +239,7 @@ mod tests {
             m.requests.begin();
             m.requests.end(status, std::time::Duration::from_millis(1));
         }
-        let text = String::from_utf8(m.render(3)).unwrap();
+        let text = String::from_utf8(m.render(3, Families::All)).unwrap();
         for name in [
             "kes_http_request_success 1",
             "kes_http_request_error 1",

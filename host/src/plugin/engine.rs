@@ -21,7 +21,7 @@
 //!    are granted — so instantiating later does no type checking.
 
 use std::hash::Hasher;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use sha2::Digest;
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine};
 
+use super::cache::CompileCache;
 use super::sandbox::{self, HostState};
 use super::{
     error_chain, sha256_hex, Grants, Limits, PluginError, PluginKind, PluginSource, PluginSpec, WIT_PACKAGE,
@@ -48,8 +49,8 @@ pub const WASMTIME_VERSION: &str = "48.0.8";
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
     /// Directory for precompiled components. `None` compiles every time.
-    /// Created (mode 0700) if missing. It must be writable only by keyward:
-    /// its files are machine code that is loaded without re-verification.
+    /// Created (mode 0700) if missing; not used (with a warning) if another
+    /// user owns it or could write into it (see [`CompileCache`]).
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -65,17 +66,12 @@ struct Inner {
     linker: Linker<HostState>,
     /// The same plus `wasi:http`: for plugins with a `grants.hosts` list.
     http_linker: Linker<HostState>,
-    cache_dir: Option<PathBuf>,
-    /// Hex digest of the engine's compatibility hash and wasmtime version.
-    cache_tag: String,
+    cache: Option<CompileCache>,
 }
 
 impl std::fmt::Debug for PluginEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginEngine")
-            .field("cache_dir", &self.inner.cache_dir)
-            .field("cache_tag", &self.inner.cache_tag)
-            .finish_non_exhaustive()
+        f.debug_struct("PluginEngine").field("cache", &self.inner.cache).finish_non_exhaustive()
     }
 }
 
@@ -146,12 +142,13 @@ impl PluginEngine {
         let mut http_linker = Linker::new(&engine);
         sandbox::add_to_linker(&mut http_linker, true).map_err(|e| PluginError::Engine(error_chain(&e)))?;
 
-        let cache_tag = cache_tag(&engine);
-        if let Some(dir) = &options.cache_dir {
-            create_private_dir(dir).map_err(|e| {
-                PluginError::Engine(format!("cannot create plugin cache directory {}: {e}", dir.display()))
-            })?;
-        }
+        let cache = options.cache_dir.as_deref().and_then(|dir| match CompileCache::open(dir, cache_tag(&engine)) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                tracing::warn!("not using the plugin compile cache, compiling plugins at every start: {e}");
+                None
+            }
+        });
 
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -165,9 +162,7 @@ impl PluginEngine {
             })
             .map_err(|e| PluginError::Engine(format!("cannot start epoch thread: {e}")))?;
 
-        Ok(PluginEngine {
-            inner: Arc::new(Inner { engine, linker, http_linker, cache_dir: options.cache_dir, cache_tag }),
-        })
+        Ok(PluginEngine { inner: Arc::new(Inner { engine, linker, http_linker, cache }) })
     }
 
     /// The wasmtime engine (for advanced use; plugins normally need only
@@ -239,30 +234,38 @@ impl PluginEngine {
         let engine = &self.inner.engine;
         let compile_err =
             |e: wasmtime::Error| PluginError::Compile { plugin: name.to_string(), message: error_chain(&e) };
-        let Some(dir) = &self.inner.cache_dir else {
+        let Some(cache) = &self.inner.cache else {
             return Component::new(engine, bytes).map_err(compile_err);
         };
-        let path = dir.join(format!("{sha256}-{}.cwasm", self.inner.cache_tag));
-        if path.exists() {
-            // SAFETY: the file is in keyward's private cache directory, written
-            // only by `precompile_component` below under a name that binds it
-            // to these exact component bytes and this exact engine
-            // configuration; wasmtime additionally checks its header against
-            // the engine before using it.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(
-                    plugin = name,
-                    path = %path.display(),
-                    "ignoring unusable precompiled plugin, recompiling: {}",
-                    error_chain(&e)
-                ),
+        match cache.get(sha256) {
+            Ok(Some(artifact)) => {
+                // SAFETY: `CompileCache::get` returns only an artifact from a
+                // file that the server's own user wrote into a directory no
+                // other user can write, whose header binds it to these exact
+                // component bytes (`sha256`) and to its own digest; its name
+                // binds it to this engine's configuration, and wasmtime checks
+                // its header against the engine again before using it.
+                match unsafe { Component::deserialize(engine, &artifact) } {
+                    Ok(component) => return Ok(component),
+                    Err(e) => tracing::warn!(
+                        plugin = name,
+                        dir = %cache.dir().display(),
+                        "ignoring unusable precompiled plugin, recompiling: {}",
+                        error_chain(&e)
+                    ),
+                }
             }
+            Ok(None) => {}
+            Err(reason) => tracing::warn!(
+                plugin = name,
+                dir = %cache.dir().display(),
+                "ignoring precompiled plugin, recompiling: {reason}"
+            ),
         }
         let artifact = engine.precompile_component(bytes).map_err(compile_err)?;
-        if let Err(e) = write_atomically(dir, &path, &artifact) {
+        if let Err(e) = cache.put(sha256, &artifact) {
             // A cache that cannot be written only costs start-up time.
-            tracing::warn!(plugin = name, path = %path.display(), "cannot cache precompiled plugin: {e}");
+            tracing::warn!(plugin = name, dir = %cache.dir().display(), "cannot cache precompiled plugin: {e}");
         }
         // SAFETY: `artifact` was produced just now by this engine.
         unsafe { Component::deserialize(engine, &artifact) }.map_err(compile_err)
@@ -405,36 +408,4 @@ fn cache_tag(engine: &Engine) -> String {
     WASMTIME_VERSION.hash(&mut hasher);
     engine.precompile_compatibility_hash().hash(&mut hasher);
     hex::encode(&hasher.0.finalize()[..8])
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
-}
-
-/// Writes `data` to `path` via a temporary file and a rename, so a crash or a
-/// concurrent keyward never leaves a truncated artifact under the final name.
-fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-    ));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

@@ -47,6 +47,7 @@
 //! ```
 
 pub mod audit;
+pub mod cache;
 pub mod engine;
 pub mod keystore;
 pub mod manifest;
