@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # keyward benchmarks (see BENCHMARKS.md).
 #
-#   bench/run.sh [compare options]        build (release) and run `keyward-bench compare`
+#   bench/run.sh [compare options]        build (dist profile) and run `keyward-bench compare`
 #   bench/run.sh --pgo [compare options]  the same with profile-guided builds (bench/pgo-build)
 #   bench/run.sh micro [filter]           run the criterion micro-benchmarks
 #
@@ -27,8 +27,8 @@ fi
 if [[ "${1:-}" == "--pgo" ]]; then
     shift
     locked bench/pgo-build
-    exec target/pgo/release/keyward-bench compare "$@"
+    exec target/pgo/dist/keyward-bench compare "$@"
 fi
 
-locked cargo build --release -p keyward -p keyward-bench
-exec target/release/keyward-bench compare "$@"
+locked cargo build --profile dist -p keyward -p keyward-bench
+exec target/dist/keyward-bench compare "$@"

@@ -28,7 +28,7 @@ mod targets;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct CompareArgs {
-    /// The keyward binary (default: `keyward` next to this executable, i.e. target/release/keyward).
+    /// The keyward binary (default: `keyward` next to this executable, i.e. target/dist/keyward).
     #[arg(long)]
     pub keyward: Option<PathBuf>,
     /// Measurements per server and workload, each with freshly started servers (taking turns unless --sequential).
@@ -576,7 +576,7 @@ fn drain_audit(path: &Path) -> (u64, u64) {
 }
 
 /// `--keyward`, or the `keyward` binary next to this executable (both are
-/// built into target/release by the same cargo command).
+/// built into target/dist by the same cargo command).
 pub(crate) fn keyward_binary(given: Option<&Path>) -> Result<PathBuf> {
     let keyward = match given {
         Some(p) => p.to_path_buf(),
@@ -584,7 +584,7 @@ pub(crate) fn keyward_binary(given: Option<&Path>) -> Result<PathBuf> {
     };
     if !keyward.is_file() {
         bail!(
-            "{} not found: build it with `cargo build --release -p keyward -p keyward-bench` or pass --keyward",
+            "{} not found: build it with `cargo build --profile dist -p keyward -p keyward-bench` or pass --keyward",
             keyward.display()
         );
     }

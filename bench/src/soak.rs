@@ -53,7 +53,7 @@ use crate::procfs;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct SoakArgs {
-    /// The keyward binary (default: `keyward` next to this executable, i.e. target/release/keyward).
+    /// The keyward binary (default: `keyward` next to this executable, i.e. target/dist/keyward).
     #[arg(long)]
     pub keyward: Option<PathBuf>,
     /// How long the mixed traffic runs.

@@ -1,24 +1,39 @@
-//! The first-party plugins, embedded at build time (see `build.rs`).
+//! The first-party plugins, embedded in the binary.
+//!
+//! The components are checked in under `host/bundled/` (built from
+//! `plugins/`; `bundled/README.md` says how), so building keyward needs no
+//! wasm toolchain. `tests/plugin/bundled.rs` checks that they are exactly
+//! what their sources build.
 //!
 //! A config that names one of these with no manifest entry of that name uses
 //! the embedded copy, which needs no sha256 pin: it is part of the binary.
 
-include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
+/// One bundled plugin.
+pub struct Bundled {
+    /// The name configs use (`plugin = "fs"`).
+    pub name: &'static str,
+    /// The crate in `plugins/` that builds it.
+    pub krate: &'static str,
+    /// The component.
+    pub bytes: &'static [u8],
+}
 
-/// The config name of each bundled plugin and the crate that builds it.
-const NAMES: &[(&str, &str)] =
-    &[("fs", "keystore-fs"), ("audit-file", "audit-file"), ("audit-webhook", "audit-webhook")];
+/// Every bundled plugin.
+pub const BUNDLED: &[Bundled] = &[
+    Bundled { name: "fs", krate: "keystore-fs", bytes: include_bytes!("../bundled/keystore_fs.wasm") },
+    Bundled { name: "audit-file", krate: "audit-file", bytes: include_bytes!("../bundled/audit_file.wasm") },
+    Bundled { name: "audit-webhook", krate: "audit-webhook", bytes: include_bytes!("../bundled/audit_webhook.wasm") },
+];
 
 /// The embedded component for a plugin name used in configs (`fs`,
 /// `audit-file`, `audit-webhook`).
 pub fn find(name: &str) -> Option<&'static [u8]> {
-    let krate = NAMES.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)?;
-    BUNDLED.iter().find(|(k, _)| *k == krate).map(|(_, bytes)| *bytes)
+    BUNDLED.iter().find(|b| b.name == name).map(|b| b.bytes)
 }
 
 /// Names of all bundled plugins, for messages.
 pub fn names() -> impl Iterator<Item = &'static str> {
-    NAMES.iter().map(|(n, _)| *n)
+    BUNDLED.iter().map(|b| b.name)
 }
 
 #[cfg(test)]

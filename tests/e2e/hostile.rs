@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{toml_str, unb64, Client, Setup, TempDir, TestServer};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("KEYWARD_TEST_PLUGINS_DIR")).join(format!("{name}.wasm"))
+    crate::component(&format!("{name}.wasm"))
 }
 
 fn sha256_of(path: &Path) -> String {

@@ -1,5 +1,7 @@
 //! End-to-end tests: the real `keyward` binary over real mutual TLS.
 
+#[path = "../common/guests.rs"]
+mod guests;
 mod harness;
 #[path = "../common/tmpfs.rs"]
 mod tmpfs;
@@ -19,6 +21,16 @@ mod plugins;
 mod policies;
 mod seal;
 mod secrets;
+mod startup;
 mod system;
 mod tls;
 mod webhook;
+
+/// A component file: the checked-in copy of a bundled plugin
+/// (`keystore_fs.wasm`, ...), or a fixture built from `plugins/`.
+pub fn component(file: &str) -> std::path::PathBuf {
+    if guests::BUNDLED.iter().any(|(_, f)| *f == file) {
+        return guests::bundled_dir().join(file);
+    }
+    guests::built_dir().join(file)
+}

@@ -5,7 +5,7 @@ use std::process::Command;
 use crate::harness::{toml_str, TempDir};
 
 fn wasm(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("KEYWARD_TEST_PLUGINS_DIR")).join(name)
+    crate::component(name)
 }
 
 fn keyward(args: &[&str], cache: &TempDir) -> (i32, String, String) {

@@ -122,7 +122,7 @@ async fn a_kes_key_directory_is_served_as_is() {
 #[tokio::test]
 async fn a_pinned_manifest_plugin_serves_as_the_keystore() {
     let dir = TempDir::new("manifest-fs");
-    let wasm = Path::new(env!("KEYWARD_TEST_PLUGINS_DIR")).join("keystore_fs.wasm");
+    let wasm = crate::component("keystore_fs.wasm");
     let sha = keyward::plugin::sha256_hex(&std::fs::read(&wasm).unwrap());
     std::fs::create_dir(dir.0.join("store")).unwrap();
     let manifest = dir.0.join("plugins.toml");
@@ -221,7 +221,7 @@ async fn reloads_under_load_keep_every_audit_line_in_order() {
 #[tokio::test]
 async fn reload_with_a_broken_plugin_keeps_the_old_one() {
     let dir = TempDir::new("reload");
-    let wasm = Path::new(env!("KEYWARD_TEST_PLUGINS_DIR")).join("keystore_fs.wasm");
+    let wasm = crate::component("keystore_fs.wasm");
     let sha = keyward::plugin::sha256_hex(&std::fs::read(&wasm).unwrap());
     std::fs::create_dir(dir.0.join("store")).unwrap();
     let manifest = dir.0.join("plugins.toml");

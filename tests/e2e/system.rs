@@ -9,6 +9,11 @@ async fn version_status_ready_api() {
     let v = c.get("/version").await;
     v.ok();
     assert!(v.json()["version"].is_string());
+    // The commit the binary was built from (empty only outside a git checkout).
+    let commit = v.json()["commit"].as_str().unwrap().to_string();
+    if std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.git").exists() {
+        assert!(commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()), "{commit:?}");
+    }
     let st = c.get("/v1/status").await;
     st.ok();
     let j = st.json();

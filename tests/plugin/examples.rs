@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use keyward::config::{File, Settings};
 use keyward::plugin::{sha256_hex, Manifest, PluginKind};
 
-use crate::{shared_engine, WASM_DIR};
+use crate::{guests, shared_engine};
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("examples")
@@ -66,13 +66,13 @@ fn example_production_config_is_valid_and_its_plugins_are_in_the_manifest() {
 fn example_plugins_toml_pins_the_plugins_this_build_made() {
     let m = manifest();
     assert!(m.get("fs").is_some() && m.get("audit-file").is_some(), "{m:?}");
-    let built = Path::new(WASM_DIR);
+    let built = guests::bundled_dir();
     let mut stale = Vec::new();
     for entry in &m.plugins {
         let file = entry.path.file_name().unwrap();
-        // The entry points at the release build of the first-party plugins.
+        // The entry points at the bundled components.
         assert!(
-            entry.path.ends_with(Path::new("target/plugins/wasm32-wasip2/release").join(file)),
+            entry.path.ends_with(Path::new("host/bundled").join(file)),
             "{}: {}",
             entry.name,
             entry.path.display()
@@ -89,18 +89,13 @@ fn example_plugins_toml_pins_the_plugins_this_build_made() {
             ));
         }
     }
-    // Plugin builds are byte-reproducible (host/build.rs remaps every path
-    // that reaches a component and keeps the host build's settings out), so a
-    // checkout anywhere, CI's fresh clone included, builds exactly the pinned
-    // files: a mismatch means a plugin, its dependencies or the toolchain
-    // changed and the pins were not refreshed.
+    // The pinned files are the checked-in bundled components (which
+    // `bundled.rs` holds to their sources): a mismatch means they changed
+    // and the pins were not refreshed.
     assert!(
         stale.is_empty(),
-        "examples/plugins.toml pins plugins other than the ones this checkout builds (into {}):\n{}\n\
-         If you changed a plugin (or plugins/Cargo.lock, wit/, the SDK or rust-toolchain.toml), refresh the pins \
-         with `cargo build && examples/update-pins.sh`, review the diff and commit it. If you changed none of \
-         those, the build is no longer reproducible: compare the files built from two checkouts (`strings`, \
-         `wasm-tools objdump`) for paths or settings that leak in, and fix host/build.rs.",
+        "examples/plugins.toml pins plugins other than the ones in {}:\n{}\n\
+         Refresh the pins with `examples/update-pins.sh`, review the diff and commit it.",
         built.display(),
         stale.join("\n")
     );

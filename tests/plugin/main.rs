@@ -1,8 +1,8 @@
 //! Plugin-level tests: the plugin host (`keyward::plugin`) driving the real
 //! first-party components and the hostile fixtures, without a server.
 //!
-//! The components are built for `wasm32-wasip2` by `host/build.rs`, which
-//! exposes their directory as `KEYWARD_TEST_PLUGINS_DIR`.
+//! The bundled components are the checked-in ones (`host/bundled/`); the
+//! fixtures are built from `plugins/` by [`guests`] on first use.
 //!
 //! * [`contract`]: the keystore contract every backend must pass, as a
 //!   reusable function ([`contract::keystore_contract`]), run here against
@@ -18,6 +18,7 @@
 //!   calls, sandbox escapes and cancelled calls.
 
 mod audit;
+mod bundled;
 mod contract;
 mod disk;
 mod examples;
@@ -26,6 +27,8 @@ mod hostile;
 mod http;
 mod loading;
 mod python;
+#[path = "../common/guests.rs"]
+mod guests;
 #[path = "../common/tmpfs.rs"]
 mod tmpfs;
 
@@ -39,13 +42,15 @@ use keyward::plugin::{
     PluginSpec, PoolOptions,
 };
 
-/// Where `host/build.rs` put the components.
-pub const WASM_DIR: &str = env!("KEYWARD_TEST_PLUGINS_DIR");
-
 /// Path of the component `name` (`keystore_fs`, `audit_file`, `hostile`,
-/// `future_wit`).
+/// `future_wit`): the checked-in file for a bundled plugin, a fresh build
+/// for a fixture.
 pub fn wasm(name: &str) -> PathBuf {
-    Path::new(WASM_DIR).join(format!("{name}.wasm"))
+    let file = format!("{name}.wasm");
+    if guests::BUNDLED.iter().any(|(_, f)| *f == file) {
+        return guests::bundled_dir().join(file);
+    }
+    guests::built_dir().join(file)
 }
 
 /// The bytes of the component `name`.
