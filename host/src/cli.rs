@@ -14,8 +14,10 @@ use clap::{Parser, Subcommand};
 ///
 /// Client commands find the server and their credentials in flags or in the
 /// environment: KEYWARD_SERVER, KEYWARD_CLIENT_CERT, KEYWARD_CLIENT_KEY,
-/// KEYWARD_CACERT, or the KES names KES_SERVER, KES_CLIENT_CERT,
-/// KES_CLIENT_KEY, so existing KES setups work unchanged.
+/// KEYWARD_API_KEY, KEYWARD_CACERT, or the KES names KES_SERVER,
+/// KES_CLIENT_CERT, KES_CLIENT_KEY, KES_API_KEY and MINIO_KES_SERVER,
+/// MINIO_KES_CERT_FILE, MINIO_KES_KEY_FILE, MINIO_KES_API_KEY, so existing
+/// KES setups work unchanged.
 ///
 /// Exit codes: 0 success, 1 the server (or a file) said no, 2 usage.
 #[derive(Debug, Parser)]
@@ -106,19 +108,24 @@ pub struct ServerArgs {
 }
 
 /// How a client command reaches the server. Each flag falls back to the
-/// environment (KEYWARD_* first, then the KES name) so scripts written for
-/// the `kes` CLI keep working.
+/// environment (KEYWARD_* first, then the KES names, then the `kes` CLI's
+/// MINIO_KES_* names) so scripts written for the `kes` CLI keep working.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ClientArgs {
-    /// Server URL [env: KEYWARD_SERVER or KES_SERVER] [default: https://127.0.0.1:7373]
-    #[arg(long, value_name = "URL")]
+    /// Server URL; several separated by commas are tried in turn while they cannot be reached
+    /// [env: KEYWARD_SERVER, KES_SERVER or MINIO_KES_SERVER] [default: https://127.0.0.1:7373]
+    #[arg(long, short = 's', value_name = "URL")]
     pub server: Option<String>,
-    /// Client certificate (PEM) [env: KEYWARD_CLIENT_CERT or KES_CLIENT_CERT]
+    /// Client certificate (PEM) [env: KEYWARD_CLIENT_CERT, KES_CLIENT_CERT or MINIO_KES_CERT_FILE]
     #[arg(long, value_name = "FILE")]
     pub cert: Option<PathBuf>,
-    /// Client private key (PEM) [env: KEYWARD_CLIENT_KEY or KES_CLIENT_KEY]
+    /// Client private key (PEM) [env: KEYWARD_CLIENT_KEY, KES_CLIENT_KEY or MINIO_KES_KEY_FILE]
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// A `kes:v1:` API key instead of --cert and --key
+    /// [env: KEYWARD_API_KEY, KES_API_KEY or MINIO_KES_API_KEY]
+    #[arg(long, value_name = "KEY", conflicts_with_all = ["cert", "key"])]
+    pub api_key: Option<String>,
     /// CA certificate(s) to verify the server with, instead of the system roots [env: KEYWARD_CACERT]
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
@@ -186,9 +193,12 @@ pub enum KeyCommand {
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
     },
-    /// Encrypt a (small) plaintext; prints the ciphertext in base64.
+    /// Encrypt a (small) plaintext; prints the ciphertext in base64, as
+    /// JSON `{"ciphertext":…}` when the output is not a terminal (as `kes`).
     ///
     /// Example: keyward key encrypt my-key 'my secret' --context app=billing
+    ///          keyward key encrypt my-key 'my secret' | jq -r .ciphertext
+    #[command(verbatim_doc_comment, about = "Encrypt a (small) plaintext; prints the ciphertext in base64")]
     Encrypt {
         #[command(flatten)]
         client: ClientArgs,
@@ -203,6 +213,8 @@ pub enum KeyCommand {
     /// Decrypt a base64 ciphertext; prints the plaintext as is.
     ///
     /// Example: keyward key decrypt my-key "$CIPHERTEXT" --context app=billing
+    ///          keyward key decrypt my-key "$CIPHERTEXT" YXBwPWJpbGxpbmc=
+    #[command(verbatim_doc_comment, about = "Decrypt a base64 ciphertext; prints the plaintext as is")]
     Decrypt {
         #[command(flatten)]
         client: ClientArgs,
@@ -210,20 +222,29 @@ pub enum KeyCommand {
         name: String,
         /// The ciphertext in base64; read from standard input if absent or `-`.
         ciphertext: Option<String>,
-        /// The associated data given when encrypting.
+        /// The associated data in base64, as `kes key decrypt` takes it.
+        #[arg(value_name = "CONTEXT", conflicts_with = "context")]
+        context_b64: Option<String>,
+        /// The associated data given when encrypting, as text.
         #[arg(long, value_name = "TEXT")]
         context: Option<String>,
     },
     /// Generate a data encryption key: a fresh 32-byte key in plaintext and
-    /// encrypted with the named key (both base64).
+    /// encrypted with the named key (both base64), as JSON
+    /// `{"plaintext":…,"ciphertext":…}` when the output is not a terminal.
     ///
     /// Example: keyward key dek my-key
+    ///          keyward key dek my-key YXBwPWJpbGxpbmc= | jq -r .ciphertext
+    #[command(verbatim_doc_comment, about = "Generate a data encryption key (plaintext and encrypted copy)")]
     Dek {
         #[command(flatten)]
         client: ClientArgs,
         /// Name of the key.
         name: String,
-        /// Associated data bound to the encrypted copy.
+        /// Associated data in base64 bound to the encrypted copy, as `kes key dek` takes it.
+        #[arg(value_name = "CONTEXT", conflicts_with = "context")]
+        context_b64: Option<String>,
+        /// Associated data bound to the encrypted copy, as text.
         #[arg(long, value_name = "TEXT")]
         context: Option<String>,
     },
@@ -265,11 +286,14 @@ pub enum PolicyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum IdentityCommand {
-    /// Print the identity of a certificate.
+    /// Print the identity of a certificate or of a `kes:v1:` API key.
     ///
     /// Example: keyward identity of client.crt
+    ///          keyward identity of "$KES_API_KEY"
+    #[command(verbatim_doc_comment)]
     Of {
-        /// PEM or DER certificate file.
+        /// PEM or DER certificate file, or an API key.
+        #[arg(value_name = "CERT|API_KEY")]
         cert: PathBuf,
     },
     /// Create a private key and a self-signed client certificate.
@@ -278,12 +302,24 @@ pub enum IdentityCommand {
     /// are written readable only by their owner. Without --key/--cert they
     /// are NAME.key and NAME.crt in the current directory.
     ///
+    /// With --api-key it writes no files and prints a new `kes:v1:` API key
+    /// and its identity instead (piped: the API key alone, as `kes identity
+    /// new`); clients use it with --api-key or KES_API_KEY.
+    ///
     /// Example: keyward identity new my-app
     ///          keyward identity new --key app.key --cert app.crt --dns app.internal my-app
-    #[command(verbatim_doc_comment, about = "Create a private key and a self-signed client certificate")]
+    ///          keyward identity new --api-key
+    #[command(
+        verbatim_doc_comment,
+        about = "Create a private key and a self-signed client certificate, or an API key"
+    )]
     New {
         /// The certificate's common name.
-        name: String,
+        #[arg(required_unless_present = "api_key")]
+        name: Option<String>,
+        /// Print a new API key and its identity instead of writing files.
+        #[arg(long, conflicts_with_all = ["name", "ips", "dns", "key", "cert", "force"])]
+        api_key: bool,
         /// An IP address to put into the certificate (repeatable).
         #[arg(long = "ip", value_name = "IP")]
         ips: Vec<IpAddr>,

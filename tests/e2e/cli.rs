@@ -13,6 +13,8 @@ use serde_json::Value;
 
 use crate::harness::{free_port, TempDir};
 
+mod habits;
+
 const BIN: &str = env!("CARGO_BIN_EXE_keyward");
 
 /// Every environment variable the client reads: cleared for each run so the
@@ -25,6 +27,12 @@ const CLIENT_ENV: &[&str] = &[
     "KES_SERVER",
     "KES_CLIENT_CERT",
     "KES_CLIENT_KEY",
+    "KES_API_KEY",
+    "KEYWARD_API_KEY",
+    "MINIO_KES_SERVER",
+    "MINIO_KES_CERT_FILE",
+    "MINIO_KES_KEY_FILE",
+    "MINIO_KES_API_KEY",
 ];
 
 fn fixture(name: &str) -> PathBuf {
@@ -56,6 +64,14 @@ fn kw(args: &[&str]) -> Output {
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The ciphertext of `key encrypt`'s output, which is JSON when piped.
+#[track_caller]
+fn ciphertext(o: &Output) -> String {
+    let text = ok(o);
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    v["ciphertext"].as_str().unwrap_or_else(|| panic!("no ciphertext in {text:?}")).to_string()
 }
 
 fn stderr(o: &Output) -> String {
@@ -190,14 +206,14 @@ fn dev_banner_credentials_drive_every_key_command() {
     assert_eq!(fails(&s.run(&["key", "describe", "no-such-key"]), 1), "keyward: key does not exist");
 
     // encrypt / decrypt, with and without context, from arguments and stdin
-    let ct = ok(&s.run(&["key", "encrypt", "app-1", "hello world", "--context", "ctx"])).trim().to_string();
+    let ct = ciphertext(&s.run(&["key", "encrypt", "app-1", "hello world", "--context", "ctx"]));
     assert!(B64.decode(&ct).is_ok(), "{ct}");
     assert_eq!(ok(&s.run(&["key", "decrypt", "app-1", &ct, "--context", "ctx"])), "hello world");
     assert_eq!(
         fails(&s.run(&["key", "decrypt", "app-1", &ct]), 1),
         "keyward: decryption failed: ciphertext is not authentic"
     );
-    let ct2 = ok(&s.run_in(&["key", "encrypt", "app-2"], Some(b"from stdin\n"))).trim().to_string();
+    let ct2 = ciphertext(&s.run_in(&["key", "encrypt", "app-2"], Some(b"from stdin\n")));
     assert_eq!(ok(&s.run_in(&["key", "decrypt", "app-2"], Some(ct2.as_bytes()))), "from stdin\n");
     let json: Value = serde_json::from_str(&ok(&s.run(&["key", "decrypt", "--json", "app-2", &ct2]))).unwrap();
     assert_eq!(B64.decode(json["plaintext"].as_str().unwrap()).unwrap(), b"from stdin\n");
@@ -215,7 +231,7 @@ fn dev_banner_credentials_drive_every_key_command() {
             .unwrap();
     assert_eq!(B64.decode(back["plaintext"].as_str().unwrap()).unwrap(), plain);
     let text = ok(&s.run(&["key", "dek", "app-1"]));
-    assert!(text.contains("plaintext:") && text.contains("ciphertext:"), "{text}");
+    assert!(text.starts_with("{\"plaintext\":") && text.contains("\"ciphertext\":"), "JSON when piped: {text}");
 
     // hmac: hex, deterministic, JSON is base64 of the same bytes
     let mac = ok(&s.run(&["key", "hmac", "app-1", "message"])).trim().to_string();
@@ -227,7 +243,7 @@ fn dev_banner_credentials_drive_every_key_command() {
     // import: known key material, usable right away
     let material = B64.encode([7u8; 32]);
     assert_eq!(ok(&s.run(&["key", "import", "imported", &material])), "");
-    let ct = ok(&s.run(&["key", "encrypt", "imported", "x"])).trim().to_string();
+    let ct = ciphertext(&s.run(&["key", "encrypt", "imported", "x"]));
     assert_eq!(ok(&s.run(&["key", "decrypt", "imported", &ct])), "x");
     assert_eq!(fails(&s.run(&["key", "import", "bad", "%%%"]), 2), "keyward: the key is not valid base64");
     let short = B64.encode([1u8; 16]);

@@ -1,6 +1,7 @@
 //! Requests to a KES-compatible server and the translation of every failure
 //! into one readable line.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -37,33 +38,43 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     last.to_string()
 }
 
-/// A connected client: the HTTP client and the server's base URL.
+/// A connected client: the HTTP client and the servers' base URLs.
 pub struct Api {
     http: reqwest::Client,
-    base: String,
+    /// The servers to try, in order; never empty.
+    bases: Vec<String>,
+    /// The index of the server that answered last: the command's later
+    /// requests start there instead of waiting on a dead server again.
+    current: AtomicUsize,
     /// Whether the user named a CA (changes the hint for untrusted servers).
     has_ca: bool,
 }
 
 impl Api {
-    pub fn new(http: reqwest::Client, base: String, has_ca: bool) -> Api {
-        Api { http, base, has_ca }
+    /// An [`Api`] over `bases` (at least one; an empty list is given the
+    /// default server rather than failing later on an index).
+    pub fn new(http: reqwest::Client, mut bases: Vec<String>, has_ca: bool) -> Api {
+        if bases.is_empty() {
+            bases.push(super::connect::DEFAULT_SERVER.to_string());
+        }
+        Api { http, bases, current: AtomicUsize::new(0), has_ca }
     }
 
-    /// The server's base URL, as used.
+    /// The base URL of the server in use (the one that answered last).
     pub fn server(&self) -> &str {
-        &self.base
+        let i = self.current.load(Ordering::Relaxed);
+        self.bases.get(i).or(self.bases.first()).map_or("", String::as_str)
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}{}", self.base, path))
+    fn request(&self, base: &str, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{base}{path}"))
     }
 
-    /// Explains a transport failure with a hint for the usual causes.
-    fn transport_error(&self, e: &reqwest::Error) -> ClientError {
+    /// Why a request failed in transport, with a hint for the usual causes.
+    fn transport_reason(&self, e: &reqwest::Error) -> String {
         let cause = root_cause(e);
         let lower = cause.to_ascii_lowercase();
-        let reason = if e.is_timeout() {
+        if e.is_timeout() {
             "the request timed out".to_string()
         } else if lower.contains("invalid peer certificate") || lower.contains("unknownissuer") {
             let hint = if self.has_ca {
@@ -82,14 +93,39 @@ impl Api {
             format!("cannot resolve the host name ({cause})")
         } else {
             cause
-        };
-        ClientError::Connect { server: self.base.clone(), reason }
+        }
     }
 
-    /// Sends a request; a non-2xx answer becomes [`ClientError::Server`]
+    fn transport_error(&self, server: &str, e: &reqwest::Error) -> ClientError {
+        ClientError::Connect { server: server.to_string(), reason: self.transport_reason(e) }
+    }
+
+    /// Sends the request `build` makes for a base URL, trying the servers in
+    /// turn from the last one that answered. Only a failed connection moves
+    /// on to the next server: once a server has answered (even with an
+    /// error) or the request may have reached it, trying another could
+    /// repeat a change. A non-2xx answer becomes [`ClientError::Server`]
     /// carrying the server's `message`.
-    async fn send(&self, req: RequestBuilder) -> Result<Response, ClientError> {
-        let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
+    async fn send(&self, build: impl Fn(&str) -> RequestBuilder) -> Result<Response, ClientError> {
+        let start = self.current.load(Ordering::Relaxed);
+        let mut failed = Vec::new();
+        for i in 0..self.bases.len() {
+            let idx = (start + i) % self.bases.len();
+            let base = &self.bases[idx];
+            match build(base).send().await {
+                Ok(resp) => {
+                    self.current.store(idx, Ordering::Relaxed);
+                    return self.check(resp).await;
+                }
+                Err(e) if e.is_connect() => failed.push((base.clone(), self.transport_reason(&e))),
+                Err(e) => return Err(self.transport_error(base, &e)),
+            }
+        }
+        Err(unreachable(failed))
+    }
+
+    /// Passes a 2xx answer on and turns any other into an error.
+    async fn check(&self, resp: Response) -> Result<Response, ClientError> {
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -99,51 +135,56 @@ impl Api {
     }
 
     async fn body(&self, resp: Response) -> Result<bytes::Bytes, ClientError> {
-        resp.bytes().await.map_err(|e| self.transport_error(&e))
+        resp.bytes().await.map_err(|e| self.transport_error(self.server(), &e))
     }
 
     /// GET `path` and decode a JSON answer.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let req = self
-            .request(Method::GET, path)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .timeout(REQUEST_TIMEOUT);
-        let resp = self.send(req).await?;
+        let resp = self
+            .send(|base| {
+                self.request(base, Method::GET, path)
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .timeout(REQUEST_TIMEOUT)
+            })
+            .await?;
         decode(&self.body(resp).await?)
     }
 
     /// GET `path` and return the body as text (metrics).
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
-        let resp = self.send(self.request(Method::GET, path).timeout(REQUEST_TIMEOUT)).await?;
+        let resp = self.send(|base| self.request(base, Method::GET, path).timeout(REQUEST_TIMEOUT)).await?;
         Ok(String::from_utf8_lossy(&self.body(resp).await?).into_owned())
     }
 
     /// PUT a JSON body and decode a JSON answer.
     pub async fn put_json<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
-        let req = self.request(Method::PUT, path).json(body).timeout(REQUEST_TIMEOUT);
-        let resp = self.send(req).await?;
+        let resp = self.send(|base| self.request(base, Method::PUT, path).json(body).timeout(REQUEST_TIMEOUT)).await?;
         decode(&self.body(resp).await?)
     }
 
     /// PUT with an optional JSON body; the answer's body is ignored.
     pub async fn put(&self, path: &str, body: Option<&Value>) -> Result<(), ClientError> {
-        let mut req = self.request(Method::PUT, path).timeout(REQUEST_TIMEOUT);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = self.send(req).await?;
+        let resp = self
+            .send(|base| {
+                let req = self.request(base, Method::PUT, path).timeout(REQUEST_TIMEOUT);
+                match body {
+                    Some(b) => req.json(b),
+                    None => req,
+                }
+            })
+            .await?;
         self.body(resp).await.map(drop)
     }
 
     /// DELETE `path`.
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
-        let resp = self.send(self.request(Method::DELETE, path).timeout(REQUEST_TIMEOUT)).await?;
+        let resp = self.send(|base| self.request(base, Method::DELETE, path).timeout(REQUEST_TIMEOUT)).await?;
         self.body(resp).await.map(drop)
     }
 
     /// GET a never-ending stream (logs): no overall timeout.
     pub async fn stream(&self, path: &str) -> Result<LineStream, ClientError> {
-        let resp = self.send(self.request(Method::GET, path)).await?;
+        let resp = self.send(|base| self.request(base, Method::GET, path)).await?;
         Ok(LineStream { resp, pending: Vec::new() })
     }
 
@@ -162,11 +203,14 @@ impl Api {
         let mut next = prefix.trim_end_matches('-').to_string();
         for _ in 0..MAX_PAGES {
             let arg = if next.is_empty() { "*".to_string() } else { segment(&next) };
-            let req = self
-                .request(Method::GET, &format!("{route}{arg}"))
-                .header(reqwest::header::ACCEPT, "application/json")
-                .timeout(REQUEST_TIMEOUT);
-            let resp = self.send(req).await?;
+            let path = format!("{route}{arg}");
+            let resp = self
+                .send(|base| {
+                    self.request(base, Method::GET, &path)
+                        .header(reqwest::header::ACCEPT, "application/json")
+                        .timeout(REQUEST_TIMEOUT)
+                })
+                .await?;
             let ndjson = resp
                 .headers()
                 .get(reqwest::header::CONTENT_TYPE)
@@ -190,6 +234,17 @@ impl Api {
         names.retain(|n| n.starts_with(prefix));
         names.dedup();
         Ok(names)
+    }
+}
+
+/// The error for a command none of whose servers could be reached: the
+/// single server's reason as before, or every server with its own.
+fn unreachable(failed: Vec<(String, String)>) -> ClientError {
+    match <[_; 1]>::try_from(failed) {
+        Ok([(server, reason)]) => ClientError::Connect { server, reason },
+        Err(all) => ClientError::Unreachable(
+            all.iter().map(|(server, reason)| format!("{server}: {reason}")).collect::<Vec<_>>().join("; "),
+        ),
     }
 }
 

@@ -2,12 +2,13 @@
 //!
 //! `of` and `new` work on local files only; the others ask the server.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
 use super::api::segment;
+use super::apikey::{self, ApiKey};
 use super::key::{print_names, with_api};
 use super::output::{self, str_of};
 use super::policy::{patterns, print_rules};
@@ -16,11 +17,15 @@ use crate::cli::IdentityCommand;
 
 pub fn run(cmd: IdentityCommand) -> Result<(), ClientError> {
     match cmd {
-        IdentityCommand::Of { cert } => of(&cert),
-        IdentityCommand::New { name, ips, dns, key, cert, force, json } => {
+        IdentityCommand::Of { cert } => match cert.to_str().filter(|c| apikey::looks_like_api_key(c)) {
+            Some(key) => of_api_key(key),
+            None => of(&cert),
+        },
+        IdentityCommand::New { api_key: true, json, .. } => new_api_key(json),
+        IdentityCommand::New { name, ips, dns, key, cert, force, json, .. } => {
             let mut sans: Vec<String> = dns;
             sans.extend(ips.iter().map(|ip| ip.to_string()));
-            new(&name, sans, key, cert, force, json)
+            new(name.as_deref().unwrap_or_default(), sans, key, cert, force, json)
         }
         IdentityCommand::Ls { client, prefix } => {
             let json_out = client.json;
@@ -64,6 +69,29 @@ fn of(cert: &Path) -> Result<(), ClientError> {
         Some(id) => output::line(&id),
         None => Err(ClientError::Failed(format!("'{}' is not a certificate", cert.display()))),
     }
+}
+
+/// Prints an API key's identity: what a policy names to let the key in.
+fn of_api_key(text: &str) -> Result<(), ClientError> {
+    let key = ApiKey::parse(text).map_err(|e| ClientError::Usage(e.to_string()))?;
+    output::line(&key.identity())
+}
+
+/// Prints a new API key and its identity. Piped, the key alone, as `kes
+/// identity new` prints it, so `export KES_API_KEY=$(keyward identity new
+/// --api-key)` works; the identity can be had again with `identity of`.
+fn new_api_key(json_out: bool) -> Result<(), ClientError> {
+    let key = ApiKey::generate().map_err(|e| ClientError::Failed(e.to_string()))?;
+    let text = key.encode();
+    if json_out {
+        return output::json(&json!({ "api_key": text.as_str(), "identity": key.identity() }));
+    }
+    if !std::io::stdout().is_terminal() {
+        return output::line(&text);
+    }
+    output::line(&zeroize::Zeroizing::new(format!("API key:  {}", text.as_str())))?;
+    output::line(&format!("Identity: {}", key.identity()))?;
+    output::line("\nKeep the API key secret; the identity goes into a policy's `identities`.")
 }
 
 /// The policy name and its allow and deny rules from a self-description in

@@ -6,6 +6,7 @@
 //! on 0 (ok), 1 (the server or a file said no) and 2 (usage).
 
 pub mod api;
+pub mod apikey;
 pub mod connect;
 pub mod identity;
 pub mod key;
@@ -30,6 +31,9 @@ pub enum ClientError {
     /// The server could not be reached or the TLS handshake failed (exit 1).
     #[error("cannot reach {server}: {reason}")]
     Connect { server: String, reason: String },
+    /// None of several servers could be reached; each with its reason (exit 1).
+    #[error("cannot reach any server: {0}")]
+    Unreachable(String),
     /// A local failure: unreadable file, unexpected answer, … (exit 1).
     #[error("{0}")]
     Failed(String),

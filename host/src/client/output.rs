@@ -40,6 +40,13 @@ pub fn json(value: &Value) -> Result<(), ClientError> {
     line(&text)
 }
 
+/// Writes a value as compact JSON on one line, as the `kes` CLI prints
+/// results for scripts (one line is also what `grep` and `sed` expect).
+pub fn json_line<T: serde::Serialize>(value: &T) -> Result<(), ClientError> {
+    let text = serde_json::to_string(value).map_err(|e| ClientError::Failed(format!("cannot format JSON: {e}")))?;
+    line(&text)
+}
+
 /// Writes `label: value` rows with the values aligned; empty values are left out.
 pub fn fields(rows: &[(&str, String)]) -> Result<(), ClientError> {
     let width = rows.iter().filter(|(_, v)| !v.is_empty()).map(|(l, _)| l.len()).max().unwrap_or(0);

@@ -67,21 +67,20 @@ pub fn metrics(client: ClientArgs) -> Result<(), ClientError> {
     })
 }
 
-/// Prometheus text as a JSON object: `"name{labels}": value` per sample.
+/// Prometheus text as a JSON object: `"name{labels}": value` per sample,
+/// the labels as the server wrote them. Lines are split by the
+/// `prometheus-parse` crate's line parser; its `Scrape` is not used because
+/// it regroups histograms and reorders labels, which would change the keys.
 fn samples(text: &str) -> Value {
+    use prometheus_parse::LineInfo;
     let mut out = Map::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        // The value is the last field unless a timestamp follows it; labels
-        // may contain spaces, so split after the closing brace.
-        let (name, rest) = match line.rfind('}') {
-            Some(i) => (&line[..=i], &line[i + 1..]),
-            None => match line.split_once(char::is_whitespace) {
-                Some((n, r)) => (n, r),
-                None => continue,
-            },
-        };
-        let Some(value) = rest.split_whitespace().next() else {
+    for line in text.lines() {
+        let LineInfo::Sample { metric_name, labels, value, .. } = LineInfo::parse(line) else {
             continue;
+        };
+        let name = match labels {
+            Some(labels) => format!("{metric_name}{{{labels}}}"),
+            None => metric_name.to_string(),
         };
         // Counters are whole numbers: keep them integers for `jq`.
         let value = match value.parse::<f64>() {
@@ -89,7 +88,7 @@ fn samples(text: &str) -> Value {
             Ok(f) if f.is_finite() => json!(f),
             _ => json!(value),
         };
-        out.insert(name.trim().to_string(), value);
+        out.insert(name, value);
     }
     Value::Object(out)
 }
@@ -105,5 +104,27 @@ mod tests {
         assert_eq!(v["kes_http_request_success"], json!(3));
         assert_eq!(v["kes_http_response_time_bucket{le=\"0.01\"}"], json!(2));
         assert_eq!(v["weird"], json!("NaN"));
+    }
+
+    /// Everything the server itself exposes comes through: every sample
+    /// line of a real rendering is one key with its value.
+    #[test]
+    fn the_servers_own_metrics_parse_completely() {
+        let m = crate::metrics::Metrics::new();
+        m.requests.begin();
+        m.requests.end(200, Duration::from_millis(3));
+        m.keystore_errors.with_label_values(&["get", "unavailable"]).inc();
+        let text = String::from_utf8(m.render(2, crate::metrics::Families::All)).unwrap();
+        let v = samples(&text);
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+        assert_eq!(v.as_object().map(Map::len), Some(lines.len()), "{text}");
+        for line in lines {
+            let (key, value) = line.rsplit_once(' ').unwrap();
+            assert_eq!(v[key].as_f64(), value.parse::<f64>().ok(), "{line}");
+        }
+        assert_eq!(v["kes_http_request_success"], json!(1));
+        assert_eq!(v["kes_http_response_time_bucket{le=\"0.01\"}"], json!(1));
+        assert_eq!(v["keyward_cached_keys"], json!(2));
+        assert_eq!(v["keyward_keystore_errors{kind=\"unavailable\",op=\"get\"}"], json!(1), "{text}");
     }
 }
