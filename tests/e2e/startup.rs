@@ -158,3 +158,31 @@ async fn log_variables_are_checked_and_json_lines_are_json() {
         assert!(err.contains(var) && err.contains(says), "{var}={value}: {err}");
     }
 }
+
+/// `dist/keyward.service` is a unit systemd accepts (`systemd-analyze
+/// verify`, with `ExecStart` pointing at the binary under test), hardened as
+/// the README says, reloading with SIGHUP.
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/keyward.service")).unwrap();
+    for line in [
+        "User=keyward",
+        "ProtectSystem=strict",
+        "StateDirectory=keyward",
+        "CacheDirectory=keyward",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "NoNewPrivileges=yes",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "no {line:?} in the unit");
+    }
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI needs systemd-analyze for this test");
+        eprintln!("SKIPPED: no systemd-analyze");
+        return;
+    }
+    let dir = TempDir::new("unit");
+    let path = dir.0.join("keyward.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/keyward", BIN)).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).current_dir(&dir.0).output().unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+}
