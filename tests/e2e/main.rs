@@ -3,6 +3,8 @@
 #[path = "../common/guests.rs"]
 mod guests;
 mod harness;
+#[path = "../common/skip.rs"]
+mod skip;
 #[path = "../common/tmpfs.rs"]
 mod tmpfs;
 

@@ -305,9 +305,7 @@ async fn handshakes_with_an_ip_address_as_server_name_are_not_logged() {
     let s = TestServer::start("");
     let openssl = std::process::Command::new("openssl").arg("version").output();
     if openssl.is_err() {
-        assert!(std::env::var_os("CI").is_none(), "CI needs the openssl command for this test");
-        eprintln!("SKIPPED: no openssl command");
-        return;
+        return crate::skip::skip("handshakes_with_an_ip_address_as_server_name_are_not_logged", "no openssl command");
     }
     for _ in 0..5 {
         let out = std::process::Command::new("openssl")

@@ -29,6 +29,8 @@ mod loading;
 mod python;
 #[path = "../common/guests.rs"]
 mod guests;
+#[path = "../common/skip.rs"]
+mod skip;
 #[path = "../common/tmpfs.rs"]
 mod tmpfs;
 
