@@ -20,7 +20,7 @@ locked() {
 
 if [[ "${1:-}" == "micro" ]]; then
     shift
-    locked cargo bench -p keyward-bench -- --warm-up-time 1 --measurement-time 2 "$@"
+    locked cargo bench --manifest-path bench/Cargo.toml --target-dir target -- --warm-up-time 1 --measurement-time 2 "$@"
     exit
 fi
 
@@ -30,5 +30,6 @@ if [[ "${1:-}" == "--pgo" ]]; then
     exec target/pgo/dist/keyward-bench compare "$@"
 fi
 
-locked cargo build --profile dist -p keyward -p keyward-bench
+locked cargo build --profile dist -p keyward
+locked cargo build --profile dist --manifest-path bench/Cargo.toml --target-dir target
 exec target/dist/keyward-bench compare "$@"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rewrites the sha256 pins in examples/plugins.toml from the component files its
-# entries point at (the bundled components in host/bundled/), and prints what
+# entries point at (the bundled components in host/plugin-host/bundled/), and prints what
 # changed. Review the diff before committing: a pin says "this exact file is the
 # plugin I reviewed". `cargo test --test plugin examples` fails while one is
 # stale.

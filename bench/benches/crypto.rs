@@ -5,7 +5,7 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use keyward::crypto::{generate_data_key, Algorithm, SecretKey, StoredKey};
+use keyward_core::crypto::{generate_data_key, Algorithm, SecretKey, StoredKey};
 
 const IV: usize = 16;
 const NONCE: usize = 12;

@@ -9,12 +9,12 @@ fn bench(c: &mut Criterion) {
     let (pem, _) = keyward::dev::self_signed("bench-client", vec![], true).unwrap();
     let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
     let chain = [der];
-    let id = keyward::tls::identity_of_chain(&chain).unwrap();
-    assert_eq!(keyward::tls::identity_of_cert(pem.as_bytes()).as_deref(), Some(id.as_str()));
+    let id = keyward_server::tls::identity_of_chain(&chain).unwrap();
+    assert_eq!(keyward_server::tls::identity_of_cert(pem.as_bytes()).as_deref(), Some(id.as_str()));
     c.bench_function("identity/of_chain (DER, per connection)", |b| {
-        b.iter(|| keyward::tls::identity_of_chain(&chain).unwrap())
+        b.iter(|| keyward_server::tls::identity_of_chain(&chain).unwrap())
     });
-    c.bench_function("identity/of_cert (PEM)", |b| b.iter(|| keyward::tls::identity_of_cert(pem.as_bytes()).unwrap()));
+    c.bench_function("identity/of_cert (PEM)", |b| b.iter(|| keyward_server::tls::identity_of_cert(pem.as_bytes()).unwrap()));
 }
 
 criterion_group!(benches, bench);

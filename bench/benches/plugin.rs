@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use keyward::audit::sink::{AuditBatch, AuditSink};
-use keyward::crypto::{Algorithm, StoredKey};
-use keyward::keys::store::Keystore;
-use keyward::plugin::{
+use keyward_core::audit_sink::{AuditBatch, AuditSink};
+use keyward_core::crypto::{Algorithm, StoredKey};
+use keyward_core::keystore::Keystore;
+use keyward_plugin_host::{
     EngineOptions, Grants, PluginAuditSink, PluginEngine, PluginKeystore, PluginKind, PluginSpec, PoolOptions,
 };
 
@@ -31,7 +31,7 @@ fn bench(c: &mut Criterion) {
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let engine = PluginEngine::new(EngineOptions { cache_dir: Some(tmp.0.join("cache")) }).unwrap();
-    let bytes = keyward::bundled::find("fs").expect("bundled fs plugin");
+    let bytes = keyward_plugin_host::bundled::find("fs").expect("bundled fs plugin");
     let spec = PluginSpec::embedded("fs", PluginKind::Keystore, bytes, Grants::dir(&keys, "/data"));
     // First load compiles and fills the cache; later loads read the artifact.
     let loaded = engine.load(&spec).unwrap();
@@ -61,7 +61,7 @@ fn bench(c: &mut Criterion) {
     std::fs::create_dir_all(&logs).unwrap();
     let lines: Vec<u8> = (0..256).flat_map(|i| sample_line(i).into_bytes().into_iter().chain([b'\n'])).collect();
     let batch = AuditBatch::new(&lines);
-    let bytes = keyward::bundled::find("audit-file").expect("bundled audit-file plugin");
+    let bytes = keyward_plugin_host::bundled::find("audit-file").expect("bundled audit-file plugin");
     let spec = PluginSpec::embedded("audit-file", PluginKind::AuditSink, bytes, Grants::dir(&logs, "/logs"));
     let loaded = engine.load(&spec).unwrap();
     let sink =
@@ -80,7 +80,7 @@ fn bench(c: &mut Criterion) {
 }
 
 fn sample_line(i: usize) -> String {
-    keyward::audit::line(&keyward::audit::Answered {
+    keyward_server::audit::line(&keyward_server::audit::Answered {
         received: std::time::SystemTime::now(),
         ip: Some("127.0.0.1"),
         path: &format!("/v1/key/encrypt/bench-{i}"),

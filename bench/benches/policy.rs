@@ -3,7 +3,7 @@
 //! pattern and one that matches none (every pattern is tried).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use keyward::auth::pattern::Policy;
+use keyward_server::auth::pattern::Policy;
 
 fn bench(c: &mut Criterion) {
     let n = 1000;

@@ -3,7 +3,7 @@
 //! Bare hyper 1 (HTTP/1.1, keep-alive) over tokio-rustls with client
 //! certificates required, serving the KES encrypt/decrypt/generate/hmac JSON
 //! routes on in-memory keys with exactly keyward's cryptography
-//! (`keyward::crypto`: per-message key HMAC-SHA256(key, iv), AES-256-GCM, raw
+//! (`keyward_core::crypto`: per-message key HMAC-SHA256(key, iv), AES-256-GCM, raw
 //! ciphertext format). No policy, no audit, no metrics, no keystore.
 
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use keyward::crypto::{Algorithm, StoredKey};
+use keyward_core::crypto::{Algorithm, StoredKey};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -182,7 +182,7 @@ async fn handle(keys: Keys, req: Request<Incoming>) -> Result<Response<Full<Byte
         }
         "generate" => {
             let r: GenerateRequest = if body.is_empty() { GenerateRequest::default() } else { parse(&body)? };
-            let (pt, ct) = keyward::crypto::generate_data_key(&key.key, &b64(&r.context)?)
+            let (pt, ct) = keyward_core::crypto::generate_data_key(&key.key, &b64(&r.context)?)
                 .map_err(|_| Fail(StatusCode::INTERNAL_SERVER_ERROR, "failed to generate encryption key"))?;
             Ok(json(&serde_json::json!({ "plaintext": B64.encode(&pt[..]), "ciphertext": B64.encode(ct) })))
         }

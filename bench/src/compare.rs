@@ -314,8 +314,8 @@ pub(crate) fn make_files(dir: &Path) -> Result<Files> {
         server_key: dir.join("server.key"),
         client_cert: dir.join("client.crt"),
         client_key: dir.join("client.key"),
-        admin_id: keyward::tls::identity_of_cert(ac.as_bytes()).ok_or_else(|| anyhow!("admin identity"))?,
-        client_id: keyward::tls::identity_of_cert(cc.as_bytes()).ok_or_else(|| anyhow!("client identity"))?,
+        admin_id: keyward_server::tls::identity_of_cert(ac.as_bytes()).ok_or_else(|| anyhow!("admin identity"))?,
+        client_id: keyward_server::tls::identity_of_cert(cc.as_bytes()).ok_or_else(|| anyhow!("client identity"))?,
     };
     write(&f.server_cert, &sc)?;
     write(&f.server_key, &sk)?;
@@ -895,7 +895,7 @@ impl Ctx {
 /// holding the newest KES keystore value, exactly what the plugin writes on
 /// `create` (without the per-key fsync, which would dominate the run).
 fn populate(dir: &Path, prefix: &str, n: u64, created_by: &str) -> Result<()> {
-    use keyward::crypto::{Algorithm, StoredKey};
+    use keyward_core::crypto::{Algorithm, StoredKey};
     std::fs::create_dir_all(dir)?;
     for i in 0..n {
         let value = StoredKey::generate(Algorithm::Aes256, created_by).encode();
@@ -1423,7 +1423,7 @@ mod tests {
         let files = make_files(&dir).unwrap();
         let path = keyward_config(&files, &dir.join("k"), 7000, true, true).unwrap();
         // keyward itself accepts it…
-        let settings = keyward::config::Settings::load(&path).unwrap();
+        let settings = keyward_server::config::Settings::load(&path).unwrap();
         assert_eq!(settings.audit.len(), 1);
         // …and it says what the benchmark needs.
         let text = std::fs::read_to_string(path).unwrap();

@@ -16,7 +16,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    keyward::tls::load_certs(path).map_err(|e| anyhow!("{}: {e}", path.display()))
+    keyward_server::tls::load_certs(path).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
 /// Client configuration presenting `cert`/`key`, trusting `cacert` (or
@@ -39,7 +39,7 @@ pub fn client_config(cacert: Option<&Path>, cert: &Path, key: &Path, insecure: b
         builder.with_root_certificates(roots)
     };
     let chain = certs(cert)?;
-    let key = keyward::tls::load_key(key, None).map_err(|e| anyhow!("{}: {e}", key.display()))?;
+    let key = keyward_server::tls::load_key(key, None).map_err(|e| anyhow!("{}: {e}", key.display()))?;
     let mut config = builder.with_client_auth_cert(chain, key).context("client certificate and key do not match")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
@@ -50,7 +50,7 @@ pub fn client_config(cacert: Option<&Path>, cert: &Path, key: &Path, insecure: b
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
     let provider = provider();
     let chain = certs(cert)?;
-    let key = keyward::tls::load_key(key, None).map_err(|e| anyhow!("{}: {e}", key.display()))?;
+    let key = keyward_server::tls::load_key(key, None).map_err(|e| anyhow!("{}: {e}", key.display()))?;
     let verifier = Arc::new(AnyClientCert(provider.signature_verification_algorithms));
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?

@@ -12,11 +12,11 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use keyward::auth::names::valid_name_new;
-use keyward::auth::pattern::Policy;
-use keyward::auth::Authority;
-use keyward::config::{Admin, File, Settings};
-use keyward::state::RouteOverrides;
+use keyward_core::names::valid_name_new;
+use keyward_server::auth::pattern::Policy;
+use keyward_server::auth::Authority;
+use keyward_server::config::{Admin, File, Settings};
+use keyward_server::state::RouteOverrides;
 use libfuzzer_sys::fuzz_target;
 
 fn hex_identity(s: &str) -> bool {

@@ -23,7 +23,7 @@ use base64::Engine as _;
 use chacha20::cipher::consts::U10;
 use chacha20poly1305::ChaCha20Poly1305;
 use hmac::{Hmac, Mac};
-use keyward::crypto::{Algorithm, SecretKey};
+use keyward_core::crypto::{Algorithm, SecretKey};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use sha2::Sha256;

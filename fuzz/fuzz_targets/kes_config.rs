@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use keyward::config::File;
+use keyward_server::config::File;
 use keyward::kesconf::convert;
 use libfuzzer_sys::fuzz_target;
 

@@ -1,5 +1,5 @@
 //! Key, policy and identity names and listing patterns
-//! (`keyward::auth::names`), both generations.
+//! (`keyward_core::names`), both generations.
 //!
 //! Checks, besides "never panics": each validator agrees with its definition
 //! in API.md section 3 (written here as a character-class check), the
@@ -8,7 +8,7 @@
 //! `.`, `\`, NUL, whitespace or Unicode look-alikes reach a keystore path.
 #![no_main]
 
-use keyward::auth::names::{
+use keyward_core::names::{
     invalid_identity, invalid_key_name, invalid_listing_pattern, invalid_policy_name, valid_name_new,
     valid_pattern_new, validate_name_old, validate_pattern_old, NameError, MAX_NAME_LEN,
 };

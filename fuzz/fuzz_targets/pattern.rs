@@ -11,7 +11,7 @@
 //! with their one-line definitions.
 #![no_main]
 
-use keyward::auth::pattern::{glob_is_valid, glob_match, Pattern, Policy};
+use keyward_server::auth::pattern::{glob_is_valid, glob_match, Pattern, Policy};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug)]

@@ -1,13 +1,13 @@
 //! The JSON request bodies of `/v1/key/*` (import, generate, encrypt, decrypt,
 //! bulk decrypt, hmac), decoded exactly as the handlers decode them, through
-//! `keyward::api::fuzzing::parse_bodies`.
+//! `keyward_server::api::fuzzing::parse_bodies`.
 //!
 //! Checks, besides "never panics": a body that is not a JSON object (first
 //! non-whitespace byte other than `{`) is refused by every object-typed
 //! request, as KES refuses it; only the bulk route takes an array.
 #![no_main]
 
-use keyward::api::fuzzing::parse_bodies;
+use keyward_server::api::fuzzing::parse_bodies;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -8,7 +8,7 @@
 //! the key the first time it is re-encoded.
 #![no_main]
 
-use keyward::crypto::StoredKey;
+use keyward_core::crypto::StoredKey;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

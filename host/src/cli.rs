@@ -442,8 +442,8 @@ pub enum PluginCommand {
 
 fn plugin_command(cmd: PluginCommand) -> ExitCode {
     let result = match cmd {
-        PluginCommand::Inspect { file } => crate::plugin::tools::inspect(&file),
-        PluginCommand::Check { manifest } => crate::plugin::tools::check(&manifest),
+        PluginCommand::Inspect { file } => keyward_plugin_host::tools::inspect(&file),
+        PluginCommand::Check { manifest } => keyward_plugin_host::tools::check(&manifest),
     };
     match result {
         Ok(out) => {
@@ -460,7 +460,7 @@ fn plugin_command(cmd: PluginCommand) -> ExitCode {
 pub fn run(cli: Cli) -> ExitCode {
     use crate::client;
     match cli.command {
-        Command::Server(args) => crate::server::run_from_cli(args),
+        Command::Server(args) => crate::run::run_from_cli(args),
         Command::Key(cmd) => client::finish(client::key::run(cmd)),
         Command::Policy(cmd) => client::finish(client::policy::run(cmd)),
         Command::Identity(cmd) => client::finish(client::identity::run(cmd)),

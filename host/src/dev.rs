@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
 
-use crate::config::{
+use keyward_server::config::{
     Admin, CacheSettings, ClientAuth, KeystoreSettings, LimitSettings, LogSettings, Settings, TlsSettings,
 };
 
@@ -119,7 +119,7 @@ fn prepare_in(dir: &Path) -> Result<DevFiles, DevError> {
         server_key: dir.join("server.key"),
         admin_cert: dir.join("admin.crt"),
         admin_key: dir.join("admin.key"),
-        admin_identity: crate::tls::identity_of_cert(admin_cert.as_bytes()).ok_or(DevError::Identity)?,
+        admin_identity: keyward_server::tls::identity_of_cert(admin_cert.as_bytes()).ok_or(DevError::Identity)?,
         dir,
     };
     write_private(&files.server_cert, server_cert.as_bytes())?;

@@ -620,9 +620,10 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    fn load(toml: &str) -> crate::config::Settings {
-        let file = crate::config::File::parse(Path::new("out.toml"), toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        crate::config::Settings::from_file(file).unwrap_or_else(|e| panic!("{e}\n{toml}"))
+    fn load(toml: &str) -> keyward_server::config::Settings {
+        let file =
+            keyward_server::config::File::parse(Path::new("out.toml"), toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        keyward_server::config::Settings::from_file(file).unwrap_or_else(|e| panic!("{e}\n{toml}"))
     }
 
     const ID: &str = "3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22";
@@ -638,7 +639,7 @@ mod tests {
         assert!(parse_go_duration("5d").is_err());
         for d in ["5m0s", "1h30m", "1.5s", "20s", "0s", "250ms"] {
             let text = format_duration(parse_go_duration(d).unwrap());
-            let back = crate::config::parse_duration("t", &text).unwrap();
+            let back = keyward_server::config::parse_duration("t", &text).unwrap();
             assert_eq!(back, parse_go_duration(d).unwrap(), "{d} -> {text}");
         }
     }

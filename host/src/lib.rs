@@ -1,24 +1,15 @@
-//! keyward: a KES-compatible key-management server.
+//! keyward: a KES-compatible key-management server, and the command line
+//! that runs it and talks to it.
 //!
-//! The host does TLS, identity, policy and all cryptography natively; where
-//! keys are stored and where audit events go is behind the [`keys::store`] and
-//! [`audit::sink`] seams, which WebAssembly plugins implement.
+//! This crate is the binary's wiring and the client; the server, the plugin
+//! host and the core are crates of their own (see ARCHITECTURE.md):
+//!
+//! * `keyward_core`: keys, KES cryptography, the keystore and audit-sink traits;
+//! * `keyward_plugin_host`: WebAssembly plugins behind those traits;
+//! * `keyward_server`: TLS identities, policies, the API, the key cache, audit.
 
-pub mod api;
-pub mod audit;
-pub mod auth;
-pub mod bundled;
 pub mod cli;
 pub mod client;
-pub mod config;
-pub mod crypto;
 pub mod dev;
 pub mod kesconf;
-pub mod keys;
-pub mod logging;
-pub mod metrics;
-pub mod plugin;
-pub mod server;
-pub mod sharded;
-pub mod state;
-pub mod tls;
+pub mod run;

@@ -38,7 +38,7 @@ pub fn root() -> PathBuf {
 
 /// The checked-in bundled components.
 pub fn bundled_dir() -> PathBuf {
-    root().join("host").join("bundled")
+    root().join("host").join("plugin-host").join("bundled")
 }
 
 /// The directory of freshly built components (every crate of [`CRATES`]),

@@ -138,7 +138,7 @@ async fn sighup_reloads_policies_and_identities() {
 /// stranger sent took effect.
 #[tokio::test]
 async fn an_identity_in_no_policy_is_refused_on_every_route() {
-    use keyward::api::routes::{AuthClass, Methods, ROUTES};
+    use keyward_server::api::routes::{AuthClass, Methods, ROUTES};
     use serde_json::json;
 
     let stranger = Ident::new("stranger");

@@ -546,14 +546,15 @@ fn import(name: &str) -> String {
     ok(&kw(&["config", "import", fixture(name).to_str().unwrap()]))
 }
 
-fn load(toml: &str) -> keyward::config::Settings {
-    let file = keyward::config::File::parse(Path::new("imported.toml"), toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    keyward::config::Settings::from_file(file).unwrap_or_else(|e| panic!("{e}\n{toml}"))
+fn load(toml: &str) -> keyward_server::config::Settings {
+    let file =
+        keyward_server::config::File::parse(Path::new("imported.toml"), toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    keyward_server::config::Settings::from_file(file).unwrap_or_else(|e| panic!("{e}\n{toml}"))
 }
 
 #[test]
 fn config_import_converts_every_section() {
-    use keyward::config::{Admin, ClientAuth};
+    use keyward_server::config::{Admin, ClientAuth};
     let s = load(&import("full.yml"));
     assert_eq!(s.address.to_string(), "0.0.0.0:7373");
     assert_eq!(s.admin, Admin::Identity("3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22".into()));
@@ -604,7 +605,7 @@ fn config_import_keeps_env_references_verbatim() {
         assert!(toml.contains(&format!("\"${{{var}}}\"")), "${{{var}}} not kept:\n{toml}");
     }
     // Still valid TOML for keyward as written…
-    keyward::config::File::parse(Path::new("imported.toml"), &toml).unwrap();
+    keyward_server::config::File::parse(Path::new("imported.toml"), &toml).unwrap();
     // …and a valid config once the variables have values.
     let id = "ab".repeat(32);
     let app = "cd".repeat(32);
@@ -618,7 +619,7 @@ fn config_import_keeps_env_references_verbatim() {
         .replace("${KES_BOOT_KEY}", "boot")
         .replace("${KES_KEYSTORE_DIR}", "/var/lib/keyward");
     let s = load(&expanded);
-    assert_eq!(s.admin, keyward::config::Admin::Identity(id));
+    assert_eq!(s.admin, keyward_server::config::Admin::Identity(id));
     assert_eq!(s.policies["app"].identities, [app]);
     assert_eq!(s.keys, ["boot"]);
     assert_eq!(s.keystore.unwrap().config_json, r#"{"path":"/var/lib/keyward"}"#);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyward::crypto::StoredKey;
+use keyward_core::crypto::StoredKey;
 
 use crate::harness::{b64, fs_keystore, unb64, Ident, Setup, TempDir, TestServer};
 

@@ -33,7 +33,7 @@ impl Ident {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.self_signed(&key).unwrap();
         let cert_pem = cert.pem();
-        let id = keyward::tls::identity_of_cert(cert_pem.as_bytes()).unwrap();
+        let id = keyward_server::tls::identity_of_cert(cert_pem.as_bytes()).unwrap();
         Ident { cert_pem, key_pem: key.serialize_pem(), id }
     }
 }

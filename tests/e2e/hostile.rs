@@ -16,7 +16,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn sha256_of(path: &Path) -> String {
-    keyward::plugin::sha256_hex(&std::fs::read(path).unwrap())
+    keyward_plugin_host::sha256_hex(&std::fs::read(path).unwrap())
 }
 
 /// A manifest with one keystore entry `name` for the component at `wasm`,

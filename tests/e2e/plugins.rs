@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keyward::crypto::StoredKey;
+use keyward_core::crypto::StoredKey;
 use serde_json::json;
 
 use crate::harness::{fs_keystore, toml_str, unb64, vectors, Setup, TempDir, TestServer};
@@ -123,7 +123,7 @@ async fn a_kes_key_directory_is_served_as_is() {
 async fn a_pinned_manifest_plugin_serves_as_the_keystore() {
     let dir = TempDir::new("manifest-fs");
     let wasm = crate::component("keystore_fs.wasm");
-    let sha = keyward::plugin::sha256_hex(&std::fs::read(&wasm).unwrap());
+    let sha = keyward_plugin_host::sha256_hex(&std::fs::read(&wasm).unwrap());
     std::fs::create_dir(dir.0.join("store")).unwrap();
     let manifest = dir.0.join("plugins.toml");
     std::fs::write(
@@ -222,7 +222,7 @@ async fn reloads_under_load_keep_every_audit_line_in_order() {
 async fn reload_with_a_broken_plugin_keeps_the_old_one() {
     let dir = TempDir::new("reload");
     let wasm = crate::component("keystore_fs.wasm");
-    let sha = keyward::plugin::sha256_hex(&std::fs::read(&wasm).unwrap());
+    let sha = keyward_plugin_host::sha256_hex(&std::fs::read(&wasm).unwrap());
     std::fs::create_dir(dir.0.join("store")).unwrap();
     let manifest = dir.0.join("plugins.toml");
     let entry = |pin: &str| {

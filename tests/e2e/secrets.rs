@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use keyward::keys::seal::Seal;
+use keyward_core::seal::Seal;
 use rcgen::{CertificateParams, DnType, KeyPair};
 use serde_json::{json, Value};
 

@@ -96,7 +96,10 @@ fn dev_on_a_taken_port_prints_only_the_error() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("cannot listen on") && err.contains(&addr), "{err}");
-    assert!(!err.contains("Try:") && !err.contains("admin key:"), "instructions printed for a server that did not start:\n{err}");
+    assert!(
+        !err.contains("Try:") && !err.contains("admin key:"),
+        "instructions printed for a server that did not start:\n{err}"
+    );
     assert!(dev_dirs(&dir.0).is_empty(), "left behind: {:?}", dev_dirs(&dir.0));
 }
 
@@ -130,10 +133,8 @@ fn a_kes_yaml_config_is_answered_with_the_import_command() {
 /// write instead.
 #[tokio::test]
 async fn log_variables_are_checked_and_json_lines_are_json() {
-    let s = TestServer::start_with(Setup {
-        env: vec![("KEYWARD_LOG_FORMAT".into(), "json".into())],
-        ..Setup::default()
-    });
+    let s =
+        TestServer::start_with(Setup { env: vec![("KEYWARD_LOG_FORMAT".into(), "json".into())], ..Setup::default() });
     s.admin_client().get("/v1/status").await.ok();
     let log = s.stderr();
     let listening = log.lines().find(|l| l.contains("listening")).unwrap_or_else(|| panic!("{log}"));

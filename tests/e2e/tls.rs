@@ -19,7 +19,7 @@ fn ca_and_client() -> (String, Ident) {
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let cert = params.signed_by(&key, &issuer).unwrap();
     let cert_pem = cert.pem();
-    let id = keyward::tls::identity_of_cert(cert_pem.as_bytes()).unwrap();
+    let id = keyward_server::tls::identity_of_cert(cert_pem.as_bytes()).unwrap();
     (ca_cert.pem(), Ident { cert_pem, key_pem: key.serialize_pem(), id })
 }
 
@@ -63,7 +63,7 @@ fn spoofing_chain(victim: &Ident) -> Ident {
     params.distinguished_name.push(DnType::CommonName, "attacker CA");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let own = params.self_signed(&key).unwrap();
-    let id = keyward::tls::identity_of_cert(own.pem().as_bytes()).unwrap();
+    let id = keyward_server::tls::identity_of_cert(own.pem().as_bytes()).unwrap();
     Ident { cert_pem: format!("{}{}", own.pem(), victim.cert_pem), key_pem: key.serialize_pem(), id }
 }
 
@@ -145,7 +145,7 @@ fn client_signed_by(ca: &Issuer<'static, KeyPair>, not_before_days: i64, not_aft
     params.not_after = now + time::Duration::days(not_after_days);
     let cert = params.signed_by(&key, ca).unwrap();
     let cert_pem = cert.pem();
-    let id = keyward::tls::identity_of_cert(cert_pem.as_bytes()).unwrap();
+    let id = keyward_server::tls::identity_of_cert(cert_pem.as_bytes()).unwrap();
     Ident { cert_pem, key_pem: key.serialize_pem(), id }
 }
 

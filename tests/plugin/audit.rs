@@ -2,9 +2,9 @@
 //! file in its granted directory; a sink built for the original `audit-sink`
 //! world still gets every event's fields.
 
-use keyward::audit::sink::{AuditBatch, AuditSink};
-use keyward::keys::store::StoreError;
-use keyward::plugin::{Grants, PluginAuditSink, PluginEngine, PluginError, PluginKind, PoolOptions};
+use keyward_core::audit_sink::{AuditBatch, AuditSink};
+use keyward_core::keystore::StoreError;
+use keyward_plugin_host::{Grants, PluginAuditSink, PluginEngine, PluginError, PluginKind, PoolOptions};
 
 use crate::{pinned, shared_engine, TempDir};
 

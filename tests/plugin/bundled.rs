@@ -1,4 +1,4 @@
-//! The components bundled into the binary (`host/bundled/`) are exactly what
+//! The components bundled into the binary (`host/plugin-host/bundled/`) are exactly what
 //! their sources in `plugins/` build: a change to a plugin, the SDK, `wit/`,
 //! `plugins/Cargo.lock` or the toolchain that was not followed by refreshing
 //! the checked-in files fails here.
@@ -17,22 +17,26 @@ fn bundled_components_are_what_their_sources_build() {
         let checked_in_path = guests::bundled_dir().join(file);
         let checked_in = std::fs::read(&checked_in_path).unwrap_or_default();
         // The binary embeds exactly the checked-in file.
-        let embedded = keyward::bundled::BUNDLED.iter().find(|b| b.krate == *krate).unwrap().bytes;
-        assert_eq!(embedded, &checked_in[..], "{file}: the binary embeds another file than host/bundled/{file}");
+        let embedded = keyward_plugin_host::bundled::BUNDLED.iter().find(|b| b.krate == *krate).unwrap().bytes;
+        assert_eq!(
+            embedded,
+            &checked_in[..],
+            "{file}: the binary embeds another file than host/plugin-host/bundled/{file}"
+        );
         if built != checked_in {
             if update {
                 std::fs::write(&checked_in_path, &built).unwrap();
             }
             stale.push(format!(
                 "  {file} (from plugins/{krate}): checked in {}, built {}",
-                keyward::plugin::sha256_hex(&checked_in),
-                keyward::plugin::sha256_hex(&built)
+                keyward_plugin_host::sha256_hex(&checked_in),
+                keyward_plugin_host::sha256_hex(&built)
             ));
         }
     }
     assert!(
         stale.is_empty() || update,
-        "host/bundled/ holds other components than plugins/ builds:\n{}\n\
+        "host/plugin-host/bundled/ holds other components than plugins/ builds:\n{}\n\
          If you changed a plugin (or plugins/Cargo.lock, wit/, the SDK or rust-toolchain.toml), refresh them with \
          `KEYWARD_UPDATE_BUNDLED=1 cargo test --test plugin bundled` and `examples/update-pins.sh`, review and \
          commit. If you changed none of those, the guest build is no longer reproducible: compare two builds \

@@ -1,13 +1,13 @@
 //! The keystore contract: what every keystore backend must do, whatever
 //! language it is written in. [`keystore_contract`] takes any
-//! [`Keystore`] (normally a [`keyward::plugin::PluginKeystore`]) on an empty
+//! [`Keystore`] (normally a [`keyward_plugin_host::PluginKeystore`]) on an empty
 //! store and checks the whole `keystore` world through it; run it against a
 //! new backend with one line.
 
 use std::sync::Arc;
 
-use keyward::keys::store::{Keystore, StoreError};
-use keyward::plugin::PoolOptions;
+use keyward_core::keystore::{Keystore, StoreError};
+use keyward_plugin_host::PoolOptions;
 
 use crate::{fs_keystore, TempDir};
 

@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use keyward::keys::store::{Keystore, StoreError};
-use keyward::plugin::{PluginKeystore, PoolOptions};
+use keyward_core::keystore::{Keystore, StoreError};
+use keyward_plugin_host::{PluginKeystore, PoolOptions};
 
 use crate::fs::TEMP_DIR;
 use crate::tmpfs::{fill, Tmpfs};

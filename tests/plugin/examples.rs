@@ -6,8 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use keyward::config::{File, Settings};
-use keyward::plugin::{sha256_hex, Manifest, PluginKind};
+use keyward_plugin_host::{sha256_hex, Manifest, PluginKind};
+use keyward_server::config::{File, Settings};
 
 use crate::{guests, shared_engine};
 
@@ -45,7 +45,7 @@ fn example_dev_config_is_valid() {
 #[test]
 fn example_production_config_is_valid_and_its_plugins_are_in_the_manifest() {
     let s = settings("production.toml");
-    assert_eq!(s.tls.auth, keyward::config::ClientAuth::Verify);
+    assert_eq!(s.tls.auth, keyward_server::config::ClientAuth::Verify);
     assert!(s.keystore.as_ref().unwrap().seal.is_some(), "production seals keys at rest");
     assert_eq!(s.policies["my-app"].identities, vec!["a1".repeat(32)]);
     // The manifest it names is the example one (relative to examples/, the
@@ -72,7 +72,7 @@ fn example_plugins_toml_pins_the_plugins_this_build_made() {
         let file = entry.path.file_name().unwrap();
         // The entry points at the bundled components.
         assert!(
-            entry.path.ends_with(Path::new("host/bundled").join(file)),
+            entry.path.ends_with(Path::new("host/plugin-host/bundled").join(file)),
             "{}: {}",
             entry.name,
             entry.path.display()
@@ -105,7 +105,7 @@ fn example_plugins_toml_pins_the_plugins_this_build_made() {
         let mut spec = entry.spec();
         let file = built.join(entry.path.file_name().unwrap());
         spec.sha256 = Some(sha256_hex(&std::fs::read(&file).unwrap()));
-        spec.source = keyward::plugin::PluginSource::File(file);
+        spec.source = keyward_plugin_host::PluginSource::File(file);
         shared_engine().load(&spec).unwrap_or_else(|e| panic!("{e}"));
     }
 }

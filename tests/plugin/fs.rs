@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use keyward::keys::store::{Keystore, StoreError};
-use keyward::plugin::{Grants, Limits, PluginError, PluginKeystore, PluginKind, PoolOptions};
+use keyward_core::keystore::{Keystore, StoreError};
+use keyward_plugin_host::{Grants, Limits, PluginError, PluginKeystore, PluginKind, PoolOptions};
 
 use crate::{dir_names, fs_keystore, pinned, shared_engine, TempDir};
 

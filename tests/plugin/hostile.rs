@@ -16,8 +16,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use keyward::keys::store::{Keystore, StoreError};
-use keyward::plugin::{Grants, Limits, PluginError, PluginKeystore, PoolOptions, TIMEOUT_MESSAGE};
+use keyward_core::keystore::{Keystore, StoreError};
+use keyward_plugin_host::{Grants, Limits, PluginError, PluginKeystore, PoolOptions, TIMEOUT_MESSAGE};
 
 use crate::{capture_logs, fs_keystore, hostile, short_timeout, TempDir};
 

@@ -15,9 +15,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use keyward::audit::sink::{AuditBatch, AuditSink};
-use keyward::keys::store::{Keystore, StoreError};
-use keyward::plugin::{
+use keyward_core::audit_sink::{AuditBatch, AuditSink};
+use keyward_core::keystore::{Keystore, StoreError};
+use keyward_plugin_host::{
     Grants, Limits, PluginAuditSink, PluginError, PluginKeystore, PluginKind, PoolOptions, TIMEOUT_MESSAGE,
 };
 

@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
-use keyward::keys::store::{Keystore, StoreError};
-use keyward::plugin::resolve::{Plugins, ResolveError};
-use keyward::plugin::{
+use keyward_core::keystore::{Keystore, StoreError};
+use keyward_plugin_host::resolve::{Plugins, ResolveError};
+use keyward_plugin_host::{
     sha256_hex, EngineOptions, Grants, Limits, Manifest, ManifestError, PluginEngine, PluginError, PluginKeystore,
     PluginKind, PluginSource, PluginSpec, PoolOptions,
 };

@@ -1,7 +1,7 @@
-//! Plugin-level tests: the plugin host (`keyward::plugin`) driving the real
+//! Plugin-level tests: the plugin host (`keyward_plugin_host`) driving the real
 //! first-party components and the hostile fixtures, without a server.
 //!
-//! The bundled components are the checked-in ones (`host/bundled/`); the
+//! The bundled components are the checked-in ones (`host/plugin-host/bundled/`); the
 //! fixtures are built from `plugins/` by [`guests`] on first use.
 //!
 //! * [`contract`]: the keystore contract every backend must pass, as a
@@ -23,12 +23,12 @@ mod contract;
 mod disk;
 mod examples;
 mod fs;
+#[path = "../common/guests.rs"]
+mod guests;
 mod hostile;
 mod http;
 mod loading;
 mod python;
-#[path = "../common/guests.rs"]
-mod guests;
 #[path = "../common/skip.rs"]
 mod skip;
 #[path = "../common/tmpfs.rs"]
@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use keyward::plugin::{
+use keyward_plugin_host::{
     sha256_hex, EngineOptions, Grants, Limits, PluginEngine, PluginError, PluginKeystore, PluginKind, PluginSource,
     PluginSpec, PoolOptions,
 };

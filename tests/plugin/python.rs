@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use keyward::keys::store::{Keystore, StoreError};
-use keyward::plugin::{
+use keyward_core::keystore::{Keystore, StoreError};
+use keyward_plugin_host::{
     sha256_hex, EngineOptions, Grants, Limits, PluginEngine, PluginError, PluginKeystore, PluginKind, PluginSource,
     PluginSpec, PoolOptions,
 };
@@ -89,8 +89,7 @@ fn python_plugin() -> Option<PathBuf> {
     }
     let wasm = python_wasm();
     let build_sh = root().join("examples/python-keystore/build.sh");
-    let have_tool =
-        || Command::new("bash").arg(&build_sh).arg("--check").output().is_ok_and(|o| o.status.success());
+    let have_tool = || Command::new("bash").arg(&build_sh).arg("--check").output().is_ok_and(|o| o.status.success());
     if !have_tool() {
         // `cargo test` needs nothing installed by hand: get the version the
         // example is written against from PyPI.
@@ -99,7 +98,10 @@ fn python_plugin() -> Option<PathBuf> {
         if !installed || !have_tool() {
             static SAID: AtomicBool = AtomicBool::new(false);
             if !SAID.swap(true, Ordering::Relaxed) {
-                crate::skip::skip("python plugin tests", "componentize-py is not installed and `python3 -m pip install componentize-py==0.25.1` failed");
+                crate::skip::skip(
+                    "python plugin tests",
+                    "componentize-py is not installed and `python3 -m pip install componentize-py==0.25.1` failed",
+                );
             }
             return None;
         }

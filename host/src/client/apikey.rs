@@ -177,7 +177,7 @@ mod tests {
         let parsed = ApiKey::parse(key).unwrap();
         assert_eq!(parsed.key_pair.subject_public_key_info()[..12], SPKI_ED25519_PREFIX);
         let (cert, key_pem) = parsed.client_certificate().unwrap();
-        assert_eq!(crate::tls::identity_of_cert(cert.as_bytes()).as_deref(), Some(identity));
+        assert_eq!(keyward_server::tls::identity_of_cert(cert.as_bytes()).as_deref(), Some(identity));
         assert!(key_pem.contains("BEGIN PRIVATE KEY"));
         let der = rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
         let (_, x509) = x509_parser::parse_x509_certificate(&der).unwrap();

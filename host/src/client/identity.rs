@@ -65,7 +65,7 @@ pub fn run(cmd: IdentityCommand) -> Result<(), ClientError> {
 fn of(cert: &Path) -> Result<(), ClientError> {
     let bytes =
         std::fs::read(cert).map_err(|e| ClientError::Failed(format!("cannot read '{}': {e}", cert.display())))?;
-    match crate::tls::identity_of_cert(&bytes) {
+    match keyward_server::tls::identity_of_cert(&bytes) {
         Some(id) => output::line(&id),
         None => Err(ClientError::Failed(format!("'{}' is not a certificate", cert.display()))),
     }
@@ -208,7 +208,7 @@ fn new(
     let (cert_pem, key_pem) = crate::dev::self_signed(name, sans, true)
         .map_err(|e| ClientError::Failed(format!("cannot create the certificate: {e}")))?;
     let key_pem = zeroize::Zeroizing::new(key_pem);
-    let identity = crate::tls::identity_of_cert(cert_pem.as_bytes())
+    let identity = keyward_server::tls::identity_of_cert(cert_pem.as_bytes())
         .ok_or_else(|| ClientError::Failed("cannot compute the identity of the new certificate".into()))?;
     write_private(&key_path, key_pem.as_bytes(), force)?;
     write_private(&cert_path, cert_pem.as_bytes(), force)?;

@@ -110,11 +110,11 @@ mod tests {
     /// line of a real rendering is one key with its value.
     #[test]
     fn the_servers_own_metrics_parse_completely() {
-        let m = crate::metrics::Metrics::new();
+        let m = keyward_server::metrics::Metrics::new();
         m.requests.begin();
         m.requests.end(200, Duration::from_millis(3));
         m.keystore_errors.with_label_values(&["get", "unavailable"]).inc();
-        let text = String::from_utf8(m.render(2, crate::metrics::Families::All)).unwrap();
+        let text = String::from_utf8(m.render(2, keyward_server::metrics::Families::All)).unwrap();
         let v = samples(&text);
         let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
         assert_eq!(v.as_object().map(Map::len), Some(lines.len()), "{text}");
