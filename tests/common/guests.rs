@@ -24,12 +24,24 @@ use std::sync::OnceLock;
 const TARGET: &str = "wasm32-wasip2";
 
 /// Every crate of the guest workspace that builds a component.
-pub const CRATES: &[&str] =
-    &["keystore-fs", "audit-file", "audit-webhook", "hostile", "future-wit", "http-probe", "audit-events"];
+pub const CRATES: &[&str] = &[
+    "keystore-fs",
+    "keystore-vault",
+    "audit-file",
+    "audit-webhook",
+    "hostile",
+    "future-wit",
+    "http-probe",
+    "audit-events",
+];
 
 /// The components bundled into the binary: (crate, file in `host/bundled/`).
-pub const BUNDLED: &[(&str, &str)] =
-    &[("keystore-fs", "keystore_fs.wasm"), ("audit-file", "audit_file.wasm"), ("audit-webhook", "audit_webhook.wasm")];
+pub const BUNDLED: &[(&str, &str)] = &[
+    ("keystore-fs", "keystore_fs.wasm"),
+    ("keystore-vault", "keystore_vault.wasm"),
+    ("audit-file", "audit_file.wasm"),
+    ("audit-webhook", "audit_webhook.wasm"),
+];
 
 /// The repository's root.
 pub fn root() -> PathBuf {

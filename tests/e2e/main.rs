@@ -18,6 +18,7 @@ mod hostile;
 mod keys;
 mod lifecycle;
 mod memory;
+mod openbao;
 mod plugin_cli;
 mod plugins;
 mod policies;
@@ -26,6 +27,7 @@ mod secrets;
 mod startup;
 mod system;
 mod tls;
+mod vault;
 mod webhook;
 
 /// A component file: the checked-in copy of a bundled plugin

@@ -30,7 +30,9 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine};
 
 use super::cache::CompileCache;
+use super::outbound::Outbound;
 use super::sandbox::{self, HostState};
+use super::scratch::Scratch;
 use super::{
     error_chain, sha256_hex, Grants, Limits, PluginError, PluginKind, PluginSource, PluginSpec, WIT_PACKAGE,
     WIT_VERSION,
@@ -90,6 +92,10 @@ pub struct LoadedComponent {
     pub grants: Grants,
     /// Its limits.
     pub limits: Limits,
+    /// Its outbound HTTP client, when it is granted hosts.
+    pub(crate) outbound: Option<Arc<Outbound>>,
+    /// Its state directory, when its grants ask for one.
+    pub(crate) scratch: Option<Arc<Scratch>>,
     pub(crate) pre: InstancePre<HostState>,
     pub(crate) engine: PluginEngine,
 }
@@ -196,6 +202,11 @@ impl PluginEngine {
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| PluginError::Instantiate { plugin: spec.name.clone(), message: error_chain(&e) })?;
+        let outbound = Outbound::new(&spec.name, &spec.grants)?;
+        let scratch = match &spec.grants.state {
+            Some(guest) => Some(Arc::new(Scratch::create(&spec.name, guest)?)),
+            None => None,
+        };
         Ok(LoadedComponent {
             name: spec.name.as_str().into(),
             kind: spec.kind,
@@ -203,6 +214,8 @@ impl PluginEngine {
             info,
             grants: spec.grants.clone(),
             limits: spec.limits,
+            outbound,
+            scratch,
             pre,
             engine: self.clone(),
         })

@@ -52,9 +52,11 @@ pub mod cache;
 pub mod engine;
 pub mod keystore;
 pub mod manifest;
+mod outbound;
 mod pool;
 pub mod resolve;
 pub mod sandbox;
+mod scratch;
 pub mod tools;
 
 pub use audit::PluginAuditSink;

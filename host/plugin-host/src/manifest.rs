@@ -110,6 +110,16 @@ pub struct Grants {
     /// simply not set).
     #[serde(default)]
     pub env: Vec<String>,
+    /// A PEM file of the CA certificates that HTTPS to the granted hosts
+    /// trusts instead of the public roots (a backend with a private CA).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Where the plugin sees a private directory the host creates when it
+    /// loads the plugin, shared by all its instances and removed when the
+    /// plugin is unloaded: state the instances of a pool must share (a
+    /// backend's login token), never persisted.
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 impl Grants {
@@ -289,6 +299,19 @@ fn validate_entry(raw: RawEntry, base: &Path) -> Result<ManifestEntry, String> {
     }
     for (i, host) in grants.hosts.iter().enumerate() {
         check_http_origin(host).map_err(|m| format!("grants.hosts[{i}]: {host:?}: {m}"))?;
+    }
+    if let Some(ca) = &mut grants.ca {
+        if grants.hosts.is_empty() {
+            return Err("grants.ca is given but grants.hosts is empty: it would trust a CA for nothing".into());
+        }
+        check_no_control("grants.ca", &ca.to_string_lossy())?;
+        *ca = resolve(base, ca);
+    }
+    if let Some(state) = &grants.state {
+        check_guest_path("grants.state", state)?;
+        if !guests.insert(state.clone()) {
+            return Err(format!("grants.state: {state:?} is also a granted directory"));
+        }
     }
     let limits = Limits {
         memory: match raw.limits.memory {

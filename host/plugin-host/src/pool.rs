@@ -190,7 +190,14 @@ impl<W: World> Pool<W> {
     /// Makes and initialises a fresh instance, under the call deadline.
     async fn create(&self) -> Result<Instance<W>, CreateError> {
         let loaded = &self.loaded;
-        let state = HostState::new(&loaded.name, &loaded.grants, &loaded.limits).map_err(CreateError::Plugin)?;
+        let state = HostState::new(
+            &loaded.name,
+            &loaded.grants,
+            &loaded.limits,
+            loaded.outbound.clone(),
+            loaded.scratch.as_deref(),
+        )
+        .map_err(CreateError::Plugin)?;
         let mut store = Store::new(loaded.engine.engine(), state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut ctx| {

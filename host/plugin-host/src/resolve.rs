@@ -2,10 +2,9 @@
 //!
 //! A name is looked up in the manifest first (an operator's entry overrides a
 //! bundled plugin of the same name), then among the plugins embedded in the
-//! binary. Embedded plugins get host-chosen grants: the `fs` keystore sees
-//! exactly its configured directory as `/data`; `audit-file` sees the
-//! directory of its log file as `/logs`; `audit-webhook` may reach exactly the
-//! origin (`scheme://host:port`) of its configured `url` over HTTP.
+//! binary. Embedded plugins get the grants their own config implies (see
+//! `bundled.rs`): the `fs` keystore sees exactly its configured directory as
+//! `/data`, `vault` may reach exactly its endpoint, and so on.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,8 +12,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::{
-    Grants, Manifest, ManifestError, PluginAuditSink, PluginEngine, PluginError, PluginKeystore, PluginKind,
-    PluginSpec, PoolOptions,
+    Manifest, ManifestError, PluginAuditSink, PluginEngine, PluginError, PluginKeystore, PluginKind, PluginSpec,
+    PoolOptions,
 };
 use keyward_core::audit_sink::AuditSink;
 use keyward_core::keystore::Keystore;
@@ -80,57 +79,17 @@ impl Plugins {
         if let Some(entry) = self.manifest.as_ref().and_then(|m| m.get(name)) {
             return Ok((entry.spec(), config_json.to_string()));
         }
-        let Some(bytes) = crate::bundled::find(name) else {
+        let Some(bundled) = crate::bundled::get(name) else {
             return Err(ResolveError::Unknown {
                 name: name.to_string(),
                 bundled: crate::bundled::names().collect::<Vec<_>>().join(", "),
             });
         };
         let mut config: Map<String, Value> = serde_json::from_str(config_json).unwrap_or_default();
-        let host_path = |key: &str| -> Result<PathBuf, ResolveError> {
-            match config.get(key) {
-                Some(Value::String(p)) if !p.is_empty() => Ok(PathBuf::from(p)),
-                _ => Err(config_error(name, format!("config needs a '{key}' string"))),
-            }
-        };
-        let (grants, guest_config) = match name {
-            "fs" => {
-                let dir = host_path("path")?;
-                create_private_dir(&dir)
-                    .map_err(|e| config_error(name, format!("cannot create '{}': {e}", dir.display())))?;
-                config.insert("path".into(), Value::String("/data".into()));
-                (Grants::dir(dir, "/data"), config)
-            }
-            "audit-file" => {
-                let file = host_path("path")?;
-                let file_name = file
-                    .file_name()
-                    .and_then(|f| f.to_str())
-                    .ok_or_else(|| config_error(name, "'path' must name a file"))?
-                    .to_string();
-                let dir = match file.parent() {
-                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                    _ => PathBuf::from("."),
-                };
-                create_private_dir(&dir)
-                    .map_err(|e| config_error(name, format!("cannot create '{}': {e}", dir.display())))?;
-                config.insert("path".into(), Value::String(format!("/logs/{file_name}")));
-                (Grants::dir(dir, "/logs"), config)
-            }
-            "audit-webhook" => {
-                let url = match config.get("url") {
-                    Some(Value::String(u)) if !u.is_empty() => u.clone(),
-                    _ => return Err(config_error(name, "config needs a 'url' string")),
-                };
-                let origin =
-                    super::sandbox::Origin::parse(&url).map_err(|m| config_error(name, format!("url {url:?}: {m}")))?;
-                let grants = Grants { hosts: vec![origin.to_string()], ..Grants::default() };
-                (grants, config)
-            }
-            _ => (Grants::default(), config),
-        };
-        let spec = PluginSpec::embedded(name, kind, bytes, grants);
-        Ok((spec, Value::Object(guest_config).to_string()))
+        let (grants, limits) = bundled.prepare(&mut config).map_err(|m| config_error(name, m))?;
+        let mut spec = PluginSpec::embedded(name, kind, bundled.bytes, grants);
+        spec.limits = limits;
+        Ok((spec, Value::Object(config).to_string()))
     }
 
     /// Loads the keystore plugin `name` and runs its `init`.
@@ -146,19 +105,4 @@ impl Plugins {
         let sink = PluginAuditSink::load(&self.engine, &spec, &config, PoolOptions { max_instances: 1 }).await?;
         Ok(Arc::new(sink))
     }
-}
-
-/// Creates `dir` (and parents) with mode 0700 if it does not exist.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        b.mode(0o700);
-    }
-    b.create(dir)
 }

@@ -31,8 +31,9 @@
 //!   makes its request fail at the deadline, and the epoch check then ends
 //!   the call as timed out as soon as the plugin runs again.
 //!
-//! HTTPS uses wasmtime-wasi-http's default sender: rustls with the webpki
-//! (Mozilla) root certificates.
+//! Requests go out through the plugin's [`Outbound`] client: pooled
+//! keep-alive connections, rustls with the webpki (Mozilla) roots or the
+//! CA file the grants name.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -51,6 +52,8 @@ use wasmtime_wasi_http::p2::bindings::http::types::{DnsErrorPayload, ErrorCode};
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::bindings::wit_log;
+use super::outbound::{IoFuture, Outbound};
+use super::scratch::Scratch;
 use super::{Grants, Limits, PluginError};
 
 /// The longest log line a plugin can emit; longer ones are cut, so a plugin
@@ -85,7 +88,13 @@ impl HostState {
     ///
     /// Fails when a granted host directory cannot be opened: an instance must
     /// never start with less (or more) than the operator granted.
-    pub fn new(plugin: &Arc<str>, grants: &Grants, limits: &Limits) -> Result<HostState, PluginError> {
+    pub(crate) fn new(
+        plugin: &Arc<str>,
+        grants: &Grants,
+        limits: &Limits,
+        outbound: Option<Arc<Outbound>>,
+        scratch: Option<&Scratch>,
+    ) -> Result<HostState, PluginError> {
         let mut b = WasiCtxBuilder::new();
         b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         // Filesystem calls run on the calling thread instead of hopping to
@@ -107,21 +116,17 @@ impl HostState {
                 ),
             })?;
         }
+        if let Some(scratch) = scratch {
+            b.preopened_dir(scratch.host(), scratch.guest(), FsPerms::ReadWrite).map_err(|e| PluginError::Sandbox {
+                plugin: plugin.to_string(),
+                message: format!("cannot open the state directory: {}", super::error_chain(&e)),
+            })?;
+        }
         for name in &grants.env {
             if let Ok(value) = std::env::var(name) {
                 b.env(name, value);
             }
         }
-        let allowed = grants
-            .hosts
-            .iter()
-            .map(|h| {
-                Origin::parse(h).map_err(|m| PluginError::Sandbox {
-                    plugin: plugin.to_string(),
-                    message: format!("grants.hosts: {h:?}: {m}"),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         // Linear memory is the plugin's; usize is at least 32 bits and the
         // manifest caps memory at 4GiB, so this conversion only saturates on
         // 16-bit targets we do not build for.
@@ -134,7 +139,7 @@ impl HostState {
             deadline: None,
             timed_out: false,
             http: WasiHttpCtx::new(),
-            http_policy: HttpPolicy { plugin: plugin.clone(), allowed: allowed.into(), deadline: None },
+            http_policy: HttpPolicy { plugin: plugin.clone(), outbound, deadline: None },
         })
     }
 }
@@ -154,53 +159,11 @@ impl WasiHttpView for HostState {
     }
 }
 
-/// An HTTP origin as the allow-list compares them: lowercase scheme and host,
-/// explicit port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Origin {
-    scheme: String,
-    host: String,
-    port: u16,
-}
-
-impl Origin {
-    /// The origin of an `http://` or `https://` URL (a bare origin such as
-    /// `https://vault:8200` or a full URL with a path).
-    pub(crate) fn parse(url: &str) -> Result<Origin, String> {
-        let uri: http::Uri = url.trim().parse().map_err(|e| format!("not a URL: {e}"))?;
-        Origin::of_uri(&uri).ok_or_else(|| "must be an http:// or https:// URL with a host and no credentials".into())
-    }
-
-    fn of_uri(uri: &http::Uri) -> Option<Origin> {
-        let scheme = uri.scheme_str()?.to_ascii_lowercase();
-        let default_port = match scheme.as_str() {
-            "http" => 80,
-            "https" => 443,
-            _ => return None,
-        };
-        let authority = uri.authority()?;
-        // Userinfo would end up in the address the sender connects to.
-        if authority.as_str().contains('@') {
-            return None;
-        }
-        let host = authority.host().to_ascii_lowercase();
-        if host.is_empty() {
-            return None;
-        }
-        Some(Origin { scheme, host, port: authority.port_u16().unwrap_or(default_port) })
-    }
-}
-
-impl std::fmt::Display for Origin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
-    }
-}
-
-/// The [`WasiHttpHooks`] of one instance: the allow-list and the deadline.
+/// The [`WasiHttpHooks`] of one instance: the plugin's allow-list and
+/// client, and the deadline of the call in progress.
 struct HttpPolicy {
     plugin: Arc<str>,
-    allowed: Arc<[Origin]>,
+    outbound: Option<Arc<Outbound>>,
     deadline: Option<Instant>,
 }
 
@@ -209,7 +172,6 @@ struct HttpPolicy {
 const DENIED_BODY_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 type HttpResult<T> = Result<T, wasmtime_wasi_http::Error>;
-type IoFuture = Box<dyn Future<Output = HttpResult<()>> + Send>;
 
 impl WasiHttpHooks for HttpPolicy {
     fn p2_error_from_connect(&mut self, err: &std::io::Error) -> ErrorCode {
@@ -249,9 +211,11 @@ impl WasiHttpHooks for HttpPolicy {
         options: Option<RequestOptions>,
         _request_body_errors: IoFuture,
     ) -> Box<dyn Future<Output = HttpResult<(http::Response<WasiBody>, IoFuture)>> + Send> {
-        let origin = Origin::of_uri(request.uri());
-        if !origin.as_ref().is_some_and(|o| self.allowed.contains(o)) {
-            let shown = origin.map_or_else(|| request.uri().to_string(), |o| o.to_string());
+        let allowed = match &self.outbound {
+            Some(outbound) => outbound.allows(request.uri()),
+            None => Err(request.uri().to_string()),
+        };
+        if let Err(shown) = allowed {
             tracing::warn!(
                 target: "keyward::plugin",
                 plugin = &*self.plugin,
@@ -270,29 +234,15 @@ impl WasiHttpHooks for HttpPolicy {
             });
         }
         let deadline = self.deadline.map(tokio::time::Instant::from_std);
+        let outbound = self.outbound.clone();
+        let _ = options;
         Box::new(async move {
-            let send = wasmtime_wasi_http::default_send_request(request, options);
-            let (response, io) = match deadline {
-                Some(at) => tokio::time::timeout_at(at, send)
-                    .await
-                    .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??,
-                None => send.await?,
-            };
+            let Some(outbound) = outbound else { return Err(wasmtime_wasi_http::Error::HttpRequestDenied) };
+            let response = outbound.send(request, deadline).await?;
             let response = response.map(|inner| {
-                DeadlineBody {
-                    inner: inner.boxed_unsync(),
-                    sleep: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
-                }
-                .boxed_unsync()
+                DeadlineBody { inner, sleep: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))) }.boxed_unsync()
             });
-            // The connection is driven by this future; it never outlives the
-            // call that opened it.
-            let io: IoFuture = Box::new(async move {
-                match deadline {
-                    Some(at) => tokio::time::timeout_at(at, io).await.unwrap_or(Ok(())),
-                    None => io.await,
-                }
-            });
+            let io: IoFuture = Box::new(async { Ok(()) });
             Ok((response, io))
         })
     }

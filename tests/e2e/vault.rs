@@ -1,0 +1,153 @@
+//! The bundled `vault` keystore against a real OpenBao: keys round-trip in
+//! KES's exact layout on K/V v1 and v2, with a token and with AppRole (and
+//! Transit wrapping); keys KES wrote are served and decrypt KES's
+//! ciphertexts; a sealed OpenBao leaves cached keys serving and answers the
+//! rest 503 until it is unsealed, without restarting keyward.
+
+use serde_json::{json, Value};
+
+use crate::harness::{b64, unb64, vectors, Setup, TestServer};
+use crate::openbao::OpenBao;
+
+fn server(bao: &OpenBao, keystore: &str, extra: &str) -> TestServer {
+    TestServer::start_with(Setup {
+        keystore: Some(bao.keystore(keystore)),
+        extra_config: extra.to_string(),
+        ..Setup::default()
+    })
+}
+
+/// Create, duplicate, describe, list, encrypt/decrypt, delete, and what
+/// OpenBao holds afterwards: one secret per key at KES's path, whose data
+/// maps the key's name to its stored value.
+async fn round_trip(s: &TestServer, bao: &OpenBao, read_path: &str, wrapped: bool) {
+    let c = s.admin_client();
+    c.put_empty("/v1/key/create/app-key").await.ok();
+    c.put_empty("/v1/key/create/app-key").await.expect(400, "key already exists");
+    c.put_empty("/v1/key/create/other").await.ok();
+    let d = c.get("/v1/key/describe/app-key").await;
+    assert_eq!(d.ok().json()["created_by"], s.admin.id.as_str());
+    let names = c.get_json("/v1/key/list/").await.json();
+    assert_eq!(names["names"], json!(["app-key", "other"]), "{names}");
+    let ct = c.encrypt("app-key", b"a secret", Some(b"ctx")).await;
+    let plain = c.decrypt("app-key", &ct, Some(b"ctx")).await.json();
+    assert_eq!(unb64(plain["plaintext"].as_str().unwrap()), b"a secret");
+
+    let secret = bao.call("GET", &format!("{read_path}app-key"), Value::Null).await;
+    let data = if read_path.contains("/data/") { &secret["data"]["data"] } else { &secret["data"] };
+    let stored = data["app-key"].as_str().unwrap_or_else(|| panic!("no value named after the key: {secret}"));
+    if wrapped {
+        assert!(stored.starts_with("vault:v1:"), "not a Transit ciphertext: {stored}");
+    } else {
+        // KES's stored-key encoding: base64 of the protobuf message.
+        assert!(stored.starts_with("CiQK"), "not KES's encoding: {stored}");
+    }
+    c.delete("/v1/key/delete/other").await.ok();
+    c.get("/v1/key/describe/other").await.expect(404, "key does not exist");
+    let (status, _) = bao.try_call("GET", &format!("{read_path}other"), Value::Null).await;
+    assert_eq!(status, 404, "the deleted key is still in OpenBao");
+}
+
+#[tokio::test]
+async fn keys_round_trip_in_kes_layout_on_kv_v1_and_v2() {
+    let Some(bao) = OpenBao::start("keys_round_trip_in_kes_layout_on_kv_v1_and_v2").await else { return };
+    // K/V v1, a static token.
+    let s = server(&bao, "engine = \"kv\"\nprefix = \"keyward\"\ntoken = \"root\"\n", "");
+    round_trip(&s, &bao, "kv/keyward/", false).await;
+    drop(s);
+    // K/V v2, AppRole with KES's policy, Transit wrapping.
+    let (id, secret) = bao.approle().await;
+    let config = format!(
+        "engine = \"kv2\"\nversion = \"v2\"\nprefix = \"keyward\"\ntransit = {{ key = \"keyward\" }}\n\
+         approle = {{ id = \"{id}\", secret = \"{secret}\" }}\n"
+    );
+    let s = server(&bao, &config, "");
+    round_trip(&s, &bao, "kv2/data/keyward/", true).await;
+    let log = s.stderr();
+    assert!(!log.contains(&secret), "the secret_id reached the log");
+}
+
+/// Keys written by KES (with plain HTTP, KES's path and value formats: the
+/// legacy JSON and the base64 protobuf) are listed, described and decrypt
+/// the ciphertexts made with them.
+#[tokio::test]
+async fn keys_kes_wrote_into_vault_are_served_and_decrypt_kes_ciphertexts() {
+    let Some(bao) = OpenBao::start("keys_kes_wrote_into_vault_are_served_and_decrypt_kes_ciphertexts").await else {
+        return;
+    };
+    let v = vectors();
+    let stored = v["stored_keys"].as_array().unwrap().iter().find(|k| k["format"] == "protobuf-base64").unwrap();
+    bao.call("PUT", "kv/kes-pb", json!({"kes-pb": stored["raw"]})).await;
+    let mut decrypted = 0;
+    for (i, case) in v["decrypt"].as_array().unwrap().iter().enumerate() {
+        let name = format!("kes-json-{i}");
+        let value = json!({"bytes": case["key"], "algorithm": case["algorithm"],
+                           "created_at": "2024-01-12T10:39:20.886816Z", "created_by": "kes"})
+        .to_string();
+        bao.call("PUT", &format!("kv/{name}"), json!({ name.clone(): value })).await;
+    }
+    let s = server(&bao, "engine = \"kv\"\ntoken = \"root\"\n", "");
+    let c = s.admin_client();
+    let d = c.get("/v1/key/describe/kes-pb").await;
+    assert_eq!(d.ok().json()["created_by"], stored["created_by"]);
+    assert_eq!(d.json()["created_at"], stored["created_at"]);
+    for (i, case) in v["decrypt"].as_array().unwrap().iter().enumerate() {
+        let name = format!("kes-json-{i}");
+        let context = case["context"].as_str().map(unb64);
+        for format in ["ciphertext_raw", "ciphertext_msgpack", "ciphertext_json"] {
+            let Some(ct) = case[format].as_str() else { continue };
+            let r = c.decrypt(&name, &unb64(ct), context.as_deref()).await;
+            assert_eq!(r.ok().json()["plaintext"], case["plaintext"], "{name} {format}");
+            decrypted += 1;
+        }
+    }
+    assert!(decrypted >= 10, "only {decrypted} KES ciphertexts checked");
+    let listed = c.get_json("/v1/key/list/kes*").await.json();
+    assert_eq!(listed["names"].as_array().unwrap().len(), v["decrypt"].as_array().unwrap().len() + 1);
+    // HMAC works with the protobuf key (it carries an HMAC key).
+    c.put("/v1/key/hmac/kes-pb", &json!({"message": b64(b"m")})).await.ok();
+}
+
+/// OpenBao sealed during service: a cached key keeps serving (within
+/// `cache.expiry.offline`, from the moment the outage is seen), an uncached
+/// one answers 503 with the reason,
+/// `/v1/status` reports the keystore unreachable; unsealed, everything works
+/// again without restarting keyward.
+#[tokio::test]
+async fn a_sealed_vault_leaves_cached_keys_serving_and_recovers() {
+    let Some(bao) = OpenBao::start("a_sealed_vault_leaves_cached_keys_serving_and_recovers").await else { return };
+    let s = server(&bao, "engine = \"kv\"\ntoken = \"root\"\n", "[cache.expiry]\nany = \"3s\"\noffline = \"1h\"\n");
+    let c = s.admin_client();
+    c.put_empty("/v1/key/create/cached").await.ok();
+    c.encrypt("cached", b"x", None).await;
+    // A key keyward has never read (another node created it).
+    let v = vectors();
+    let stored =
+        &v["stored_keys"].as_array().unwrap().iter().find(|k| k["format"] == "protobuf-base64").unwrap()["raw"];
+    bao.call("PUT", "kv/cold", json!({"cold": stored})).await;
+    bao.seal().await;
+    // The outage is seen (by a request or the periodic probe) ...
+    let status = c.get("/v1/status").await;
+    assert_eq!(status.ok().json()["keystore_unreachable"], true, "{}", status.text());
+    // ... and from then on, past `any`, the cached key still serves.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    c.encrypt("cached", b"still", None).await;
+    let r = c.put("/v1/key/encrypt/cold", &json!({"plaintext": b64(b"x")})).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.message().contains("keystore unavailable") && r.message().contains("sealed"), "{}", r.message());
+    let r = c.put_empty("/v1/key/create/new").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    bao.unseal().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = c.put_empty("/v1/key/create/new").await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no recovery after unseal: {}", r.text());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    c.encrypt("cold", b"x", None).await;
+    let status = c.get("/v1/status").await.json();
+    assert!(!status["keystore_unreachable"].as_bool().unwrap_or(false), "{status}");
+}
