@@ -14,7 +14,9 @@ fn bench(c: &mut Criterion) {
     c.bench_function("identity/of_chain (DER, per connection)", |b| {
         b.iter(|| keyward_server::tls::identity_of_chain(&chain).unwrap())
     });
-    c.bench_function("identity/of_cert (PEM)", |b| b.iter(|| keyward_server::tls::identity_of_cert(pem.as_bytes()).unwrap()));
+    c.bench_function("identity/of_cert (PEM)", |b| {
+        b.iter(|| keyward_server::tls::identity_of_cert(pem.as_bytes()).unwrap())
+    });
 }
 
 criterion_group!(benches, bench);

@@ -158,6 +158,11 @@ pub struct Report {
     pub total_requests: u64,
     /// Errors in total, warm-up included.
     pub total_errors: u64,
+    /// Requests of the set-up before them (creating the keys, the ciphertext
+    /// for decrypt, the probe), all answered: a server that audits every
+    /// request logs `total_requests + setup_requests`.
+    #[serde(default)]
+    pub setup_requests: u64,
     pub first_error: Option<String>,
     /// CPU time the load generator itself used per measured request.
     pub client_cpu_us_per_req: f64,
@@ -205,6 +210,8 @@ struct Shared {
     remaining: Option<AtomicU64>,
     issued: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// Requests the set-up sent, see [`Report::setup_requests`].
+    setup_requests: u64,
 }
 
 /// When requests count: those completed in `[start, end)`; the workers stop
@@ -416,11 +423,58 @@ async fn drive(s: &Arc<Shared>, links: Vec<Link>, w: Window) -> Result<(Vec<Link
 
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Sends one setup request on `sender` and returns status and body.
-async fn setup_call(c: &mut (Sender, Conn), authority: &str, path: &str, body: Bytes) -> Result<(StatusCode, Bytes)> {
-    tokio::time::timeout(SETUP_TIMEOUT, exchange(&mut c.0, &mut c.1, request(authority, path, body)))
-        .await
-        .map_err(|_| anyhow!("PUT {path} timed out after {SETUP_TIMEOUT:?}"))?
+/// The connection the set-up runs on, counting its requests.
+struct Setup {
+    conn: (Sender, Conn),
+    authority: String,
+    requests: u64,
+}
+
+impl Setup {
+    /// Sends one set-up request (`PUT path`) and returns status and body.
+    async fn call(&mut self, path: &str, body: Bytes) -> Result<(StatusCode, Bytes)> {
+        let (sender, conn) = &mut self.conn;
+        let answer = tokio::time::timeout(SETUP_TIMEOUT, exchange(sender, conn, request(&self.authority, path, body)))
+            .await
+            .map_err(|_| anyhow!("PUT {path} timed out after {SETUP_TIMEOUT:?}"))??;
+        self.requests += 1;
+        Ok(answer)
+    }
+
+    /// Creates the keys; one that exists already is fine.
+    async fn create_keys(&mut self, names: &[String]) -> Result<()> {
+        for k in names {
+            let (status, body) = self.call(&format!("/v1/key/create/{k}"), Bytes::new()).await?;
+            // 400/409: the key exists already (KES answers 400 "key already exists").
+            if !status.is_success() && status != StatusCode::BAD_REQUEST && status != StatusCode::CONFLICT {
+                bail!("creating key {k}: HTTP {status}: {}", String::from_utf8_lossy(&body));
+            }
+        }
+        Ok(())
+    }
+
+    /// The body every request of `route` sends: for decrypt, a ciphertext the
+    /// server makes of the payload with `key`.
+    async fn body(&mut self, route: Route, key: &str, payload: &[u8]) -> Result<Bytes> {
+        Ok(match route {
+            Route::Encrypt => b64_field("plaintext", payload),
+            Route::Hmac => b64_field("message", payload),
+            Route::Generate => Bytes::from_static(b"{}"),
+            Route::Decrypt => {
+                let path = format!("/v1/key/encrypt/{key}");
+                let (status, body) = self.call(&path, b64_field("plaintext", payload)).await?;
+                if !status.is_success() {
+                    bail!("encrypt (to get a ciphertext): HTTP {status}: {}", String::from_utf8_lossy(&body));
+                }
+                #[derive(Deserialize)]
+                struct Enc {
+                    ciphertext: String,
+                }
+                let enc: Enc = serde_json::from_slice(&body).context("encrypt response")?;
+                Bytes::from(serde_json::json!({ "ciphertext": enc.ciphertext }).to_string())
+            }
+        })
+    }
 }
 
 fn b64_field(name: &str, bytes: &[u8]) -> Bytes {
@@ -446,76 +500,47 @@ async fn prepare(args: &LoadArgs, url: &str) -> Result<(Arc<Shared>, Vec<Link>)>
     let server_name = ServerName::try_from(name.clone()).map_err(|_| anyhow!("invalid server name {name}"))?;
     let config = crate::tls::client_config(args.cacert.as_deref(), &args.cert, &args.key, args.insecure)?;
     let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| format!("{host}:{port}"));
-
-    let mut shared = Shared {
-        target: Target {
-            connector: TlsConnector::from(config),
-            addr,
-            server_name,
-            authority: authority.clone(),
-            timeout: args.timeout,
-        },
-        route: args.route,
-        key_name: args.key_name.clone(),
-        keys,
-        body: Bytes::new(),
-        path: format!("/v1/key/{}/{}", args.route.as_str(), args.key_name),
-        remaining: args.requests.map(AtomicU64::new),
-        issued: AtomicU64::new(0),
-        first_error: Mutex::new(None),
-    };
+    let target = Target { connector: TlsConnector::from(config), addr, server_name, authority, timeout: args.timeout };
 
     // Set-up on one connection: create the key(s), build the request body.
-    let mut setup = shared.target.connect().await?;
+    let mut setup = Setup { conn: target.connect().await?, authority: target.authority.clone(), requests: 0 };
     let key_names: Vec<String> = if keys > 1 {
         (0..keys).map(|i| format!("{}-{i}", args.key_name)).collect()
     } else {
         vec![args.key_name.clone()]
     };
     if !args.no_create {
-        for k in &key_names {
-            let (status, body) =
-                setup_call(&mut setup, &authority, &format!("/v1/key/create/{k}"), Bytes::new()).await?;
-            // 400/409: the key exists already (KES answers 400 "key already exists").
-            if !status.is_success() && status != StatusCode::BAD_REQUEST && status != StatusCode::CONFLICT {
-                bail!("creating key {k}: HTTP {status}: {}", String::from_utf8_lossy(&body));
-            }
-        }
+        setup.create_keys(&key_names).await?;
     }
     let mut payload = vec![0u8; args.payload_size];
     rand::thread_rng().fill_bytes(&mut payload);
-    shared.body = match args.route {
-        Route::Encrypt => b64_field("plaintext", &payload),
-        Route::Hmac => b64_field("message", &payload),
-        Route::Generate => Bytes::from_static(b"{}"),
-        Route::Decrypt => {
-            let path = format!("/v1/key/encrypt/{}", args.key_name);
-            let (status, body) = setup_call(&mut setup, &authority, &path, b64_field("plaintext", &payload)).await?;
-            if !status.is_success() {
-                bail!("encrypt (to get a ciphertext): HTTP {status}: {}", String::from_utf8_lossy(&body));
-            }
-            #[derive(Deserialize)]
-            struct Enc {
-                ciphertext: String,
-            }
-            let enc: Enc = serde_json::from_slice(&body).context("encrypt response")?;
-            Bytes::from(serde_json::json!({ "ciphertext": enc.ciphertext }).to_string())
-        }
-    };
+    let body = setup.body(args.route, &args.key_name, &payload).await?;
     // One request of the real route, so a misconfiguration fails loudly here.
-    let probe_path =
-        if keys > 1 { format!("/v1/key/{}/{}", args.route.as_str(), key_names[0]) } else { shared.path.clone() };
-    let (status, body) = setup_call(&mut setup, &authority, &probe_path, shared.body.clone()).await?;
+    let path = format!("/v1/key/{}/{}", args.route.as_str(), args.key_name);
+    let probe_path = if keys > 1 { format!("/v1/key/{}/{}", args.route.as_str(), key_names[0]) } else { path.clone() };
+    let (status, answer) = setup.call(&probe_path, body.clone()).await?;
     if !status.is_success() {
-        bail!("{} {probe_path}: HTTP {status}: {}", args.route.as_str(), String::from_utf8_lossy(&body));
+        bail!("{} {probe_path}: HTTP {status}: {}", args.route.as_str(), String::from_utf8_lossy(&answer));
     }
 
     // Open every connection before the clock starts.
-    let mut links = vec![setup];
+    let mut links = vec![setup.conn];
     while links.len() < args.connections {
-        links.push(shared.target.connect().await?);
+        links.push(target.connect().await?);
     }
     let links = links.into_iter().map(|(sender, conn)| Link { sender, conn, broken: false }).collect();
+    let shared = Shared {
+        target,
+        route: args.route,
+        key_name: args.key_name.clone(),
+        keys,
+        body,
+        path,
+        remaining: args.requests.map(AtomicU64::new),
+        issued: AtomicU64::new(0),
+        first_error: Mutex::new(None),
+        setup_requests: setup.requests,
+    };
     Ok((Arc::new(shared), links))
 }
 
@@ -780,6 +805,7 @@ fn report(
         latency_us: latency,
         total_requests: tally.total,
         total_errors: tally.total_errors,
+        setup_requests: shared.setup_requests,
         first_error,
         client_cpu_us_per_req: per_req(cpu.client, cpu.client_requests),
         client_cores: cpu.client.as_secs_f64() / cpu.wall_seconds,

@@ -177,6 +177,8 @@ mod tests {
             let report = load::run(&args).await.unwrap().remove(0);
             assert_eq!(report.errors, 0, "{route:?}: {:?}", report.first_error);
             assert!(report.requests >= 50, "{route:?}: {}", report.requests);
+            // Create and probe; for decrypt also the encrypt that made its ciphertext.
+            assert_eq!(report.setup_requests, if route == load::Route::Decrypt { 3 } else { 2 }, "{route:?}");
             assert!(report.latency_us.p50 > 0.0 && report.latency_us.p99 >= report.latency_us.p50);
             assert!(report.server_rss_kib_max.unwrap_or(0) > 0);
             let line = serde_json::to_string(&report).unwrap();
@@ -195,6 +197,7 @@ mod tests {
         };
         let report = load::run(&args).await.unwrap().remove(0);
         assert_eq!(report.errors, 0, "{:?}", report.first_error);
+        assert_eq!(report.setup_requests, 21, "20 creates and the probe");
         server.abort();
         let _ = std::fs::remove_dir_all(&dir);
     }

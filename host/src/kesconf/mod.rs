@@ -6,6 +6,7 @@
 //! because a silently dropped setting in a key server is a security bug.
 //! `${VAR}` references are copied verbatim; keyward expands them at start-up.
 
+mod vault;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -112,7 +113,6 @@ struct KesPolicy {
 
 /// KES keystore types and why keyward cannot take them over (yet).
 const UNSUPPORTED_KEYSTORES: &[(&str, &str)] = &[
-    ("vault", "is not supported yet (a keyward vault plugin is planned); keep KES for it until then"),
     ("etcd", "is not supported yet (a keyward etcd plugin is planned)"),
     ("encryptedfs", "has no keyward plugin: its files are encrypted in a KES-specific format; use the fs keystore with `[keystore] seal` for new deployments"),
     ("kes", "(a KES server as keystore) has no keyward plugin"),
@@ -457,6 +457,22 @@ impl Converter {
         let Some((kind, cfg)) = types.into_iter().next() else {
             return Ok(());
         };
+        if kind == "vault" {
+            let Value::Mapping(vault) = cfg else {
+                return Err(self.err(format!("{section}.vault"), "must be a map"));
+            };
+            let lines = vault::config_lines(&format!("{section}.vault"), &vault)
+                .map_err(|(key, message)| self.err(key, message))?;
+            self.line("");
+            self.line("[keystore]");
+            self.line("plugin = \"vault\"");
+            self.line("");
+            self.line("[keystore.config]");
+            for line in lines {
+                self.line(line);
+            }
+            return Ok(());
+        }
         if kind != "fs" {
             let full = match &cfg {
                 // Name the nested type as KES does: `aws.secretsmanager`.
@@ -473,9 +489,10 @@ impl Converter {
                 .find(|(k, _)| *k == kind)
                 .map(|(_, why)| why.to_string())
                 .unwrap_or_else(|| "is not a keystore keyward knows".to_string());
-            return Err(
-                self.err(format!("{section}.{full}"), format!("the KES keystore '{full}' {why}; keyward supports: fs"))
-            );
+            return Err(self.err(
+                format!("{section}.{full}"),
+                format!("the KES keystore '{full}' {why}; keyward supports: fs, vault"),
+            ));
         }
         let Value::Mapping(fs) = cfg else {
             return Err(self.err(format!("{section}.fs"), "must be a map with `path`"));
@@ -671,7 +688,6 @@ mod tests {
     #[test]
     fn unsupported_keystores_are_named() {
         for (yaml_ks, name) in [
-            ("vault:\n    endpoint: https://vault:8200", "vault"),
             ("aws:\n    secretsmanager:\n      region: us-east-1", "aws.secretsmanager"),
             ("azure:\n    keyvault:\n      endpoint: x", "azure.keyvault"),
         ] {
