@@ -45,7 +45,7 @@ mkdir -p "$out"
 tmp="$out/keystore_py.wasm.tmp.$$"
 trap 'rm -f "$tmp"' EXIT
 # -d: our WIT package; -w: the world to implement; -p: where `app` lives.
-cpy -q -d "$root/wit" -w keystore \
+cpy -q -d "$root/wit/keyward-plugin@0.1.0" -w keystore \
     componentize -p "$here" app -o "$tmp"
 mv "$tmp" "$out/keystore_py.wasm"
 trap - EXIT

@@ -84,7 +84,7 @@ pub enum Command {
     /// Print a shell completion script.
     ///
     /// Example: keyward completions bash > /etc/bash_completion.d/keyward
-    ///          keyward completions zsh > "${fpath[1]}/_keyward"
+    ///          keyward completions zsh > ~/.zfunc/_keyward
     ///          keyward completions fish > ~/.config/fish/completions/keyward.fish
     #[command(verbatim_doc_comment, about = "Print a shell completion script")]
     Completions {

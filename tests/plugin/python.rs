@@ -62,7 +62,7 @@ fn stale(wasm: &Path) -> bool {
     };
     let example = root().join("examples/python-keystore");
     let mut inputs = vec![example.join("app.py"), example.join("build.sh")];
-    if let Ok(entries) = std::fs::read_dir(root().join("wit")) {
+    if let Ok(entries) = std::fs::read_dir(root().join("wit").join("keyward-plugin@0.1.0")) {
         inputs.extend(entries.flatten().map(|e| e.path()));
     }
     inputs.iter().any(|p| modified(p).is_some_and(|m| m > built))

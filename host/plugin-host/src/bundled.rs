@@ -19,6 +19,10 @@ use serde_json::{Map, Value};
 use super::outbound::Origin;
 use super::{DirGrant, Grants, Limits};
 
+/// Derives a bundled plugin's grants and limits from its config, rewriting
+/// the config into what the plugin sees.
+type Prepare = fn(&mut Map<String, Value>) -> Result<(Grants, Limits), String>;
+
 /// One bundled plugin.
 pub struct Bundled {
     /// The name configs use (`plugin = "fs"`).
@@ -30,7 +34,7 @@ pub struct Bundled {
     /// Derives the grants and limits from the plugin's config, rewriting the
     /// config into what the plugin sees (guest paths instead of host paths,
     /// host-only keys removed).
-    prepare: fn(&mut Map<String, Value>) -> Result<(Grants, Limits), String>,
+    prepare: Prepare,
 }
 
 impl Bundled {

@@ -85,7 +85,7 @@ pub(crate) mod bindings {
     /// interfaces, which the `keystore` bindings reuse.
     pub mod audit_sink {
         wasmtime::component::bindgen!({
-            path: "../../wit",
+            path: "../../wit/keyward-plugin@0.1.0",
             world: "keyward:plugin/audit-sink@0.1.0",
             exports: { default: async },
             // `write` takes events borrowed from the host's batch: no copy
@@ -96,7 +96,7 @@ pub(crate) mod bindings {
     /// The `audit-lines` world: batches of audit lines (preferred by sinks).
     pub mod audit_lines {
         wasmtime::component::bindgen!({
-            path: "../../wit",
+            path: "../../wit/keyward-plugin@0.1.0",
             world: "keyward:plugin/audit-lines@0.1.0",
             exports: { default: async },
             with: {
@@ -108,7 +108,7 @@ pub(crate) mod bindings {
     /// The `keystore` world.
     pub mod keystore {
         wasmtime::component::bindgen!({
-            path: "../../wit",
+            path: "../../wit/keyward-plugin@0.1.0",
             world: "keyward:plugin/keystore@0.1.0",
             exports: { default: async },
             with: {

@@ -42,11 +42,11 @@ pub(crate) struct Origin {
 }
 
 impl Origin {
-    /// Parses a granted origin (`scheme://host[:port]`, no path): http or
-    /// https only.
+    /// The origin of an `http://` or `https://` URL (a bare origin such as
+    /// `https://vault:8200` or a full URL with a path).
     pub(crate) fn parse(url: &str) -> Result<Origin, String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
-        Origin::of_uri(&uri).ok_or_else(|| "needs an http or https scheme and a host".to_string())
+        let uri: http::Uri = url.trim().parse().map_err(|e| format!("not a URL: {e}"))?;
+        Origin::of_uri(&uri).ok_or_else(|| "must be an http:// or https:// URL with a host and no credentials".into())
     }
 
     pub(crate) fn of_uri(uri: &http::Uri) -> Option<Origin> {
@@ -56,11 +56,16 @@ impl Origin {
             "https" => 443,
             _ => return None,
         };
-        let host = uri.host()?.to_ascii_lowercase();
+        let authority = uri.authority()?;
+        // Userinfo would end up in the address the sender connects to.
+        if authority.as_str().contains('@') {
+            return None;
+        }
+        let host = authority.host().to_ascii_lowercase();
         if host.is_empty() {
             return None;
         }
-        Some(Origin { scheme, host, port: uri.port_u16().unwrap_or(default_port) })
+        Some(Origin { scheme, host, port: authority.port_u16().unwrap_or(default_port) })
     }
 }
 
@@ -148,29 +153,33 @@ impl Outbound {
 /// plugin sees what happened (refused, TLS certificate, protocol...).
 fn client_error(e: hyper_util::client::legacy::Error) -> wasmtime_wasi_http::Error {
     use std::error::Error as _;
+    let tls = |t: &rustls::Error| match t {
+        rustls::Error::InvalidCertificate(_) => wasmtime_wasi_http::Error::TlsCertificateError,
+        _ => wasmtime_wasi_http::Error::TlsProtocolError,
+    };
+    // A TLS failure first, wherever it sits in the chain (the connector
+    // wraps it in I/O errors), then the first I/O error.
+    let mut io_error = None;
     let mut source = e.source();
     while let Some(inner) = source {
-        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
-            return match tls {
-                rustls::Error::InvalidCertificate(_) => wasmtime_wasi_http::Error::TlsCertificateError,
-                _ => wasmtime_wasi_http::Error::TlsProtocolError,
-            };
+        if let Some(t) = inner.downcast_ref::<rustls::Error>() {
+            return tls(t);
         }
-        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
-            if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
-                return match tls {
-                    rustls::Error::InvalidCertificate(_) => wasmtime_wasi_http::Error::TlsCertificateError,
-                    _ => wasmtime_wasi_http::Error::TlsProtocolError,
-                };
+        // An I/O error's `source()` skips the error it wraps: descend into
+        // that one instead.
+        source = match inner.downcast_ref::<std::io::Error>() {
+            Some(io) => {
+                io_error.get_or_insert_with(|| std::io::Error::new(io.kind(), io.to_string()));
+                io.get_ref().map(|wrapped| wrapped as &(dyn std::error::Error + 'static))
             }
-            return wasmtime_wasi_http::Error::Connect(std::io::Error::new(io.kind(), io.to_string()));
-        }
-        source = inner.source();
+            None => inner.source(),
+        };
     }
-    if e.is_connect() {
-        return wasmtime_wasi_http::Error::ConnectionRefused;
+    match io_error {
+        Some(io) => wasmtime_wasi_http::Error::Connect(io),
+        None if e.is_connect() => wasmtime_wasi_http::Error::ConnectionRefused,
+        None => wasmtime_wasi_http::Error::HttpProtocolError,
     }
-    wasmtime_wasi_http::Error::HttpProtocolError
 }
 
 /// The certificates of a PEM file, as the only roots trusted.

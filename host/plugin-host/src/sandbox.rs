@@ -18,7 +18,7 @@
 //! A plugin whose `grants.hosts` is empty is vetted and linked without
 //! `wasi:http` (the engine refuses a component importing it, see `engine.rs`).
 //! One with hosts gets wasmtime's `wasi:http` implementation behind
-//! [`HttpPolicy`], whose `send_request` hook:
+//! `HttpPolicy`, whose `send_request` hook:
 //!
 //! * compares the request's origin (`scheme://host:port`, default port filled
 //!   in, case-insensitive) with the granted origins, and answers
@@ -31,7 +31,7 @@
 //!   makes its request fail at the deadline, and the epoch check then ends
 //!   the call as timed out as soon as the plugin runs again.
 //!
-//! Requests go out through the plugin's [`Outbound`] client: pooled
+//! Requests go out through the plugin's `Outbound` (`outbound.rs`) client: pooled
 //! keep-alive connections, rustls with the webpki (Mozilla) roots or the
 //! CA file the grants name.
 
@@ -322,7 +322,7 @@ fn truncate(s: &str, max: usize) -> &str {
 
 /// Adds everything a plugin may import to `linker`: WASI 0.2 (gated per
 /// instance by its [`WasiCtx`]), `keyward:plugin/log`, and with `http` the
-/// `wasi:http` outgoing handler and types (gated by [`HttpPolicy`]).
+/// `wasi:http` outgoing handler and types (gated by `HttpPolicy`).
 pub fn add_to_linker(linker: &mut Linker<HostState>, http: bool) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     refuse_symlink_creation(linker)?;

@@ -1,5 +1,5 @@
 //! `keyward config import`: converts a KES YAML server config into keyward's
-//! TOML, section by section (see DESIGN.md, "Server configuration").
+//! TOML, section by section (docs/configuration.md).
 //!
 //! The conversion is deliberately strict: a KES key we do not know, a TLS
 //! proxy or a keystore without a keyward plugin is an error that names it,
@@ -525,7 +525,7 @@ fn is_env_ref(s: &str) -> bool {
     s.contains("${")
 }
 
-/// Whether keyward treats a policy pattern as a glob (see DESIGN.md).
+/// Whether keyward treats a policy pattern as a glob (see docs/configuration.md).
 fn is_glob(p: &str) -> bool {
     let body = p.strip_suffix('*').unwrap_or(p);
     body.contains(['*', '?', '['])

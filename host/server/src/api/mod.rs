@@ -7,13 +7,17 @@
 //! `{"message": …}` in one place ([`error`]).
 
 pub mod body;
+mod call;
+mod enclave;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod go_json;
 mod identity;
 mod key;
+mod path;
 mod policy;
+mod reply;
 pub mod routes;
 mod system;
 
@@ -23,66 +27,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
-use http::{Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
-use http_body_util::BodyExt;
-use serde::Serialize;
+use http::header::ACCEPT;
+use http::{Request, StatusCode};
 use tracing::Instrument;
 
 use crate::state::State;
 use crate::tls::IdentityError;
+use enclave::{is_default_enclave, KES_ENCLAVE};
 use error::ApiError;
+use path::RequestPath;
+use reply::error_reply;
 use routes::{AuthClass, Handler, Route};
 
 pub use body::{BodyTimedOut, RequestBody};
-
-/// Response body: a full buffer (every answer but log following) or a
-/// stream. An enum rather than a boxed body, so the usual answer costs no
-/// allocation beyond its bytes.
-pub enum Body {
-    /// The whole body (`None` once sent, or when empty).
-    Full(Option<Bytes>),
-    /// A stream of frames.
-    Stream(BoxBody<Bytes, Infallible>),
-}
-
-impl Body {
-    fn full(bytes: Bytes) -> Body {
-        Body::Full(Some(bytes).filter(|b| !b.is_empty()))
-    }
-}
-
-impl hyper::body::Body for Body {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
-        match self.get_mut() {
-            Body::Full(bytes) => std::task::Poll::Ready(bytes.take().map(|b| Ok(hyper::body::Frame::data(b)))),
-            Body::Stream(stream) => std::pin::Pin::new(stream).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Body::Full(bytes) => bytes.is_none(),
-            Body::Stream(stream) => stream.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        match self {
-            Body::Full(bytes) => hyper::body::SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Body::Stream(stream) => stream.size_hint(),
-        }
-    }
-}
-/// A finished response.
-pub type Reply = Response<Body>;
+pub use call::{Call, Selector};
+pub use enclave::{check_enclave, form_pairs};
+pub use reply::{empty_reply, json_reply, ndjson_reply, raw_reply, secret_json_reply, stream_reply, Body, Reply};
 
 /// What a connection knows about its client. Shared (`Arc<str>`) because
 /// every request's audit event carries both: a reference count, not a copy.
@@ -90,189 +50,6 @@ pub type Reply = Response<Body>;
 pub struct Peer {
     pub ip: Option<Arc<str>>,
     pub identity: Result<Arc<str>, IdentityError>,
-}
-
-/// How a listing argument selects names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selector {
-    All,
-    Prefix(String),
-    Glob(String),
-}
-
-impl Selector {
-    pub fn matches(&self, name: &str) -> bool {
-        match self {
-            Selector::All => true,
-            Selector::Prefix(p) => name.starts_with(p.as_str()),
-            Selector::Glob(g) => crate::auth::pattern::glob_match(g, name),
-        }
-    }
-
-    /// The prefix a store can narrow its listing by.
-    pub fn prefix(&self) -> &str {
-        match self {
-            Selector::Prefix(p) => p,
-            _ => "",
-        }
-    }
-}
-
-/// One authorized call, as a handler sees it.
-pub struct Call<'a> {
-    pub state: &'a State,
-    pub route: &'static Route,
-    /// The resource name after the route prefix (percent-decoded).
-    pub name: &'a str,
-    /// The caller's identity (absent only on routes that need none).
-    pub identity: Option<&'a str>,
-    /// Whether a listing should be JSON (`Accept: application/json`).
-    /// No Go client sends `Accept`; all of them read ndjson.
-    pub wants_json: bool,
-    /// The request has an `Accept` header (the Go KES clients send none).
-    pub accepts_any: bool,
-    /// The `Kes-Enclave` header named an enclave other than the default.
-    pub other_enclave: bool,
-    pub query: Option<&'a str>,
-    pub body: Bytes,
-}
-
-impl Call<'_> {
-    /// The identity, for routes that require one.
-    pub fn caller(&self) -> &str {
-        self.identity.unwrap_or_default()
-    }
-
-    /// Parses the listing argument.
-    ///
-    /// JSON listings (new generation) take a prefix, optionally ending in `*`.
-    /// ndjson listings take `*`/empty for all, a glob if the pattern has glob
-    /// characters (old generation), and otherwise a prefix — what the newer Go
-    /// clients, which also read ndjson, mean by it.
-    pub fn selector(&self) -> Result<Selector, ApiError> {
-        let p = self.name;
-        if self.wants_json {
-            if !keyward_core::names::valid_pattern_new(p) {
-                return Err(ApiError::bad_request(keyward_core::names::invalid_listing_pattern(p)));
-            }
-            let prefix = p.strip_suffix('*').unwrap_or(p);
-            return Ok(if prefix.is_empty() { Selector::All } else { Selector::Prefix(prefix.to_string()) });
-        }
-        if p.is_empty() || p == "*" {
-            return Ok(Selector::All);
-        }
-        keyward_core::names::validate_pattern_old(p).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        if p.contains(['*', '?', '[', '\\']) {
-            Ok(Selector::Glob(p.to_string()))
-        } else {
-            Ok(Selector::Prefix(p.to_string()))
-        }
-    }
-
-    /// Decodes a JSON object body, matching field names as Go does
-    /// ([`go_json`]); any malformed body is the same 400.
-    ///
-    /// serde would also fill a struct from a JSON array; Go (and so KES)
-    /// refuses that, and so do we.
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
-        if self.body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(ApiError::invalid_body());
-        }
-        self.json_any()
-    }
-
-    /// Decodes any JSON body (arrays included), matching field names as Go
-    /// does.
-    pub fn json_any<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
-        go_json::from_slice(&self.body).map_err(|_| ApiError::invalid_body())
-    }
-}
-
-/// An answer with its whole body. hyper writes `content-length` from the
-/// body's exact size (`0` included, as Go's server does), so it is not set here:
-/// that would be two more allocations per request.
-fn full(status: StatusCode, content_type: Option<&'static str>, body: Vec<u8>) -> Reply {
-    let mut r = Response::new(Body::full(Bytes::from(body)));
-    *r.status_mut() = status;
-    if let Some(ct) = content_type {
-        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ct));
-    }
-    r
-}
-
-/// 200 with a JSON body (ending in a newline, as Go's encoder writes).
-pub fn json_reply<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
-    let mut body = serde_json::to_vec(value)
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to encode response"))?;
-    body.push(b'\n');
-    Ok(full(StatusCode::OK, Some("application/json"), body))
-}
-
-/// 200 with a JSON body that carries a secret (a plaintext, a data key):
-/// the buffer is zeroed once hyper has written it and let it go.
-pub fn secret_json_reply<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
-    let mut body = serde_json::to_vec(value)
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to encode response"))?;
-    body.push(b'\n');
-    let mut r = Response::new(Body::full(Bytes::from_owner(body::WipedOnDrop(body))));
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(r)
-}
-
-/// 200 with no body.
-pub fn empty_reply() -> Result<Reply, ApiError> {
-    Ok(full(StatusCode::OK, None, Vec::new()))
-}
-
-/// 200 with newline-delimited JSON lines.
-pub fn ndjson_reply<T: Serialize>(items: impl IntoIterator<Item = T>) -> Result<Reply, ApiError> {
-    let mut body = Vec::new();
-    for item in items {
-        serde_json::to_writer(&mut body, &item)
-            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to encode response"))?;
-        body.push(b'\n');
-    }
-    Ok(full(StatusCode::OK, Some("application/x-ndjson"), body))
-}
-
-/// 200 with an arbitrary body and content type (metrics).
-pub fn raw_reply(content_type: &'static str, body: Vec<u8>) -> Result<Reply, ApiError> {
-    Ok(full(StatusCode::OK, Some(content_type), body))
-}
-
-/// A streaming ndjson body that forwards lines from a broadcast channel until
-/// the client goes away.
-pub fn stream_reply(rx: crate::audit::follow::Follower) -> Result<Reply, ApiError> {
-    use crate::audit::follow::RecvError;
-    use futures_util::stream;
-    use http_body_util::StreamBody;
-    use hyper::body::Frame;
-    let lines = stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(line) => {
-                    let mut b = Vec::with_capacity(line.len() + 1);
-                    b.extend_from_slice(line.as_bytes());
-                    b.push(b'\n');
-                    return Some((Ok::<_, Infallible>(Frame::data(Bytes::from(b))), rx));
-                }
-                Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return None,
-            }
-        }
-    });
-    let mut r = Response::new(Body::Stream(BodyExt::boxed(StreamBody::new(lines))));
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
-    Ok(r)
-}
-
-fn error_reply(e: &ApiError) -> Reply {
-    let mut r = full(e.status, Some("application/json"), e.body());
-    if let Some(m) = e.allow {
-        r.headers_mut().insert(ACCEPT, HeaderValue::from_static(m));
-        r.headers_mut().insert(ALLOW, HeaderValue::from_static(m));
-    }
-    r
 }
 
 fn header_has(headers: &http::HeaderMap, name: http::header::HeaderName, needle: &str) -> bool {
@@ -371,49 +148,6 @@ fn admit(state: &State, peer: &Peer, path: &RequestPath, head: &http::request::P
     let wants_json = header_has(&head.headers, ACCEPT, "application/json")
         && !header_has(&head.headers, ACCEPT, "application/x-ndjson");
     Ok(Admitted { route, name_at: path.len() - name.len(), timeout, wants_json, accepts_any, other_enclave })
-}
-
-/// A request's URL path, percent-decoded. Kept as the URI's own bytes when
-/// it has nothing to decode (nearly always), so most requests copy no path.
-enum RequestPath {
-    Raw(http::uri::PathAndQuery),
-    /// The decoded path, and the URI's bytes for the query.
-    Decoded {
-        path: String,
-        raw: http::uri::PathAndQuery,
-    },
-}
-
-impl RequestPath {
-    fn new(uri: http::Uri) -> RequestPath {
-        let raw = uri.into_parts().path_and_query.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        if !raw.path().contains('%') {
-            return RequestPath::Raw(raw);
-        }
-        // A path that is not UTF-8 once decoded is taken as sent, as before.
-        match percent_encoding::percent_decode_str(raw.path()).decode_utf8() {
-            Ok(std::borrow::Cow::Owned(path)) => RequestPath::Decoded { path, raw },
-            Ok(std::borrow::Cow::Borrowed(_)) | Err(_) => RequestPath::Raw(raw),
-        }
-    }
-
-    /// The query, as sent (not decoded).
-    fn query(&self) -> Option<&str> {
-        match self {
-            RequestPath::Raw(raw) | RequestPath::Decoded { raw, .. } => raw.query(),
-        }
-    }
-}
-
-impl std::ops::Deref for RequestPath {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        match self {
-            RequestPath::Raw(raw) => raw.path(),
-            RequestPath::Decoded { path, .. } => path,
-        }
-    }
 }
 
 /// Reads the body of an admitted request and runs its handler.
@@ -551,32 +285,4 @@ async fn dispatch_other(call: Call<'_>) -> Result<Reply, ApiError> {
         Handler::IdentityList => identity::list(&call),
         Handler::IdentityDelete => identity::delete(&call),
     }
-}
-
-/// The header kes-go (v0.2) names an enclave with; v0.22 uses the
-/// `enclave` query parameter instead.
-const KES_ENCLAVE: &str = "kes-enclave";
-
-fn is_default_enclave(name: &[u8]) -> bool {
-    name.is_empty() || name == b"default"
-}
-
-/// Handles the `enclave` query parameter and the `Kes-Enclave` header alike:
-/// only the default enclave exists.
-pub fn check_enclave(call: &Call<'_>) -> Result<(), ApiError> {
-    let in_query =
-        || call.query.is_some_and(|q| form_pairs(q).any(|(k, v)| k == "enclave" && !is_default_enclave(v.as_bytes())));
-    if call.other_enclave || in_query() {
-        return Err(ApiError::not_found("enclave does not exist"));
-    }
-    Ok(())
-}
-
-/// Splits a query string into decoded key/value pairs.
-pub fn form_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    q.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let dec = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
-        (dec(k), dec(v))
-    })
 }

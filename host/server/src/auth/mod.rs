@@ -4,6 +4,7 @@
 //! [`arc_swap::ArcSwap`]: every request reads it without locking, and a SIGHUP
 //! reload or a write through the old policy API swaps in a new snapshot.
 
+pub mod glob;
 pub mod pattern;
 
 use std::collections::BTreeMap;
@@ -29,7 +30,7 @@ pub struct PolicyRecord {
 
 impl PolicyRecord {
     /// A policy from the config file: a trailing-`*` pattern is a prefix match,
-    /// other wildcards are globs (see DESIGN.md).
+    /// other wildcards are globs (see docs/configuration.md).
     fn from_config(allow: Vec<String>, deny: Vec<String>, created_at: OffsetDateTime, created_by: String) -> Self {
         let policy = Policy {
             allow: allow.iter().map(|p| Pattern::from_config(p)).collect(),

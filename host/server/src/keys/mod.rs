@@ -1,4 +1,4 @@
-//! The key front: the cache in front of whichever [`store::Keystore`] is
+//! The key front: the cache in front of whichever [`Keystore`] is
 //! configured. Handlers ask this module for keys by name; only it talks to the
 //! store, encodes stored values and applies optional sealing.
 

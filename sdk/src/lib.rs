@@ -65,7 +65,7 @@ pub mod bindings {
     #[allow(missing_docs)]
     pub mod keystore {
         wit_bindgen::generate!({
-            path: "../../wit",
+            path: "../wit/keyward-plugin@0.1.0",
             world: "keyward:plugin/keystore@0.1.0",
             // Used from plugin crates, so the export macro must be exported and
             // must find these bindings by absolute path.
@@ -82,7 +82,7 @@ pub mod bindings {
     #[allow(missing_docs)]
     pub mod audit_sink {
         wit_bindgen::generate!({
-            path: "../../wit",
+            path: "../wit/keyward-plugin@0.1.0",
             world: "keyward:plugin/audit-sink@0.1.0",
             pub_export_macro: true,
             export_macro_name: "export",
@@ -101,7 +101,7 @@ pub mod bindings {
     #[allow(missing_docs)]
     pub mod audit_lines {
         wit_bindgen::generate!({
-            path: "../../wit",
+            path: "../wit/keyward-plugin@0.1.0",
             world: "keyward:plugin/audit-lines@0.1.0",
             pub_export_macro: true,
             export_macro_name: "export",
