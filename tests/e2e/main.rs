@@ -18,6 +18,7 @@ mod hostile;
 mod keys;
 mod lifecycle;
 mod memory;
+#[path = "../common/openbao.rs"]
 mod openbao;
 mod plugin_cli;
 mod plugins;

@@ -151,3 +151,61 @@ async fn a_sealed_vault_leaves_cached_keys_serving_and_recovers() {
     let status = c.get("/v1/status").await.json();
     assert!(!status["keystore_unreachable"].as_bool().unwrap_or(false), "{status}");
 }
+
+/// AppRole tokens living 5 s, renewable up to 15 s, under 45 s of traffic
+/// that reaches Vault every second (the cache expires keys after 1 s): not
+/// one request fails, the token is renewed before it expires and replaced
+/// by a new login before its maximum TTL, and the pool's instances share it
+/// (a handful of logins, not one per instance or per request). Counted from
+/// OpenBao's own token records (accessors and their renewal times).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_tokens_are_renewed_and_replaced_without_a_failed_request() {
+    let test = "short_lived_tokens_are_renewed_and_replaced_without_a_failed_request";
+    let Some(bao) = OpenBao::start(test).await else { return };
+    let (id, secret) = bao.approle_with_ttl("short", "5s", "15s").await;
+    let config = format!(
+        "engine = \"kv2\"\nversion = \"v2\"\napprole = {{ engine = \"approle\", id = \"{id}\", secret = \"{secret}\" }}\n"
+    );
+    let s = server(&bao, &config, "[cache.expiry]\nany = \"1s\"\nunused = \"1s\"\n");
+    let c = s.admin_client();
+    c.put_empty("/v1/key/create/k0").await.ok();
+    let started = std::time::Instant::now();
+    let (mut requests, mut failures, mut created) = (0, Vec::new(), 1);
+    let mut tokens = std::collections::BTreeMap::<String, bool>::new();
+    let mut most_alive = 0;
+    while started.elapsed() < std::time::Duration::from_secs(45) {
+        let r = c.put("/v1/key/encrypt/k0", &json!({"plaintext": b64(b"x")})).await;
+        requests += 1;
+        if r.status != 200 {
+            failures.push(format!("{:?}: {} {}", started.elapsed(), r.status, r.text()));
+        }
+        if requests % 5 == 0 {
+            let alive = bao.role_tokens("short").await;
+            most_alive = most_alive.max(alive.len());
+            for (accessor, renewed) in alive {
+                *tokens.entry(accessor).or_default() |= renewed;
+            }
+        }
+        if requests % 10 == 0 {
+            let r = c.put_empty(&format!("/v1/key/create/k{created}")).await;
+            created += 1;
+            if r.status != 200 {
+                failures.push(format!("{:?}: create {} {}", started.elapsed(), r.status, r.text()));
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(failures.is_empty(), "{} of {requests} requests failed:\n{}", failures.len(), failures.join("\n"));
+    let logins = tokens.len();
+    let renewed = tokens.values().filter(|r| **r).count();
+    eprintln!(
+        "{requests} requests, {created} keys; {logins} tokens issued, {renewed} renewed, at most {most_alive} alive"
+    );
+    // 45 s at a 15 s maximum TTL: a new login every 10-15 s, each token
+    // renewed before its 5 s run out; never more than the current token and
+    // the one it replaced.
+    assert!((3..=8).contains(&logins), "{logins} logins in 45 s of 15 s tokens");
+    assert!(renewed >= logins - 1, "only {renewed} of {logins} tokens were renewed");
+    assert!(most_alive <= 2, "{most_alive} tokens alive at once: instances do not share the token");
+    assert!(!s.stderr().contains(&secret), "the secret_id reached the log");
+}

@@ -28,11 +28,14 @@ mod guests;
 mod hostile;
 mod http;
 mod loading;
+#[path = "../common/openbao.rs"]
+mod openbao;
 mod python;
 #[path = "../common/skip.rs"]
 mod skip;
 #[path = "../common/tmpfs.rs"]
 mod tmpfs;
+mod vault;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

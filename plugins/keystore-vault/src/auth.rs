@@ -253,7 +253,12 @@ impl Vault {
             match self.renew(&state.token, deadline) {
                 Ok(lease) => {
                     apply_renewal(state, &lease);
-                    return Ok(());
+                    if state.usable(now_ms()) {
+                        return Ok(());
+                    }
+                    // Near its max TTL a renewal gives only what is left,
+                    // which may already be inside the safety margin.
+                    log::info("vault: the renewed token expires too soon (its max TTL is near); logging in again");
                 }
                 Err(Renewal::Failed(m)) => return Err(AuthFailure::new(m, false)),
                 Err(Renewal::Refused(m)) => log::info(&format!("vault: {m}; logging in again")),
