@@ -64,7 +64,11 @@ pub type Reply = Response<Body>;
 /// body's exact size (`0` included, as Go's server does), so it is not set here:
 /// that would be two more allocations per request.
 fn full(status: StatusCode, content_type: Option<&'static str>, body: Vec<u8>) -> Reply {
-    let mut r = Response::new(Body::full(Bytes::from(body)));
+    full_bytes(status, content_type, Bytes::from(body))
+}
+
+fn full_bytes(status: StatusCode, content_type: Option<&'static str>, body: Bytes) -> Reply {
+    let mut r = Response::new(Body::full(body));
     *r.status_mut() = status;
     if let Some(ct) = content_type {
         r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ct));
@@ -72,23 +76,24 @@ fn full(status: StatusCode, content_type: Option<&'static str>, body: Vec<u8>) -
     r
 }
 
-/// 200 with a JSON body (ending in a newline, as Go's encoder writes).
-pub fn json_reply<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
+/// `value` as JSON ending in a newline, as Go's encoder writes it.
+fn json_body<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
     let mut body = serde_json::to_vec(value)
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to encode response"))?;
     body.push(b'\n');
-    Ok(full(StatusCode::OK, Some("application/json"), body))
+    Ok(body)
+}
+
+/// 200 with a JSON body.
+pub fn json_reply<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
+    Ok(full(StatusCode::OK, Some("application/json"), json_body(value)?))
 }
 
 /// 200 with a JSON body that carries a secret (a plaintext, a data key):
 /// the buffer is zeroed once hyper has written it and let it go.
 pub fn secret_json_reply<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
-    let mut body = serde_json::to_vec(value)
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed to encode response"))?;
-    body.push(b'\n');
-    let mut r = Response::new(Body::full(Bytes::from_owner(WipedOnDrop(body))));
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(r)
+    let body = Bytes::from_owner(WipedOnDrop(json_body(value)?));
+    Ok(full_bytes(StatusCode::OK, Some("application/json"), body))
 }
 
 /// 200 with no body.
