@@ -5,7 +5,6 @@
 //! are cut at their deadline (not before, not much after), that a well-behaved
 //! client is served *while* the abuse is going on, and that nothing panicked.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -24,23 +23,7 @@ fn start(extra: &str) -> TestServer {
 
 /// A TLS connection to `server` presenting `who`'s certificate.
 pub(crate) async fn tls_connect(server: &TestServer, who: &Ident) -> TlsStream<TcpStream> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(server.server_cert_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let certs = vec![CertificateDer::from_pem_slice(who.cert_pem.as_bytes()).unwrap()];
-    let key = PrivateKeyDer::from_pem_slice(who.key_pem.as_bytes()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .unwrap();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+    crate::harness::tls_connect(server, Some(who)).await
 }
 
 /// How a connection ended: when (since `since`) and what the server sent.

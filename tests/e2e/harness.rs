@@ -425,29 +425,41 @@ pub fn vectors() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// Sends `request` verbatim over TLS with `who`'s certificate and returns the
-/// raw response (the connection is closed by the request's `Connection: close`).
-/// For requests an HTTP client library would normalise (`..` segments).
-pub async fn raw_request(server: &TestServer, who: &Ident, request: &str) -> String {
+/// A TLS connection to `server`, presenting `who`'s certificate, or none.
+pub async fn tls_connect(
+    server: &TestServer,
+    who: Option<&Ident>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(server.server_cert_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
-    let certs = vec![CertificateDer::from_pem_slice(who.cert_pem.as_bytes()).unwrap()];
-    let key = PrivateKeyDer::from_pem_slice(who.key_pem.as_bytes()).unwrap();
-    let config =
+    let builder =
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(certs, key)
-            .unwrap();
+            .with_root_certificates(roots);
+    let config = match who {
+        Some(who) => {
+            let certs = vec![CertificateDer::from_pem_slice(who.cert_pem.as_bytes()).unwrap()];
+            let key = PrivateKeyDer::from_pem_slice(who.key_pem.as_bytes()).unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let mut tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+    connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+}
+
+/// Sends `request` verbatim over TLS with `who`'s certificate and returns the
+/// raw response (the connection is closed by the request's `Connection: close`).
+/// For requests an HTTP client library would normalise (`..` segments).
+pub async fn raw_request(server: &TestServer, who: &Ident, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = tls_connect(server, Some(who)).await;
     tls.write_all(request.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;

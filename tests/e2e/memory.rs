@@ -2,11 +2,8 @@
 //! server's resident memory (`VmRSS`): request heads from clients without a
 //! certificate, and half-sent bodies from an authorized one.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -26,18 +23,7 @@ fn rss_kib(server: &TestServer) -> usize {
 
 /// A TLS connection without a client certificate.
 async fn anonymous_tls(server: &TestServer) -> TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(server.server_cert_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+    crate::harness::tls_connect(server, None).await
 }
 
 /// A request head of about `size` bytes that never ends (no blank line).
