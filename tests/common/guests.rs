@@ -11,7 +11,8 @@
 //! The build is byte-for-byte reproducible: the same sources and toolchain
 //! give the same components whatever the checkout path, target directory,
 //! `CARGO_HOME` or the outer build's settings (the outer `cargo test`'s
-//! variables are scrubbed and paths are remapped), which is what lets
+//! variables are scrubbed, paths are remapped, and every guest crate lies
+//! under `plugins/` so cargo hashes its location relatively), which is what lets
 //! `host/bundled/` be checked against a fresh build.
 
 // Each crate uses only part of this.

@@ -44,3 +44,30 @@ fn bundled_components_are_what_their_sources_build() {
         stale.join("\n")
     );
 }
+
+/// Cargo mixes a path crate's location into its symbol hashes, relative to the
+/// workspace root when the crate lies under it and as an absolute path when it
+/// does not. Every crate of the guest workspace must therefore be reached
+/// through a path under `plugins/` (the SDK through the `plugins/sdk`
+/// symlink), or the components would differ from one checkout path to the next.
+#[test]
+fn every_guest_crate_is_reached_through_a_path_under_the_guest_workspace() {
+    let plugins = guests::root().join("plugins");
+    let manifest: toml::Table = std::fs::read_to_string(plugins.join("Cargo.toml")).unwrap().parse().unwrap();
+    let workspace = manifest["workspace"].as_table().unwrap();
+    let mut paths: Vec<String> =
+        workspace["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_owned()).collect();
+    for dep in workspace["dependencies"].as_table().unwrap().values() {
+        if let Some(path) = dep.get("path").and_then(|p| p.as_str()) {
+            paths.push(path.to_owned());
+        }
+    }
+    let outside: Vec<&String> = paths.iter().filter(|p| p.starts_with("..") || p.starts_with('/')).collect();
+    assert!(outside.is_empty(), "plugins/Cargo.toml reaches crates outside plugins/: {outside:?}");
+    let sdk = std::fs::symlink_metadata(plugins.join("sdk")).unwrap();
+    assert!(sdk.file_type().is_symlink(), "plugins/sdk must be the symlink to the SDK's home, ../sdk");
+    assert_eq!(
+        std::fs::canonicalize(plugins.join("sdk")).unwrap(),
+        std::fs::canonicalize(guests::root().join("sdk")).unwrap()
+    );
+}
