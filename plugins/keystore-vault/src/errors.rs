@@ -62,6 +62,12 @@ pub fn status_error(what: &str, status: u16, body: &serde_json::Value) -> Error 
     match status {
         503 if errors.contains("sealed") => unavailable(format!("{what}: the server is sealed")),
         429 | 500..=599 => unavailable(format!("{what}: status {status}{detail}")),
+        // A K/V v2 mount that was just created (or upgraded from v1) refuses
+        // requests with a 400 until its upgrade finishes: a wait, not a bad
+        // request.
+        400 if errors.contains("upgrade from non-versioned to versioned") => {
+            unavailable(format!("{what}: the K/V engine is still upgrading to version 2 (400){detail}"))
+        }
         412 => unavailable(format!("{what}: the node has not caught up with an earlier write (412){detail}")),
         403 => unavailable(format!("{what}: permission denied (403){detail}: check the token's policies")),
         400 => invalid(format!("{what}: refused (400){detail}")),
@@ -82,5 +88,13 @@ mod tests {
         assert_eq!(vault_errors(&body), "1 error occurred: permission denied; x");
         let long = "é".repeat(400);
         assert!(bounded(&long).len() <= MAX_QUOTED + 3);
+    }
+
+    #[test]
+    fn a_kv_v2_mount_still_upgrading_is_unavailable_not_a_bad_request() {
+        let upgrading = serde_json::json!({"errors": ["Waiting for the primary to upgrade from non-versioned to versioned data. This backend will be unavailable for a brief period and will resume service when the primary is finished."]});
+        assert!(matches!(status_error("GET kv2/data/k", 400, &upgrading), Error::Unavailable(_)));
+        let bad = serde_json::json!({"errors": ["invalid request"]});
+        assert!(matches!(status_error("GET kv2/data/k", 400, &bad), Error::Invalid(_)));
     }
 }

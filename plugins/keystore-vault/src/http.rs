@@ -38,11 +38,15 @@ pub struct Request {
     pub body: Option<Vec<u8>>,
     /// The most body bytes accepted in the answer.
     pub max_body: usize,
+    /// Another node to send it to (`http(s)://host:port`, a cluster node's
+    /// `api_addr`) instead of the endpoint; held to the same rules as a
+    /// redirect.
+    pub node: Option<String>,
 }
 
 impl Request {
     pub fn new(method: Method, path: String) -> Request {
-        Request { method, path, query: String::new(), headers: Vec::new(), body: None, max_body: 1 << 20 }
+        Request { method, path, query: String::new(), headers: Vec::new(), body: None, max_body: 1 << 20, node: None }
     }
 
     /// `GET kv/my-key`: how messages name a request (no query, no body).
@@ -158,6 +162,11 @@ impl Http {
             authority: self.endpoint.authority.clone(),
             path_with_query: format!("{}/v1/{}{query}", self.endpoint.base, request.path),
         };
+        if let Some(node) = &request.node {
+            let location = format!("{}/v1/{}{query}", node.trim_end_matches('/'), request.path);
+            target = redirect_target(&target, &location)
+                .map_err(|m| Failure { message: format!("{}: node {node}: {m}", request.describe()), retry: false })?;
+        }
         for hop in 0..=MAX_REDIRECTS {
             let (response, location) = self.exchange(&target, request, deadline, hop > 0)?;
             match (response.status, location) {

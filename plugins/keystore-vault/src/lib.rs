@@ -18,6 +18,7 @@ mod state;
 mod transit;
 mod vault;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use keyward_sdk::{log, Error, Keystore, Page};
@@ -82,6 +83,38 @@ impl VaultKeystore {
         )
     }
 
+    /// Reads a key; a miss on a standby is read again on the active node.
+    /// OpenBao (2.5 and later) answers reads on a standby from its own copy,
+    /// which trails the active node by the latest writes, so a key another
+    /// keyward has just created may not be there yet. Only misses pay the
+    /// extra requests; the active node must be among the granted `hosts`.
+    fn read(&self, name: &str, deadline: Instant) -> Result<vault::Reply, Error> {
+        let reply = self.vault.authed(|| self.config().read_request(name), deadline)?;
+        if !matches!(read_answer(self.config(), name, &reply), Ok(Found::Missing)) {
+            return Ok(reply);
+        }
+        let Some(active) = self.vault.active_node(deadline) else { return Ok(reply) };
+        let on_active = || {
+            let mut request = self.config().read_request(name);
+            request.node = Some(active.clone());
+            request
+        };
+        match self.vault.authed(on_active, deadline) {
+            Ok(again) => Ok(again),
+            Err(e) => {
+                static WARNED: AtomicBool = AtomicBool::new(false);
+                if !WARNED.swap(true, Ordering::Relaxed) {
+                    log::warn(&format!(
+                        "vault: a key missing on the standby could not be read on the active node {active} ({}); \
+                         keys just created by another keyward may not be found for a moment",
+                        auth::text(&e)
+                    ));
+                }
+                Ok(reply)
+            }
+        }
+    }
+
     /// Whether the key is there, by reading it: `None` if Vault will not say.
     fn exists(&self, name: &str, deadline: Instant) -> Result<Option<bool>, Error> {
         let reply = self.vault.authed(|| self.config().read_request(name), deadline)?;
@@ -142,7 +175,7 @@ impl Keystore for VaultKeystore {
         if !conflict {
             return if reply.ok() { Ok(()) } else { Err(reply.error(&format!("writing '{location}'"))) };
         }
-        let again = self.vault.authed(|| self.config().read_request(name), deadline)?;
+        let again = self.read(name, deadline)?;
         match read_answer(self.config(), name, &again) {
             Ok(Found::Value(s)) if s == stored => Ok(()),
             _ if present(self.config(), name, &again).ok().flatten() == Some(true) => Err(Error::Exists),
@@ -153,7 +186,7 @@ impl Keystore for VaultKeystore {
     fn get(&self, name: &str) -> Result<Vec<u8>, Error> {
         check_name(name)?;
         let deadline = self.vault.deadline();
-        let reply = self.vault.authed(|| self.config().read_request(name), deadline)?;
+        let reply = self.read(name, deadline)?;
         let stored = match read_answer(self.config(), name, &reply)? {
             Found::Missing => return Err(Error::NotFound),
             Found::Value(s) => s,

@@ -181,6 +181,17 @@ impl Vault {
         }
     }
 
+    /// The active node's address (its `api_addr`) when the endpoint is a
+    /// standby that knows one, from `sys/leader`; `None` when the endpoint is
+    /// the active node, a server without HA, or cannot tell.
+    pub fn active_node(&self, deadline: Instant) -> Option<String> {
+        let reply = self.call(Request::new(Method::Get, "sys/leader".into()), Ns::Root, None, deadline).ok()?;
+        if !reply.ok() || reply.json["is_self"].as_bool() != Some(false) {
+            return None;
+        }
+        reply.json["leader_address"].as_str().filter(|a| !a.is_empty()).map(str::to_string)
+    }
+
     /// Sends a request with the token, in the K/V namespace. If Vault answers
     /// 403 and the token itself turns out to be invalid (not a policy
     /// refusal), logs in again and sends it once more.
