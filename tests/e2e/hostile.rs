@@ -199,10 +199,13 @@ async fn a_trap_is_a_502_and_shows_on_the_error_log() {
             .unwrap();
         seen.push_str(std::str::from_utf8(&chunk).unwrap());
     }
+    // Each says what the plugin did (the client is told only "keystore error").
     for line in seen.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert!(v["message"].as_str().unwrap().contains("keystore error"), "{line}");
+        let message = v["message"].as_str().unwrap();
+        assert!(message.contains("keystore error") && message.contains("failed during"), "{line}");
     }
+    assert!(!r.text().contains("failed during"), "the plugin's account reached the client: {}", r.text());
 
     // A fresh instance serves the next call; nothing was half-created.
     h.mode("ok");

@@ -17,11 +17,14 @@ pub struct ApiError {
     pub message: Cow<'static, str>,
     /// For 405: the method the route expects (sent in `Accept`/`Allow`).
     pub allow: Option<&'static str>,
+    /// What the error log says besides the message, never sent to the
+    /// client: a keystore's own account of an internal failure.
+    pub log_detail: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> ApiError {
-        ApiError { status, message: message.into(), allow: None }
+        ApiError { status, message: message.into(), allow: None, log_detail: None }
     }
 
     pub fn bad_request(message: impl Into<Cow<'static, str>>) -> ApiError {
@@ -42,6 +45,7 @@ impl ApiError {
             status: StatusCode::METHOD_NOT_ALLOWED,
             message: format!("received method '{got}' expected '{expected}'").into(),
             allow: Some(expected),
+            log_detail: None,
         }
     }
 
@@ -112,9 +116,16 @@ impl From<KeyError> for ApiError {
                     StoreError::Internal(_) => ": keystore error".to_string(),
                     _ => String::new(),
                 };
-                ApiError::new(store_status(source), format!("failed to {op} key{detail}"))
+                let mut error = ApiError::new(store_status(source), format!("failed to {op} key{detail}"));
+                if let StoreError::Internal(m) = source {
+                    error.log_detail = Some(m.clone());
+                }
+                error
             }
-            KeyError::Corrupt { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "failed to read key"),
+            KeyError::Corrupt { name, reason } => ApiError {
+                log_detail: Some(format!("stored key '{name}' cannot be decoded: {reason}")),
+                ..ApiError::new(StatusCode::BAD_GATEWAY, "failed to read key")
+            },
         }
     }
 }
@@ -138,5 +149,8 @@ mod tests {
         assert_eq!(e.message, "failed to read key: keystore unavailable: timed out");
         let e: ApiError = KeyError::Store { op: "create", source: StoreError::Internal("trap".into()) }.into();
         assert_eq!(e.status, StatusCode::BAD_GATEWAY);
+        // The keystore's own words go to the error log, not to the client.
+        assert_eq!(e.message, "failed to create key: keystore error");
+        assert_eq!(e.log_detail.as_deref(), Some("trap"));
     }
 }

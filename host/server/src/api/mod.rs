@@ -91,7 +91,10 @@ pub fn serve<B: RequestBody>(
             Ok(r) => r,
             Err(e) => {
                 if e.status.is_server_error() && e.status != StatusCode::NOT_IMPLEMENTED {
-                    state.errors.error(&format!("{}: {}", &*path, e.message));
+                    match &e.log_detail {
+                        Some(detail) => state.errors.error(&format!("{}: {}: {detail}", &*path, e.message)),
+                        None => state.errors.error(&format!("{}: {}", &*path, e.message)),
+                    }
                 }
                 error_reply(&e)
             }
