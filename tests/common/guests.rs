@@ -72,20 +72,11 @@ fn build() -> PathBuf {
     let lock = std::fs::File::create(target_dir.join(".keyward-guests.lock")).unwrap();
     lock.lock().unwrap();
     ensure_target();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = guest_cargo();
     // --locked: plugins/Cargo.lock decides every dependency version.
-    cmd.current_dir(root().join("plugins"))
-        .args(["build", "--locked", "--release", "--target", TARGET, "--target-dir"])
-        .arg(&target_dir);
+    cmd.args(["build", "--locked", "--release", "--target", TARGET, "--target-dir"]).arg(&target_dir);
     for name in CRATES {
         cmd.args(["-p", name]);
-    }
-    for (var, _) in std::env::vars_os() {
-        let Some(name) = var.to_str() else { continue };
-        if SCRUBBED_PREFIXES.iter().any(|p| name.starts_with(p)) || SCRUBBED.contains(&name) {
-            cmd.env_remove(&var);
-        }
     }
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -100,6 +91,29 @@ fn build() -> PathBuf {
          plugins/Cargo.lock with `cargo update --workspace` in plugins/"
     );
     target_dir.join(TARGET).join("release")
+}
+
+/// `cargo` in the guest workspace (`plugins/`), without the outer build's
+/// settings (see [`SCRUBBED`]).
+pub fn guest_cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root().join("plugins"));
+    for (var, _) in std::env::vars_os() {
+        let Some(name) = var.to_str() else { continue };
+        if SCRUBBED_PREFIXES.iter().any(|p| name.starts_with(p)) || SCRUBBED.contains(&name) {
+            cmd.env_remove(&var);
+        }
+    }
+    cmd
+}
+
+/// Where the guest workspace's own tests build (for the machine's target).
+pub fn native_target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join("plugins-native")
 }
 
 /// Adds the wasm target with rustup if the toolchain lacks it (rustup does

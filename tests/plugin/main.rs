@@ -23,6 +23,7 @@ mod contract;
 mod disk;
 mod examples;
 mod fs;
+mod guest_tests;
 #[path = "../common/guests.rs"]
 mod guests;
 mod hostile;
