@@ -139,8 +139,9 @@ impl Keystore for VaultKeystore {
         Ok(VaultKeystore { vault })
     }
 
-    /// As KES: read first, then write; v2 writes with `cas: 0`, so of two
-    /// creators racing past the read only one succeeds. A refused write (a
+    /// v1 as KES: read first, then write. v2 writes with `cas: 0` at once:
+    /// Vault refuses it when the name is taken, so of two creators racing
+    /// only one succeeds, without a read before every create. A refused write (a
     /// check-and-set mismatch, or 403 from a policy granting `create` but
     /// not `update`) is read back: the name is taken, unless by this very
     /// create (an attempt whose answer was lost, then retried; values hold
@@ -148,7 +149,7 @@ impl Keystore for VaultKeystore {
     fn create(&self, name: &str, value: &[u8]) -> Result<(), Error> {
         check_name(name)?;
         let deadline = self.vault.deadline();
-        if self.exists(name, deadline)? == Some(true) {
+        if self.config().version == KvVersion::V1 && self.exists(name, deadline)? == Some(true) {
             return Err(Error::Exists);
         }
         let stored = self.stored(value, deadline)?;
