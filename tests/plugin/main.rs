@@ -15,7 +15,9 @@
 //! * [`loading`]: pins, the compile cache, worlds and WIT versions, manifests,
 //!   embedded plugins and config-name resolution;
 //! * [`hostile`]: containment of loops, traps, huge allocations, blocked
-//!   calls, sandbox escapes and cancelled calls.
+//!   calls, sandbox escapes and cancelled calls;
+//! * [`python`] and [`js`]: the example keystores written in Python and
+//!   JavaScript (`examples/`), against the same contract.
 
 mod audit;
 mod bundled;
@@ -28,6 +30,7 @@ mod guest_tests;
 mod guests;
 mod hostile;
 mod http;
+mod js;
 mod loading;
 #[path = "../common/openbao.rs"]
 mod openbao;
