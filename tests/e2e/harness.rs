@@ -43,15 +43,10 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        // Each copy of this file counts on its own: the e2e tests have one,
-        // and each plugin test module that includes it (`python.rs`, `js.rs`)
-        // another, all in one process. The module path keeps their
-        // directories (the servers' `srv`, for one) apart.
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "keyward-e2e-{}-{}-{}-{}",
+            "keyward-e2e-{}-{}-{}",
             tag,
-            module_path!().replace("::", "-"),
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));

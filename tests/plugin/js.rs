@@ -29,9 +29,7 @@ use crate::contract::keystore_contract;
 use crate::fs::{age_file, plant_temporaries};
 use crate::{dir_names, fs_keystore, TempDir};
 
-#[allow(dead_code)]
-#[path = "../e2e/harness.rs"]
-mod harness;
+use crate::harness;
 
 /// The repository root.
 fn root() -> PathBuf {

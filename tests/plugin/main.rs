@@ -28,6 +28,11 @@ mod fs;
 mod guest_tests;
 #[path = "../common/guests.rs"]
 mod guests;
+/// The e2e harness (test servers over mTLS), for the second-language
+/// plugins' server tests.
+#[allow(dead_code)]
+#[path = "../e2e/harness.rs"]
+mod harness;
 mod hostile;
 mod http;
 mod js;
