@@ -15,6 +15,7 @@ mod load;
 mod procfs;
 mod soak;
 mod tls;
+mod vault;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -40,6 +41,8 @@ enum Cmd {
     Compare(compare::CompareArgs),
     /// Mixed traffic for a long time with plugin reloads: RSS, fds, failures, one audit event per request.
     Soak(soak::SoakArgs),
+    /// The `vault` keystore against a real OpenBao: cached encrypt vs `fs`, cache-miss get vs native HTTP, create vs K/V writes.
+    Vault(vault::VaultArgs),
 }
 
 /// A tokio runtime with `threads` workers (default: one per CPU); a single
@@ -85,6 +88,11 @@ fn main() {
         Cmd::Compare(args) => compare::run(args),
         // Exit code 2 is a failed verdict, 1 a soak that could not run.
         Cmd::Soak(args) => runtime(args.threads).and_then(|rt| rt.block_on(soak::run(&args))).map(|pass| {
+            if !pass {
+                std::process::exit(2);
+            }
+        }),
+        Cmd::Vault(args) => vault::run(&args).map(|pass| {
             if !pass {
                 std::process::exit(2);
             }
