@@ -115,6 +115,7 @@ impl Vault {
         }
         let mut mine = self.token.borrow_mut();
         if mine.as_ref().is_none_or(|m| m.generation != shared.generation) {
+            self.adopt_index(shared.index.clone());
             *mine = Some(shared);
         }
     }
@@ -186,6 +187,7 @@ impl Vault {
                 state.failed(now, &f.message, f.refused);
             }
         }
+        state.index = self.last_index();
         if let Err(e) = self.store.save(&mut state) {
             log::warn(&format!("vault: {e}; the token is kept by this instance only"));
         }

@@ -12,8 +12,6 @@
 //!   in or renewing, so that the others keep using the current token or wait
 //!   for the new one rather than logging in too. A lock older than
 //!   [`STALE_LOCK_MS`] belonged to an instance that was stopped mid-way.
-//! * `index`: the last `X-Vault-Index` a write returned, sent with later
-//!   requests for read-after-write consistency on HA clusters.
 //!
 //! Files are replaced by writing a temporary file and renaming it over the
 //! old one, so a reader sees the old or the new content, never a mix. The
@@ -67,6 +65,11 @@ pub struct TokenState {
     pub last_refused: bool,
     /// Bumped at every save, so an instance can tell a newer state.
     pub generation: u64,
+    /// The `X-Vault-Index` of the saving instance's latest write (the login
+    /// or renewal that produced the token): an instance adopting the token
+    /// sends it, so a standby that has not seen the login yet forwards the
+    /// request instead of refusing the token.
+    pub index: Option<String>,
 }
 
 impl TokenState {
@@ -226,19 +229,6 @@ impl Store {
 
     pub fn unlock(&self) {
         let _ = fs::remove_file(self.path("token.lock"));
-    }
-
-    /// The last consistency index saved by any instance.
-    pub fn index(&self) -> Option<String> {
-        fs::read_to_string(self.path("index")).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
-    }
-
-    pub fn save_index(&self, index: &str) {
-        let _ = self.replace("index", index.as_bytes());
-    }
-
-    pub fn forget_index(&self) {
-        let _ = fs::remove_file(self.path("index"));
     }
 }
 

@@ -94,11 +94,8 @@ impl Vault {
     }
 
     fn note_index(&self, index: Option<String>) {
-        if let Some(index) = index {
-            if self.index.borrow().as_deref() != Some(index.as_str()) {
-                self.store.save_index(&index);
-                *self.index.borrow_mut() = Some(index);
-            }
+        if index.is_some() {
+            *self.index.borrow_mut() = index;
         }
     }
 
@@ -106,16 +103,31 @@ impl Vault {
     /// state (412): after a restore from a snapshot it never will, and every
     /// request would fail until the plugin is reloaded.
     fn forget_index(&self) {
-        if self.index.borrow_mut().take().is_some() || self.store.index().is_some() {
+        if self.index.borrow_mut().take().is_some() {
             log::warn("vault: the cluster did not reach the last write's index (412); no longer requiring it");
         }
-        self.store.forget_index();
     }
 
-    /// The index to send: the shared one (another instance may have written
-    /// since), else this instance's.
+    /// This instance's latest write index, saved with the token state.
+    pub fn last_index(&self) -> Option<String> {
+        self.index.borrow().clone()
+    }
+
+    /// Takes the index a token state was saved with (another instance's
+    /// login or renewal), so this instance's requests with that token reach
+    /// a node that knows it.
+    pub fn adopt_index(&self, index: Option<String>) {
+        if index.is_some() {
+            *self.index.borrow_mut() = index;
+        }
+    }
+
+    /// The index to send: that of this instance's latest write. It is kept
+    /// in memory, not shared through the state directory: reading a file
+    /// on every request cost more than the consistency it bought, since a
+    /// key missing on a standby is read again on the active node anyway.
     fn current_index(&self) -> Option<String> {
-        self.store.index().or_else(|| self.index.borrow().clone())
+        self.index.borrow().clone()
     }
 
     /// Sends a request, retrying what a retry may fix while time is left.
