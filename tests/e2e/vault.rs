@@ -209,3 +209,67 @@ async fn short_lived_tokens_are_renewed_and_replaced_without_a_failed_request() 
     assert!(most_alive <= 2, "{most_alive} tokens alive at once: instances do not share the token");
     assert!(!s.stderr().contains(&secret), "the secret_id reached the log");
 }
+
+/// A CA-signed certificate for `names` (client or server), PEM cert and key.
+fn signed(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, names: &[&str]) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "keyward test");
+    (params.signed_by(&key, issuer).unwrap().pem(), key.serialize_pem())
+}
+
+/// An OpenBao listener that requires a client certificate (mutual TLS):
+/// keyward presents the one `tls.cert`/`tls.key` name (the host does, the
+/// plugin never sees the key) and serves keys over it; without one the
+/// handshake is refused and keyward answers 503 naming the TLS failure.
+#[tokio::test]
+async fn the_vault_keystore_presents_a_client_certificate_when_openbao_requires_one() {
+    let test = "the_vault_keystore_presents_a_client_certificate_when_openbao_requires_one";
+    let dir = crate::harness::TempDir::new("mtls");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "vault test CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let (server_pem, server_key) = signed(&issuer, &["127.0.0.1"]);
+    let (client_pem, client_key) = signed(&issuer, &[]);
+    let file = |name: &str, text: &str| {
+        let path = dir.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (ca, server_cert, server_key) =
+        (file("ca.pem", &ca_pem), file("server.pem", &server_pem), file("server.key", &server_key));
+    let (client_cert, client_key) = (file("client.pem", &client_pem), file("client.key", &client_key));
+    let port = crate::harness::free_port();
+    let listener = format!(
+        "listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  tls_cert_file = \"{server_cert}\"\n  \
+         tls_key_file = \"{server_key}\"\n  tls_client_ca_file = \"{ca}\"\n  \
+         tls_require_and_verify_client_cert = true\n}}\n"
+    );
+    let Some(_bao) = OpenBao::start_with(test, Some(&listener)).await else { return };
+    let keystore = |tls: &str| {
+        format!(
+            "[keystore]\nplugin = \"vault\"\n[keystore.config]\nendpoint = \"https://127.0.0.1:{port}\"\n\
+             engine = \"kv\"\ntoken = \"root\"\ntls = {{ {tls} }}\n"
+        )
+    };
+    let with_cert = format!("ca = \"{ca}\", cert = \"{client_cert}\", key = \"{client_key}\"");
+    let s = TestServer::start_with(Setup { keystore: Some(keystore(&with_cert)), ..Setup::default() });
+    let c = s.admin_client();
+    c.put_empty("/v1/key/create/over-mtls").await.ok();
+    let ct = c.encrypt("over-mtls", b"x", None).await;
+    c.decrypt("over-mtls", &ct, None).await.ok();
+    drop(s);
+
+    // The same without the client certificate: the handshake is refused.
+    let without =
+        TestServer::try_start(Setup { keystore: Some(keystore(&format!("ca = \"{ca}\""))), ..Setup::default() });
+    if let Ok(s) = without {
+        let r = s.admin_client().put_empty("/v1/key/create/no-cert").await;
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(r.message().contains("keystore unavailable"), "{}", r.message());
+    }
+}

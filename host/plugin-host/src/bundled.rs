@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::outbound::Origin;
-use super::{DirGrant, Grants, Limits};
+use super::{ClientCert, DirGrant, Grants, Limits};
 
 /// Derives a bundled plugin's grants and limits from its config, rewriting
 /// the config into what the plugin sees.
@@ -141,7 +141,8 @@ const VAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `vault`: the origin of its `endpoint` (plus any `hosts` a standby may
 /// redirect to), a private state directory shared by its instances (its
-/// token), the CA file of `tls.ca`, the directory of a Kubernetes JWT file,
+/// token), the CA file of `tls.ca`, the client certificate of
+/// `tls.cert`/`tls.key` (mutual TLS), the directory of a Kubernetes JWT file,
 /// and `VAULT_TOKEN` when no credentials are configured. `tls` and `hosts`
 /// are the host's keys: the plugin does not see them.
 fn vault(config: &mut Map<String, Value>) -> Result<(Grants, Limits), String> {
@@ -164,18 +165,26 @@ fn vault(config: &mut Map<String, Value>) -> Result<(Grants, Limits), String> {
     match config.remove("tls") {
         None => {}
         Some(Value::Object(tls)) => {
-            for (key, value) in tls {
-                match (key.as_str(), value) {
-                    ("ca", Value::String(ca)) if !ca.is_empty() => grants.ca = Some(PathBuf::from(ca)),
-                    (other, _) => {
-                        return Err(format!(
-                            "tls.{other}: only tls.ca (the CA file Vault's certificate is checked against) is supported"
-                        ))
-                    }
+            let (mut cert, mut key) = (None, None);
+            for (name, value) in tls {
+                let path = match value {
+                    Value::String(p) if !p.is_empty() => PathBuf::from(p),
+                    _ => return Err(format!("tls.{name} must be a file path")),
+                };
+                match name.as_str() {
+                    "ca" => grants.ca = Some(path),
+                    "cert" => cert = Some(path),
+                    "key" => key = Some(path),
+                    other => return Err(format!("tls.{other}: unknown (tls.ca, tls.cert and tls.key are supported)")),
                 }
             }
+            grants.client_cert = match (cert, key) {
+                (Some(cert), Some(key)) => Some(ClientCert { cert, key }),
+                (None, None) => None,
+                _ => return Err("tls.cert and tls.key go together: the client certificate and its private key".into()),
+            };
         }
-        Some(_) => return Err("'tls' must be a table (tls.ca)".into()),
+        Some(_) => return Err("'tls' must be a table (tls.ca, tls.cert, tls.key)".into()),
     }
     if let Some(Value::Object(k8s)) = config.get_mut("kubernetes") {
         if let Some(Value::String(file)) = k8s.get("jwt_file").cloned() {
@@ -224,8 +233,17 @@ mod tests {
         assert!(!config.contains_key("tls") && !config.contains_key("hosts"), "host keys reach the plugin");
         let mut bare: Map<String, Value> = serde_json::from_str(r#"{"endpoint": "http://127.0.0.1:8200"}"#).unwrap();
         assert_eq!(vault(&mut bare).unwrap().0.env, ["VAULT_TOKEN"]);
-        let mut cert: Map<String, Value> =
+        let mut half: Map<String, Value> =
             serde_json::from_str(r#"{"endpoint": "http://v:8200", "tls": {"cert": "c.pem"}}"#).unwrap();
-        assert!(vault(&mut cert).unwrap_err().contains("tls.cert"));
+        assert!(vault(&mut half).unwrap_err().contains("tls.cert and tls.key go together"));
+        let mut mtls: Map<String, Value> = serde_json::from_str(
+            r#"{"endpoint": "https://v:8200", "tls": {"cert": "/etc/keyward/c.pem", "key": "/etc/keyward/c.key"}}"#,
+        )
+        .unwrap();
+        let client = vault(&mut mtls).unwrap().0.client_cert.unwrap();
+        assert_eq!(
+            (client.cert.to_str(), client.key.to_str()),
+            (Some("/etc/keyward/c.pem"), Some("/etc/keyward/c.key"))
+        );
     }
 }

@@ -50,6 +50,7 @@ pub mod audit;
 pub mod bundled;
 pub mod cache;
 pub mod engine;
+pub mod grants;
 pub mod keystore;
 pub mod manifest;
 mod outbound;
@@ -61,8 +62,9 @@ pub mod tools;
 
 pub use audit::PluginAuditSink;
 pub use engine::{ComponentInfo, EngineOptions, Inspection, LoadedComponent, PluginEngine};
+pub use grants::{ClientCert, DirGrant, Grants};
 pub use keystore::PluginKeystore;
-pub use manifest::{DirGrant, Grants, Limits, Manifest, ManifestEntry, ManifestError};
+pub use manifest::{Limits, Manifest, ManifestEntry, ManifestError};
 pub use pool::{PluginStats, PoolOptions, TIMEOUT_MESSAGE};
 
 use std::borrow::Cow;

@@ -9,7 +9,9 @@
 //! HTTPS trusts the public (webpki/Mozilla) roots, or, when the plugin's
 //! grants name a CA file (`grants.ca`), only the certificates in that file:
 //! a backend with a private CA (Vault and OpenBao usually have one) is
-//! reached without trusting the world for it.
+//! reached without trusting the world for it. With `grants.client_cert`, the
+//! host presents that certificate to backends that require mutual TLS; the
+//! plugin never sees the private key.
 
 use std::future::Future;
 use std::path::Path;
@@ -21,10 +23,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use wasmtime_wasi_http::WasiBody;
 
-use super::{Grants, PluginError};
+use super::{ClientCert, Grants, PluginError};
 
 type HttpResult<T> = Result<T, wasmtime_wasi_http::Error>;
 /// The second half of what wasi:http's `send_request` hook returns: the
@@ -107,8 +109,15 @@ impl Outbound {
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| refuse(format!("TLS set-up: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let tls = match &grants.client_cert {
+            Some(client) => {
+                let (chain, key) = client_identity(client).map_err(|m| refuse(format!("grants.client_cert: {m}")))?;
+                tls.with_client_auth_cert(chain, key)
+                    .map_err(|e| refuse(format!("grants.client_cert: unusable certificate or key: {e}")))?
+            }
+            None => tls.with_no_client_auth(),
+        };
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -194,4 +203,17 @@ fn private_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
         return Err("no certificate in the file".to_string());
     }
     Ok(roots)
+}
+
+/// The certificate chain and key of `grants.client_cert`.
+fn client_identity(client: &ClientCert) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let bytes = std::fs::read(&client.cert).map_err(|e| format!("{}: {e}", client.cert.display()))?;
+    let chain = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: invalid PEM: {e}", client.cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate in the file", client.cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&client.key).map_err(|e| format!("{}: {e}", client.key.display()))?;
+    Ok((chain, key))
 }

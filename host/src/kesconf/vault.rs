@@ -1,7 +1,8 @@
 //! `keystore.vault` of a KES config, as the bundled `vault` keystore's
 //! `[keystore.config]`: KES's keys map one to one (`endpoint`, `engine`,
 //! `version`, `namespace`, `prefix`, `transit`, `approle`, `kubernetes`),
-//! `tls.ca` becomes the CA the host trusts for Vault, `kubernetes.jwt` naming
+//! `tls.ca` becomes the CA the host trusts for Vault and `tls.cert`/`tls.key`
+//! the client certificate it presents, `kubernetes.jwt` naming
 //! a file becomes `jwt_file` (granted to the plugin), and what keyward does
 //! itself (`status.ping`, the legacy `retry` settings) is dropped.
 
@@ -51,9 +52,6 @@ pub(super) fn config_lines(section: &str, vault: &Mapping) -> Result<Vec<String>
             }
             let text = scalar(&at, v)?;
             match (key, field) {
-                ("tls", "cert" | "key") => {
-                    return Err((at, "client certificates to Vault are not supported by keyward yet".into()))
-                }
                 ("kubernetes", "jwt") if v.as_str().is_some_and(|s| s.contains('/')) => {
                     items.push(format!("jwt_file = {text}"))
                 }
@@ -109,8 +107,15 @@ mod tests {
         let settings = keyward_server::config::Settings::from_file(file).unwrap();
         assert_eq!(settings.keystore.unwrap().plugin, "vault");
 
-        let mtls = yaml.replace("    tls:\n      ca:", "    tls:\n      cert:");
-        let err = super::super::convert(&mtls, "kes.yml").unwrap_err().to_string();
-        assert!(err.contains("keystore.vault.tls.cert") && err.contains("not supported"), "{err}");
+        // A client certificate (mutual TLS to Vault) is carried over.
+        let mtls = yaml.replace(
+            "      ca: /etc/vault-ca.pem\n",
+            "      ca: /etc/vault-ca.pem\n      cert: /etc/c.pem\n      key: /etc/c.key\n",
+        );
+        let toml = super::super::convert(&mtls, "kes.yml").unwrap();
+        assert!(
+            toml.contains("tls = { ca = \"/etc/vault-ca.pem\", cert = \"/etc/c.pem\", key = \"/etc/c.key\" }"),
+            "{toml}"
+        );
     }
 }
