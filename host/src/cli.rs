@@ -438,12 +438,85 @@ pub enum PluginCommand {
         /// The `plugins.toml` manifest.
         manifest: PathBuf,
     },
+    /// Add a component to a manifest: fetch it (a local file or an https://
+    /// URL), check it implements a world this host runs, pin its sha256 and
+    /// write a `[[plugin]]` entry with exactly the grants given (none by
+    /// default). The manifest keeps its comments and order; on any failure it
+    /// is left as it was.
+    ///
+    /// Example: keyward plugin add ./etcd.wasm --manifest plugins.toml --grant-host https://etcd:2379
+    #[command(verbatim_doc_comment)]
+    Add {
+        /// A `.wasm` file or an `https://` URL.
+        source: String,
+        /// The manifest to edit (created if missing).
+        #[arg(long, default_value = "plugins.toml")]
+        manifest: PathBuf,
+        /// The entry's name (default: the file name without `.wasm`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Where a downloaded component is saved (default: the manifest's directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Grant a directory, HOST:GUEST (e.g. /var/lib/keyward/keys:/data). Repeatable.
+        #[arg(long = "grant-dir", value_name = "HOST:GUEST")]
+        grant_dir: Vec<String>,
+        /// Grant outbound HTTP to an origin (e.g. https://vault:8200). Repeatable.
+        #[arg(long = "grant-host", value_name = "ORIGIN")]
+        grant_host: Vec<String>,
+        /// Pass an environment variable through. Repeatable.
+        #[arg(long = "grant-env", value_name = "NAME")]
+        grant_env: Vec<String>,
+        /// Memory limit per instance (e.g. 64MiB).
+        #[arg(long)]
+        memory: Option<String>,
+        /// Time limit per call (e.g. 2s).
+        #[arg(long)]
+        call_timeout: Option<String>,
+    },
+    /// Remove an entry from a manifest (its file is left in place).
+    Rm {
+        /// The entry's name.
+        name: String,
+        #[arg(long, default_value = "plugins.toml")]
+        manifest: PathBuf,
+    },
+    /// List a manifest's entries: name, kind, file, pin, and whether the file
+    /// is there, matches its pin and implements a world this host runs.
+    Ls {
+        #[arg(long, default_value = "plugins.toml")]
+        manifest: PathBuf,
+    },
+    /// Fetch again every entry that has a `source` URL, into its `path`,
+    /// when what is served still matches the pin.
+    Pull {
+        #[arg(long, default_value = "plugins.toml")]
+        manifest: PathBuf,
+    },
 }
 
 fn plugin_command(cmd: PluginCommand) -> ExitCode {
+    use crate::plugins;
     let result = match cmd {
-        PluginCommand::Inspect { file } => keyward_plugin_host::tools::inspect(&file),
-        PluginCommand::Check { manifest } => keyward_plugin_host::tools::check(&manifest),
+        PluginCommand::Inspect { file } => keyward_plugin_host::tools::inspect(&file).map_err(|e| e.to_string()),
+        PluginCommand::Check { manifest } => keyward_plugin_host::tools::check(&manifest).map_err(|e| e.to_string()),
+        PluginCommand::Add { source, manifest, name, dir, grant_dir, grant_host, grant_env, memory, call_timeout } => {
+            plugins::add(&plugins::AddRequest {
+                source,
+                manifest,
+                name,
+                dir,
+                grant_dirs: grant_dir,
+                grant_hosts: grant_host,
+                grant_env,
+                memory,
+                call_timeout,
+            })
+            .map_err(|e| e.to_string())
+        }
+        PluginCommand::Rm { name, manifest } => plugins::rm(&manifest, &name).map_err(|e| e.to_string()),
+        PluginCommand::Ls { manifest } => plugins::ls(&manifest).map_err(|e| e.to_string()),
+        PluginCommand::Pull { manifest } => plugins::pull(&manifest).map_err(|e| e.to_string()),
     };
     match result {
         Ok(out) => {

@@ -12,4 +12,5 @@ pub mod cli;
 pub mod client;
 pub mod dev;
 pub mod kesconf;
+pub mod plugins;
 pub mod run;

@@ -22,6 +22,7 @@ mod memory;
 mod openbao;
 #[path = "../common/openbao_cluster.rs"]
 mod openbao_cluster;
+mod plugin_add;
 mod plugin_cli;
 mod plugins;
 mod policies;

@@ -4,11 +4,11 @@ use std::process::Command;
 
 use crate::harness::{toml_str, TempDir};
 
-fn wasm(name: &str) -> std::path::PathBuf {
+pub(crate) fn wasm(name: &str) -> std::path::PathBuf {
     crate::component(name)
 }
 
-fn keyward(args: &[&str], cache: &TempDir) -> (i32, String, String) {
+pub(crate) fn keyward(args: &[&str], cache: &TempDir) -> (i32, String, String) {
     let out =
         Command::new(env!("CARGO_BIN_EXE_keyward")).args(args).env("KEYWARD_CACHE_DIR", &cache.0).output().unwrap();
     (
@@ -18,7 +18,7 @@ fn keyward(args: &[&str], cache: &TempDir) -> (i32, String, String) {
     )
 }
 
-fn sha256_of(path: &std::path::Path) -> String {
+pub(crate) fn sha256_of(path: &std::path::Path) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }

@@ -1,0 +1,55 @@
+//! Getting a component's bytes for `keyward plugin add` and `pull`: a local
+//! file, or an `http(s)://` URL (TLS against the system's public roots).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::PluginCmdError;
+
+/// The largest component accepted (the Python and JavaScript ones, which
+/// carry an interpreter, are 15-40 MB).
+const MAX_COMPONENT: usize = 256 << 20;
+
+/// A fetched component: its bytes, and its path when it is a local file.
+pub struct Fetched {
+    pub bytes: Vec<u8>,
+    pub local: Option<PathBuf>,
+}
+
+pub fn fetch(source: &str) -> Result<Fetched, PluginCmdError> {
+    if source.starts_with("https://") || source.starts_with("http://") {
+        return Ok(Fetched { bytes: download(source)?, local: None });
+    }
+    if source.starts_with("oci://") {
+        return Err(PluginCmdError::Fetch(format!(
+            "{source}: OCI registries are not supported yet; pull the artifact's layer (e.g. `wkg oci pull`) and add the file"
+        )));
+    }
+    let path = PathBuf::from(source);
+    let bytes = std::fs::read(&path).map_err(|e| PluginCmdError::Read { path: source.to_string(), source: e })?;
+    Ok(Fetched { bytes, local: Some(path) })
+}
+
+fn download(url: &str) -> Result<Vec<u8>, PluginCmdError> {
+    let failed = |e: &dyn std::fmt::Display| PluginCmdError::Fetch(format!("{url}: {e}"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| failed(&e))?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| failed(&e))?;
+        let mut response = client.get(url).send().await.map_err(|e| failed(&e))?;
+        if !response.status().is_success() {
+            return Err(failed(&format!("answered {}", response.status())));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| failed(&e))? {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > MAX_COMPONENT {
+                return Err(failed(&format!("larger than {} MiB", MAX_COMPONENT >> 20)));
+            }
+        }
+        Ok(bytes)
+    })
+}
