@@ -284,23 +284,15 @@ fn check_plugin_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses sizes like `64MiB`, `1GiB`, `512KiB`, `100MB`, `65536` (bytes).
+/// Parses sizes like `64MiB`, `1GiB`, `512KiB`, `100MB`, `65536` (bytes),
+/// as the `bytesize` crate reads them (units case-insensitive, `KB` = 1000,
+/// `KiB` = 1024), within what one WebAssembly memory can be.
 pub fn parse_memory(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like \"64MiB\""))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)")),
-    };
-    let bytes = n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))?;
+    let bytes = s
+        .trim()
+        .parse::<bytesize::ByteSize>()
+        .map_err(|e| format!("{s:?} is not a size like \"64MiB\" ({e})"))?
+        .as_u64();
     if bytes == 0 {
         return Err(format!("{s:?} must be more than 0"));
     }
@@ -400,6 +392,8 @@ path = "/opt/audit_file.wasm"
         assert_eq!(parse_memory("65536").unwrap(), 65536);
         assert!(parse_memory("0MiB").is_err());
         assert!(parse_memory("MiB").is_err());
+        assert!(parse_memory("5GiB").unwrap_err().contains("4GiB"));
+        assert!(parse_memory("64 lightyears").is_err());
     }
 
     /// Odd characters in grants are refused at load, with a message naming

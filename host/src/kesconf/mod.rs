@@ -6,12 +6,16 @@
 //! because a silently dropped setting in a key server is a security bug.
 //! `${VAR}` references are copied verbatim; keyward expands them at start-up.
 
+mod kes;
+mod toml_text;
 mod vault;
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::time::Duration;
 
-use serde::Deserialize;
+pub use kes::parse_go_duration;
+use kes::{KesApi, KesCache, KesFile, KesLog, KesPolicy, KesTls, Scalar};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use toml_text::{array, quote, toml_key};
+
 use serde_yaml::Value;
 
 /// Why a KES config could not be converted. Every message names the KES key.
@@ -21,94 +25,6 @@ pub enum ImportError {
     Yaml { file: String, message: String },
     #[error("{file}: {key}: {message}")]
     Invalid { file: String, key: String, message: String },
-}
-
-/// One scalar as written (string, number or bool).
-type Scalar = Option<Value>;
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KesFile {
-    version: Scalar,
-    address: Scalar,
-    admin: Option<KesAdmin>,
-    /// The admin before KES v0.18 (`root: <identity>`).
-    root: Scalar,
-    tls: Option<KesTls>,
-    cache: Option<KesCache>,
-    log: Option<KesLog>,
-    #[serde(default)]
-    api: Option<BTreeMap<String, KesApi>>,
-    #[serde(default)]
-    policy: Option<BTreeMap<String, KesPolicy>>,
-    /// A list of keys to create (2023+), or the keystore (before 2023).
-    keys: Option<Value>,
-    keystore: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KesAdmin {
-    identity: Scalar,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KesTls {
-    key: Scalar,
-    cert: Scalar,
-    password: Scalar,
-    ca: Scalar,
-    auth: Scalar,
-    proxy: Option<KesProxy>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KesProxy {
-    #[serde(default)]
-    identities: Option<Vec<Value>>,
-    #[allow(dead_code)] // read only to accept the key
-    header: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KesCache {
-    expiry: Option<KesExpiry>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KesExpiry {
-    any: Scalar,
-    unused: Scalar,
-    offline: Scalar,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KesLog {
-    error: Scalar,
-    audit: Scalar,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KesApi {
-    skip_auth: Scalar,
-    timeout: Scalar,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KesPolicy {
-    #[serde(default)]
-    allow: Option<Vec<Value>>,
-    #[serde(default)]
-    deny: Option<Vec<Value>>,
-    #[serde(default)]
-    identities: Option<Vec<Value>>,
 }
 
 /// KES keystore types and why keyward cannot take them over (yet).
@@ -546,49 +462,6 @@ fn listen_address(addr: &str) -> String {
     addr.to_string()
 }
 
-/// Parses a Go duration (`1h30m`, `1.5s`, `300ms`, `0`). Negative ones are
-/// refused, as KES refuses them.
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s.starts_with('-') {
-        return Err("must not be negative".into());
-    }
-    let s = s.strip_prefix('+').unwrap_or(s);
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        if num_len == 0 {
-            return Err("invalid duration (expected a number)".into());
-        }
-        let n: f64 = rest[..num_len].parse().map_err(|_| "invalid number in duration".to_string())?;
-        rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let nanos_per = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            "" => return Err("missing unit in duration (use ns, us, ms, s, m or h)".into()),
-            u => return Err(format!("unknown unit '{u}' in duration")),
-        };
-        total += n * nanos_per;
-        rest = &rest[unit_len..];
-    }
-    if !total.is_finite() || total > u64::MAX as f64 {
-        return Err("duration is too long".into());
-    }
-    Ok(Duration::from_nanos(total.round() as u64))
-}
-
 /// A duration keyward's config parser reads back: `5m`, `1h 30m`, `0s`.
 fn format_duration(d: Duration) -> String {
     if d.is_zero() {
@@ -597,121 +470,5 @@ fn format_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-/// A TOML basic string.
-fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A TOML key: bare when it may be, quoted otherwise (`"/v1/ready"`).
-fn toml_key(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        s.to_string()
-    } else {
-        quote(s)
-    }
-}
-
-fn array(items: &[String]) -> String {
-    let inner: Vec<String> = items.iter().map(|s| quote(s)).collect();
-    format!("[{}]", inner.join(", "))
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    fn load(toml: &str) -> keyward_server::config::Settings {
-        let file =
-            keyward_server::config::File::parse(Path::new("out.toml"), toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        keyward_server::config::Settings::from_file(file).unwrap_or_else(|e| panic!("{e}\n{toml}"))
-    }
-
-    const ID: &str = "3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22";
-
-    #[test]
-    fn go_durations_convert() {
-        assert_eq!(parse_go_duration("5m0s").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_go_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
-        assert!(parse_go_duration("-1s").is_err());
-        assert!(parse_go_duration("5").is_err());
-        assert!(parse_go_duration("5d").is_err());
-        for d in ["5m0s", "1h30m", "1.5s", "20s", "0s", "250ms"] {
-            let text = format_duration(parse_go_duration(d).unwrap());
-            let back = keyward_server::config::parse_duration("t", &text).unwrap();
-            assert_eq!(back, parse_go_duration(d).unwrap(), "{d} -> {text}");
-        }
-    }
-
-    #[test]
-    fn minimal_config_round_trips() {
-        let yaml = format!("address: :7373\nadmin:\n  identity: {ID}\ntls:\n  key: server.key\n  cert: server.crt\n");
-        let toml = convert(&yaml, "kes.yml").unwrap();
-        let s = load(&toml);
-        assert_eq!(s.address.to_string(), "0.0.0.0:7373");
-        assert_eq!(s.tls.cert, Path::new("server.crt"));
-    }
-
-    #[test]
-    fn unknown_keys_are_named_with_their_line() {
-        let yaml = format!("admin:\n  identity: {ID}\ntls:\n  key: k\n  cert: c\npolciy: {{}}\n");
-        let err = convert(&yaml, "kes.yml").unwrap_err().to_string();
-        assert!(err.contains("polciy") && err.contains("line 6"), "{err}");
-    }
-
-    #[test]
-    fn old_generation_keystore_under_keys_and_root_admin() {
-        let yaml = format!("root: {ID}\ntls:\n  key: k\n  cert: c\nkeys:\n  fs:\n    path: ./keys\n");
-        let s = load(&convert(&yaml, "old.yml").unwrap());
-        let ks = s.keystore.unwrap();
-        assert_eq!((ks.plugin.as_str(), ks.config_json.as_str()), ("fs", r#"{"path":"./keys"}"#));
-    }
-
-    #[test]
-    fn unsupported_keystores_are_named() {
-        for (yaml_ks, name) in [
-            ("aws:\n    secretsmanager:\n      region: us-east-1", "aws.secretsmanager"),
-            ("azure:\n    keyvault:\n      endpoint: x", "azure.keyvault"),
-        ] {
-            let yaml = format!("admin:\n  identity: {ID}\ntls:\n  key: k\n  cert: c\nkeystore:\n  {yaml_ks}\n");
-            let err = convert(&yaml, "kes.yml").unwrap_err().to_string();
-            assert!(err.contains(&format!("'{name}'")), "{err}");
-        }
-    }
-
-    #[test]
-    fn log_levels_become_switches() {
-        let c = Converter { file: "f".into(), out: String::new() };
-        let lvl = |s: &str| c.level("log.error", &Some(Value::String(s.into()))).unwrap();
-        assert_eq!(lvl("off").as_deref(), Some("off"));
-        assert_eq!(lvl("ERROR+1").as_deref(), Some("off"));
-        assert_eq!(lvl("WARN").as_deref(), Some("on"));
-        assert_eq!(lvl("on").as_deref(), Some("on"));
-        assert!(c.level("log.error", &Some(Value::String("loud".into()))).is_err());
-    }
-
-    #[test]
-    fn strings_are_quoted_for_toml() {
-        assert_eq!(quote("a\"b\\c\n"), r#""a\"b\\c\n""#);
-        assert_eq!(toml_key("/v1/ready"), "\"/v1/ready\"");
-        assert_eq!(toml_key("my-app"), "my-app");
-    }
-}
+mod tests;
