@@ -26,6 +26,8 @@ pub(crate) enum SinkWorld {
 }
 
 impl World for SinkWorld {
+    const KIND: PluginKind = PluginKind::AuditSink;
+
     async fn instantiate(pre: &InstancePre<HostState>, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
         let instance = pre.instantiate_async(&mut *store).await?;
         // The engine has already checked that one of the two is exported.
@@ -67,15 +69,7 @@ impl PluginAuditSink {
         config_json: &str,
         options: PoolOptions,
     ) -> Result<PluginAuditSink, PluginError> {
-        if spec.kind != PluginKind::AuditSink {
-            return Err(PluginError::KindMismatch {
-                plugin: spec.name.clone(),
-                declared: spec.kind,
-                wanted: PluginKind::AuditSink,
-            });
-        }
-        let loaded = engine.load_async(spec).await?;
-        Self::start(loaded, config_json, options).await
+        Ok(PluginAuditSink { pool: Pool::load(engine, spec, config_json, options).await? })
     }
 
     /// Starts a sink from an already loaded component.
@@ -84,13 +78,6 @@ impl PluginAuditSink {
         config_json: &str,
         options: PoolOptions,
     ) -> Result<PluginAuditSink, PluginError> {
-        if loaded.kind != PluginKind::AuditSink {
-            return Err(PluginError::KindMismatch {
-                plugin: loaded.name.to_string(),
-                declared: loaded.kind,
-                wanted: PluginKind::AuditSink,
-            });
-        }
         Ok(PluginAuditSink { pool: Pool::start(loaded, config_json, options).await? })
     }
 

@@ -15,6 +15,8 @@ use super::{PluginEngine, PluginError, PluginKind, PluginSpec, PluginStats};
 use keyward_core::keystore::{Keystore, Page, StoreError};
 
 impl World for KeystoreWorld {
+    const KIND: PluginKind = PluginKind::Keystore;
+
     async fn instantiate(pre: &InstancePre<HostState>, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
         let instance = pre.instantiate_async(&mut *store).await?;
         KeystoreWorld::new(&mut *store, &instance)
@@ -55,15 +57,7 @@ impl PluginKeystore {
         config_json: &str,
         options: PoolOptions,
     ) -> Result<PluginKeystore, PluginError> {
-        if spec.kind != PluginKind::Keystore {
-            return Err(PluginError::KindMismatch {
-                plugin: spec.name.clone(),
-                declared: spec.kind,
-                wanted: PluginKind::Keystore,
-            });
-        }
-        let loaded = engine.load_async(spec).await?;
-        Self::start(loaded, config_json, options).await
+        Ok(PluginKeystore { pool: Pool::load(engine, spec, config_json, options).await? })
     }
 
     /// Starts a keystore from an already loaded component (e.g. one loaded
@@ -73,13 +67,6 @@ impl PluginKeystore {
         config_json: &str,
         options: PoolOptions,
     ) -> Result<PluginKeystore, PluginError> {
-        if loaded.kind != PluginKind::Keystore {
-            return Err(PluginError::KindMismatch {
-                plugin: loaded.name.to_string(),
-                declared: loaded.kind,
-                wanted: PluginKind::Keystore,
-            });
-        }
         Ok(PluginKeystore { pool: Pool::start(loaded, config_json, options).await? })
     }
 

@@ -23,7 +23,7 @@ use wasmtime::{Store, UpdateDeadline};
 use super::bindings::WitError;
 use super::engine::LoadedComponent;
 use super::sandbox::HostState;
-use super::{error_chain, PluginError};
+use super::{error_chain, PluginEngine, PluginError, PluginKind, PluginSpec};
 use keyward_core::keystore::StoreError;
 
 /// The message of every timed-out call; the HTTP layer shows it as a 503.
@@ -66,6 +66,9 @@ pub struct PluginStats {
 
 /// What the pool needs from a generated world binding.
 pub(crate) trait World: Sized + Send + 'static {
+    /// The manifest `kind` of components that implement this world.
+    const KIND: PluginKind;
+
     /// Instantiates the component and wraps the instance.
     fn instantiate(
         pre: &InstancePre<HostState>,
@@ -95,11 +98,33 @@ pub(crate) struct Pool<W> {
     stats: Arc<PluginStats>,
 }
 
+/// Refuses a component declared as `declared` where `wanted` is needed.
+fn check_kind(plugin: &str, declared: PluginKind, wanted: PluginKind) -> Result<(), PluginError> {
+    if declared == wanted {
+        return Ok(());
+    }
+    Err(PluginError::KindMismatch { plugin: plugin.to_string(), declared, wanted })
+}
+
 /// The result of running one plugin call under a deadline: outer `Err` = the
 /// backstop fired, middle `Err` = a trap, inner `Err` = the plugin's answer.
 pub(crate) type Outcome<R> = Result<wasmtime::Result<Result<R, WitError>>, tokio::time::error::Elapsed>;
 
 impl<W: World> Pool<W> {
+    /// Loads the component described by `spec` (verifying its pin before
+    /// compiling it) and starts the pool; a spec declared as another kind is
+    /// refused before anything is read.
+    pub(crate) async fn load(
+        engine: &PluginEngine,
+        spec: &PluginSpec,
+        config: &str,
+        options: PoolOptions,
+    ) -> Result<Pool<W>, PluginError> {
+        check_kind(&spec.name, spec.kind, W::KIND)?;
+        let loaded = engine.load_async(spec).await?;
+        Self::start(loaded, config, options).await
+    }
+
     /// Creates the pool and starts one instance right away, so a bad
     /// configuration or a plugin that cannot start fails at load time (and a
     /// reload keeps the old plugin) rather than on the first request.
@@ -108,6 +133,7 @@ impl<W: World> Pool<W> {
         config: &str,
         options: PoolOptions,
     ) -> Result<Pool<W>, PluginError> {
+        check_kind(&loaded.name, loaded.kind, W::KIND)?;
         let pool = Pool {
             loaded,
             config: config.into(),
