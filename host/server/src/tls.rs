@@ -100,10 +100,22 @@ pub fn identity_of_cert(bytes: &[u8]) -> Option<String> {
 }
 
 /// Accepts any client certificate (the identity is its key hash) but checks
-/// the handshake signature, so the client must hold the private key.
+/// the handshake signature, so the client must hold the private key. Which
+/// certificate of the chain is the identity is decided after the handshake
+/// (see [`identity_of_chain`]). The benchmarks' baseline server uses it too,
+/// with a certificate required.
 #[derive(Debug)]
-struct AnyClientCert {
+pub struct AnyClientCert {
     algorithms: WebPkiSupportedAlgorithms,
+    mandatory: bool,
+}
+
+impl AnyClientCert {
+    /// A verifier for `provider`'s signature algorithms; `mandatory` refuses
+    /// handshakes without a client certificate.
+    pub fn new(provider: &CryptoProvider, mandatory: bool) -> AnyClientCert {
+        AnyClientCert { algorithms: provider.signature_verification_algorithms, mandatory }
+    }
 }
 
 impl ClientCertVerifier for AnyClientCert {
@@ -112,7 +124,7 @@ impl ClientCertVerifier for AnyClientCert {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        false
+        self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -209,7 +221,8 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsErr
                 .build()
                 .map_err(|e| TlsError::Config(e.to_string()))?
         }
-        _ => Arc::new(AnyClientCert { algorithms: provider.signature_verification_algorithms }),
+        // Without a certificate a client is still served: KES answers it 4xx.
+        _ => Arc::new(AnyClientCert::new(&provider, false)),
     };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
