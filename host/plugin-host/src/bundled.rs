@@ -92,15 +92,7 @@ fn host_path(config: &Map<String, Value>, key: &str) -> Result<PathBuf, String> 
 
 /// Creates `dir` (and parents) with mode 0700 if it does not exist.
 fn create_private_dir(dir: &Path) -> Result<(), String> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("cannot create '{}': {e}", dir.display()))
+    crate::cache::create_private_dir(dir).map_err(|e| format!("cannot create '{}': {e}", dir.display()))
 }
 
 /// `fs`: exactly the configured directory, as `/data`.

@@ -70,11 +70,7 @@ impl CompileCache {
     /// Uses `dir` as the cache, creating it (mode 0700) if it is missing, and
     /// refuses it if another user owns it or could write into it.
     pub fn open(dir: &Path, tag: String) -> Result<CompileCache, CacheError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| CacheError::Create { dir: dir.to_path_buf(), source })?;
+        create_private_dir(dir).map_err(|source| CacheError::Create { dir: dir.to_path_buf(), source })?;
         let meta =
             std::fs::symlink_metadata(dir).map_err(|source| CacheError::Inspect { dir: dir.to_path_buf(), source })?;
         if !meta.file_type().is_dir() {
@@ -169,6 +165,13 @@ fn unwrap_artifact(mut bytes: Vec<u8>, component_sha256: &str) -> Result<Vec<u8>
     }
     bytes.drain(..HEADER_LEN);
     Ok(bytes)
+}
+
+/// Creates `dir` and any missing parents, mode 0700 for each one created
+/// (an existing directory is left as it is: its owner and mode are checked
+/// by whoever uses it).
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 #[cfg(test)]
