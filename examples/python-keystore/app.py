@@ -8,7 +8,7 @@ own filesystem keystore.
 Build it into a WebAssembly component with componentize-py (see README.md and
 build.sh next to this file):
 
-    componentize-py -d ../../wit -w keystore componentize app -o keystore_py.wasm
+    componentize-py -d ../../wit/keyward-plugin@0.1.0 -w keystore componentize app -o keystore_py.wasm
 
 How the pieces fit:
 

@@ -52,8 +52,10 @@ fn add_pins_a_local_component_keeps_comments_and_rm_restores_the_file() {
     assert_eq!(code, 0, "{err}");
     let line = out.lines().find(|l| l.starts_with("fs2\t")).unwrap_or_else(|| panic!("{out}"));
     assert!(line.ends_with("ok keyward:plugin/keystore@0.1.0"), "{line}");
-    let (code, _, err) = keyward(&["plugin", "check", m], &cache);
+    let (code, out, err) = keyward(&["plugin", "check", m], &cache);
     assert_eq!(code, 0, "{err}");
+    // Kinds as the manifest spells them.
+    assert!(out.contains("ok    fs2 (keystore, ") && out.contains("ok    audit-file (audit-sink, "), "{out}");
 
     // Refused: a name that is taken, and a file that is not a component.
     // Each leaves the manifest byte-identical.

@@ -75,7 +75,7 @@ pub fn check(path: &Path) -> Result<String, ToolError> {
         };
         match result {
             Ok(()) => {
-                let _ = writeln!(out, "ok    {} ({:?}, {})", entry.name, entry.kind, entry.path.display());
+                let _ = writeln!(out, "ok    {} ({}, {})", entry.name, entry.kind.world(), entry.path.display());
             }
             Err(e) => {
                 failed += 1;
