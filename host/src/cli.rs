@@ -487,6 +487,24 @@ pub enum PluginCommand {
         #[arg(long, default_value = "plugins.toml")]
         manifest: PathBuf,
     },
+    /// Start a plugin project: NAME/ with the WIT it implements, a working
+    /// implementation and a README with the build command.
+    ///
+    /// Example: keyward plugin new --lang rust --kind keystore my-store
+    #[command(verbatim_doc_comment)]
+    New {
+        /// The project's (and plugin's) name.
+        name: String,
+        /// The language (rust).
+        #[arg(long, default_value = "rust")]
+        lang: String,
+        /// The world: keystore.
+        #[arg(long, default_value = "keystore")]
+        kind: String,
+        /// Where to create NAME/.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Fetch again every entry that has a `source` URL, into its `path`,
     /// when what is served still matches the pin.
     Pull {
@@ -517,6 +535,9 @@ fn plugin_command(cmd: PluginCommand) -> ExitCode {
         PluginCommand::Rm { name, manifest } => plugins::rm(&manifest, &name).map_err(|e| e.to_string()),
         PluginCommand::Ls { manifest } => plugins::ls(&manifest).map_err(|e| e.to_string()),
         PluginCommand::Pull { manifest } => plugins::pull(&manifest).map_err(|e| e.to_string()),
+        PluginCommand::New { name, lang, kind, dir } => plugins::new(&lang, &kind, &name, &dir)
+            .map(|dir| format!("created {} (see its README.md for the build command)\n", dir.display()))
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(out) => {

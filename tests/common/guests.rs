@@ -119,7 +119,7 @@ pub fn native_target_dir() -> PathBuf {
 /// Adds the wasm target with rustup if the toolchain lacks it (rustup does
 /// not add the targets `rust-toolchain.toml` lists to a toolchain that is
 /// already installed).
-fn ensure_target() {
+pub fn ensure_target() {
     let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
     match installed {
         Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == TARGET) => {}

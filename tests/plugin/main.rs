@@ -42,6 +42,7 @@ mod openbao;
 mod python;
 #[path = "../common/skip.rs"]
 mod skip;
+mod templates;
 #[path = "../common/tmpfs.rs"]
 mod tmpfs;
 mod vault;

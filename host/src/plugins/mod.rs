@@ -7,6 +7,7 @@
 
 mod edit;
 mod fetch;
+mod new;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use keyward_plugin_host::{sha256_hex, EngineOptions, Manifest, PluginEngine, PluginKind, WIT_PACKAGE, WIT_VERSION};
 
 pub use edit::NewEntry;
+pub use new::new;
 
 /// Why a `keyward plugin` manifest command failed; printed as is.
 #[derive(Debug, thiserror::Error)]

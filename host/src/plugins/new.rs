@@ -1,0 +1,88 @@
+//! `keyward plugin new`: a plugin project to start from, with the WIT it
+//! implements copied in, a build command, and a working implementation
+//! (templates under `templates/`, embedded in the binary).
+
+use std::path::{Path, PathBuf};
+
+use super::PluginCmdError;
+
+/// The WIT package the templates implement, copied into each project.
+const WIT: &[(&str, &str)] = &[
+    ("types.wit", include_str!("../../../wit/keyward-plugin@0.1.0/types.wit")),
+    ("keystore.wit", include_str!("../../../wit/keyward-plugin@0.1.0/keystore.wit")),
+    ("audit-lines.wit", include_str!("../../../wit/keyward-plugin@0.1.0/audit-lines.wit")),
+    ("audit-sink.wit", include_str!("../../../wit/keyward-plugin@0.1.0/audit-sink.wit")),
+];
+
+/// One template: (path in the project, text with `{{name}}`/`{{crate}}`).
+type Template = &'static [(&'static str, &'static str)];
+
+const RUST_KEYSTORE: Template = &[
+    ("Cargo.toml", include_str!("templates/rust-keystore/Cargo.toml.in")),
+    ("src/lib.rs", include_str!("templates/rust-keystore/lib.rs")),
+    ("README.md", include_str!("templates/rust-keystore/README.md")),
+    (".gitignore", include_str!("templates/rust-keystore/gitignore")),
+];
+
+/// The languages and kinds `plugin new` knows, for messages.
+pub const AVAILABLE: &str = "--lang rust --kind keystore";
+
+/// Writes a new project `name` under `parent`; returns its directory.
+pub fn new(lang: &str, kind: &str, name: &str, parent: &Path) -> Result<PathBuf, PluginCmdError> {
+    let template = match (lang, kind) {
+        ("rust", "keystore") => RUST_KEYSTORE,
+        _ => {
+            return Err(PluginCmdError::Refused(format!(
+                "no template for --lang {lang} --kind {kind} yet (available: {AVAILABLE}; \
+                 examples/python-keystore and examples/js-keystore in the repository are the Python and JavaScript ones)"
+            )))
+        }
+    };
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(PluginCmdError::Refused(format!(
+            "plugin name {name:?}: use 1-64 ASCII letters, digits, '-' and '_', starting with a letter"
+        )));
+    }
+    let dir = parent.join(name);
+    if dir.exists() {
+        return Err(PluginCmdError::Refused(format!("{} exists; pick another name or --dir", dir.display())));
+    }
+    let krate = name.replace('-', "_");
+    let fill = |text: &str| text.replace("{{name}}", name).replace("{{crate}}", &krate);
+    let wit = WIT.iter().map(|(file, text)| (format!("wit/keyward-plugin@0.1.0/{file}"), text.to_string()));
+    let files = template.iter().map(|(path, text)| (path.to_string(), fill(text))).chain(wit);
+    for (path, text) in files {
+        let path = dir.join(path);
+        let write = || -> std::io::Result<()> {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&path, text)
+        };
+        write().map_err(|source| PluginCmdError::Write { path: path.display().to_string(), source })?;
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_project_gets_its_files_and_names_are_checked() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = new("rust", "keystore", "my-store", parent.path()).unwrap();
+        let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        assert!(cargo.contains("name = \"my-store\""), "{cargo}");
+        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+        assert!(readme.contains("release/my_store.wasm") && !readme.contains("{{"), "{readme}");
+        assert!(dir.join("wit/keyward-plugin@0.1.0/keystore.wit").is_file());
+        assert!(new("rust", "keystore", "my-store", parent.path()).unwrap_err().to_string().contains("exists"));
+        assert!(new("rust", "keystore", "../x", parent.path()).is_err());
+        assert!(new("cobol", "keystore", "x", parent.path()).unwrap_err().to_string().contains("available"));
+    }
+}

@@ -1,0 +1,71 @@
+//! `keyward plugin new`: the project it writes builds, as its README says,
+//! into a component that passes the keystore contract (pooled instances
+//! included) and `keyward plugin add` + `check`.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use keyward_plugin_host::{sha256_hex, Grants, PluginKeystore, PluginKind, PluginSource, PluginSpec, PoolOptions};
+
+use crate::contract::keystore_contract;
+use crate::{engine, guests, TempDir};
+
+fn keyward(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward")).args(args).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_keystore_template_builds_into_a_plugin_that_passes_the_contract() {
+    let parent = TempDir::new("template");
+    let (ok, out) = keyward(
+        &["plugin", "new", "--lang", "rust", "--kind", "keystore", "my-store", "--dir"]
+            .into_iter()
+            .chain([parent.path().to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    assert!(ok, "{out}");
+    let project = parent.path().join("my-store");
+    let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
+    assert!(readme.contains("cargo build --release --target wasm32-wasip2"), "{readme}");
+
+    // The README's build command, with the outer build's settings scrubbed
+    // and a target directory that outlives the test (so reruns are quick).
+    guests::ensure_target();
+    let target = guests::native_target_dir().with_file_name("templates");
+    let status = guests::guest_cargo()
+        .current_dir(&project)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the generated project does not build");
+    let wasm = target.join("wasm32-wasip2/release/my_store.wasm");
+
+    let keys = TempDir::new("template-keys");
+    let spec = PluginSpec {
+        name: "my-store".into(),
+        kind: PluginKind::Keystore,
+        source: PluginSource::File(wasm.clone()),
+        sha256: Some(sha256_hex(&std::fs::read(&wasm).unwrap())),
+        grants: Grants::dir(keys.path(), "/data"),
+        limits: Default::default(),
+    };
+    let ks = PluginKeystore::load(&engine(), &spec, r#"{"path": "/data"}"#, PoolOptions { max_instances: 4 })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stats = ks.stats();
+    keystore_contract(Arc::new(ks)).await;
+    assert!(stats.instances_created.load(std::sync::atomic::Ordering::Relaxed) > 1, "one instance only");
+
+    // And the manifest tools take it as it is.
+    let manifest = parent.path().join("plugins.toml");
+    let grant = format!("{}:/data", keys.path().display());
+    let m = manifest.to_str().unwrap();
+    let (ok, out) = keyward(&["plugin", "add", wasm.to_str().unwrap(), "--manifest", m, "--grant-dir", &grant]);
+    assert!(ok && out.contains("world:   keyward:plugin/keystore@0.1.0"), "{out}");
+    let (ok, out) = keyward(&["plugin", "check", m]);
+    assert!(ok && out.contains("ok    my_store (keystore, "), "{out}");
+    assert!(Path::new(&manifest).is_file());
+}
