@@ -79,7 +79,7 @@ fn python_engine() -> PluginEngine {
 /// Builds the Python component if needed, compiles it into the cache, and
 /// returns its path; or `None` (the tests skipped) when componentize-py
 /// cannot be installed.
-fn python_plugin() -> Option<PathBuf> {
+pub(crate) fn python_plugin() -> Option<PathBuf> {
     static READY: Mutex<Option<PathBuf>> = Mutex::new(None);
     let mut ready = READY.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(wasm) = ready.as_ref() {

@@ -69,3 +69,32 @@ async fn the_rust_keystore_template_builds_into_a_plugin_that_passes_the_contrac
     assert!(ok && out.contains("ok    my_store (keystore, "), "{out}");
     assert!(Path::new(&manifest).is_file());
 }
+
+/// The Python template builds with its own `build.sh` (componentize-py, as
+/// the Python example tests install it) into a component `plugin add` and
+/// `check` accept.
+#[test]
+fn the_python_keystore_template_builds_into_a_plugin_that_plugin_check_accepts() {
+    // Installs componentize-py if needed; `None`: skipped (a failure under CI).
+    if crate::python::python_plugin().is_none() {
+        return;
+    }
+    let parent = TempDir::new("py-template");
+    let dir = parent.path().to_str().unwrap();
+    let (ok, out) = keyward(&["plugin", "new", "--lang", "python", "py-store", "--dir", dir]);
+    assert!(ok, "{out}");
+    let project = parent.path().join("py-store");
+    let built = Command::new(project.join("build.sh")).output().unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let wasm = project.join("out/py_store.wasm");
+    let keys = TempDir::new("py-template-keys");
+    let manifest = parent.path().join("plugins.toml");
+    let m = manifest.to_str().unwrap();
+    let grant = format!("{}:/data", keys.path().display());
+    let args =
+        ["plugin", "add", wasm.to_str().unwrap(), "--manifest", m, "--grant-dir", &grant, "--call-timeout", "5s"];
+    let (ok, out) = keyward(&args);
+    assert!(ok && out.contains("world:   keyward:plugin/keystore@0.1.0"), "{out}");
+    let (ok, out) = keyward(&["plugin", "check", m]);
+    assert!(ok && out.contains("ok    py_store (keystore, "), "{out}");
+}

@@ -24,17 +24,27 @@ const RUST_KEYSTORE: Template = &[
     (".gitignore", include_str!("templates/rust-keystore/gitignore")),
 ];
 
+/// The Python keystore is the repository's example (tested like the Rust
+/// plugins), with a build script that finds the WIT inside the project.
+const PYTHON_KEYSTORE: Template = &[
+    ("app.py", include_str!("../../../examples/python-keystore/app.py")),
+    ("build.sh", include_str!("templates/python-keystore/build.sh")),
+    ("README.md", include_str!("templates/python-keystore/README.md")),
+    (".gitignore", include_str!("templates/python-keystore/gitignore")),
+];
+
 /// The languages and kinds `plugin new` knows, for messages.
-pub const AVAILABLE: &str = "--lang rust --kind keystore";
+pub const AVAILABLE: &str = "--lang rust|python --kind keystore";
 
 /// Writes a new project `name` under `parent`; returns its directory.
 pub fn new(lang: &str, kind: &str, name: &str, parent: &Path) -> Result<PathBuf, PluginCmdError> {
     let template = match (lang, kind) {
         ("rust", "keystore") => RUST_KEYSTORE,
+        ("python", "keystore") => PYTHON_KEYSTORE,
         _ => {
             return Err(PluginCmdError::Refused(format!(
                 "no template for --lang {lang} --kind {kind} yet (available: {AVAILABLE}; \
-                 examples/python-keystore and examples/js-keystore in the repository are the Python and JavaScript ones)"
+                 examples/js-keystore in the repository is a JavaScript one)"
             )))
         }
     };
@@ -61,7 +71,12 @@ pub fn new(lang: &str, kind: &str, name: &str, parent: &Path) -> Result<PathBuf,
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::write(&path, text)
+            std::fs::write(&path, text)?;
+            if path.extension().is_some_and(|e| e == "sh") {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+            }
+            Ok(())
         };
         write().map_err(|source| PluginCmdError::Write { path: path.display().to_string(), source })?;
     }
@@ -84,5 +99,8 @@ mod tests {
         assert!(new("rust", "keystore", "my-store", parent.path()).unwrap_err().to_string().contains("exists"));
         assert!(new("rust", "keystore", "../x", parent.path()).is_err());
         assert!(new("cobol", "keystore", "x", parent.path()).unwrap_err().to_string().contains("available"));
+        let py = new("python", "keystore", "py-store", parent.path()).unwrap();
+        assert!(std::fs::read_to_string(py.join("build.sh")).unwrap().contains("out/py_store.wasm"));
+        assert!(py.join("app.py").is_file() && py.join("wit/keyward-plugin@0.1.0/types.wit").is_file());
     }
 }
