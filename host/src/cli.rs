@@ -505,6 +505,30 @@ pub enum PluginCommand {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Run the keystore contract against a component: every rule of the
+    /// `keystore` world (create never overwrites, not-found/exists, opaque
+    /// values, listings and paging, concurrent creates with one winner), with
+    /// pooled instances, in a fresh directory granted as /data unless
+    /// --grant-dir says otherwise.
+    ///
+    /// Example: keyward plugin test target/wasm32-wasip2/release/my_store.wasm
+    #[command(verbatim_doc_comment)]
+    Test {
+        /// The `.wasm` component (a keystore).
+        file: PathBuf,
+        /// Grant a directory, HOST:GUEST, instead of a fresh one as /data. Repeatable.
+        #[arg(long = "grant-dir", value_name = "HOST:GUEST")]
+        grant_dir: Vec<String>,
+        /// Grant outbound HTTP to an origin. Repeatable.
+        #[arg(long = "grant-host", value_name = "ORIGIN")]
+        grant_host: Vec<String>,
+        /// The `init` configuration as JSON (default: {"path": "/data"}).
+        #[arg(long)]
+        config: Option<String>,
+        /// Time limit per call (e.g. 5s for a Python or JavaScript plugin).
+        #[arg(long)]
+        call_timeout: Option<String>,
+    },
     /// Fetch again every entry that has a `source` URL, into its `path`,
     /// when what is served still matches the pin.
     Pull {
@@ -535,6 +559,16 @@ fn plugin_command(cmd: PluginCommand) -> ExitCode {
         PluginCommand::Rm { name, manifest } => plugins::rm(&manifest, &name).map_err(|e| e.to_string()),
         PluginCommand::Ls { manifest } => plugins::ls(&manifest).map_err(|e| e.to_string()),
         PluginCommand::Pull { manifest } => plugins::pull(&manifest).map_err(|e| e.to_string()),
+        PluginCommand::Test { file, grant_dir, grant_host, config, call_timeout } => {
+            plugins::test(&plugins::TestRequest {
+                file,
+                grant_dirs: grant_dir,
+                grant_hosts: grant_host,
+                config,
+                call_timeout,
+            })
+            .map_err(|e| e.to_string())
+        }
         PluginCommand::New { name, lang, kind, dir } => plugins::new(&lang, &kind, &name, &dir)
             .map(|dir| format!("created {} (see its README.md for the build command)\n", dir.display()))
             .map_err(|e| e.to_string()),

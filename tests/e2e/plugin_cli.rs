@@ -86,3 +86,24 @@ fn check_validates_pins_worlds_and_grants() {
     assert_eq!(code, 1);
     assert!(err.contains("does not exist"), "{err}");
 }
+
+/// `plugin test` runs the keystore contract against a file: the bundled `fs`
+/// passes, a component that overwrites on create (the hostile fixture) fails
+/// with the broken rule, an audit sink is refused as not a keystore.
+#[test]
+fn test_runs_the_keystore_contract_against_a_file() {
+    let cache = TempDir::new("contract-cache");
+    let fs = wasm("keystore_fs.wasm");
+    let (code, out, err) = keyward(&["plugin", "test", fs.to_str().unwrap()], &cache);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("passes the keystore contract"), "{out}");
+    let hostile = wasm("hostile.wasm");
+    let (code, _, err) = keyward(&["plugin", "test", hostile.to_str().unwrap()], &cache);
+    assert_eq!(code, 1);
+    assert!(err.contains("fails the keystore contract") && err.contains("Exists"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let audit = wasm("audit_file.wasm");
+    let (code, _, err) = keyward(&["plugin", "test", audit.to_str().unwrap()], &cache);
+    assert_eq!(code, 1);
+    assert!(err.contains("does not export keyward:plugin/keystore-api"), "{err}");
+}

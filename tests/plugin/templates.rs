@@ -59,6 +59,10 @@ async fn the_rust_keystore_template_builds_into_a_plugin_that_passes_the_contrac
     keystore_contract(Arc::new(ks)).await;
     assert!(stats.instances_created.load(std::sync::atomic::Ordering::Relaxed) > 1, "one instance only");
 
+    // `plugin test` says the same.
+    let (ok, out) = keyward(&["plugin", "test", wasm.to_str().unwrap()]);
+    assert!(ok && out.contains("passes the keystore contract"), "{out}");
+
     // And the manifest tools take it as it is.
     let manifest = parent.path().join("plugins.toml");
     let grant = format!("{}:/data", keys.path().display());

@@ -49,6 +49,7 @@
 pub mod audit;
 pub mod bundled;
 pub mod cache;
+pub mod contract;
 pub mod engine;
 pub mod grants;
 pub mod keystore;

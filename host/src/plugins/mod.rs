@@ -5,6 +5,7 @@
 //! nothing more (deny by default). The server itself never fetches: it loads
 //! local files whose digests match the manifest.
 
+mod contract;
 mod edit;
 mod fetch;
 mod new;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use keyward_plugin_host::{sha256_hex, EngineOptions, Manifest, PluginEngine, PluginKind, WIT_PACKAGE, WIT_VERSION};
 
+pub use contract::{test, TestRequest};
 pub use edit::NewEntry;
 pub use new::new;
 
