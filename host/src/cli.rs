@@ -495,7 +495,7 @@ pub enum PluginCommand {
     New {
         /// The project's (and plugin's) name.
         name: String,
-        /// The language: rust or python.
+        /// The language: rust, python or js.
         #[arg(long, default_value = "rust")]
         lang: String,
         /// The world: keystore.

@@ -89,7 +89,7 @@ fn js_engine() -> PluginEngine {
 /// Builds the JavaScript component if needed, compiles it into the cache, and
 /// returns its path; or `None` (the tests skipped) when the pinned tools
 /// cannot be installed.
-fn js_plugin() -> Option<PathBuf> {
+pub(crate) fn js_plugin() -> Option<PathBuf> {
     static READY: Mutex<Option<PathBuf>> = Mutex::new(None);
     let mut ready = READY.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(wasm) = ready.as_ref() {

@@ -33,18 +33,40 @@ const PYTHON_KEYSTORE: Template = &[
     (".gitignore", include_str!("templates/python-keystore/gitignore")),
 ];
 
+/// The JavaScript keystore is the repository's example too; its build script
+/// is pointed at the project itself (see [`fill`]).
+const JS_KEYSTORE: Template = &[
+    ("app.js", include_str!("../../../examples/js-keystore/app.js")),
+    ("build.sh", include_str!("../../../examples/js-keystore/build.sh")),
+    ("keystore-js.wit", include_str!("../../../examples/js-keystore/keystore-js.wit")),
+    ("package.json", include_str!("../../../examples/js-keystore/package.json")),
+    ("package-lock.json", include_str!("../../../examples/js-keystore/package-lock.json")),
+    ("README.md", include_str!("templates/js-keystore/README.md")),
+    (".gitignore", "node_modules/\n/out\n"),
+];
+
 /// The languages and kinds `plugin new` knows, for messages.
-pub const AVAILABLE: &str = "--lang rust|python --kind keystore";
+pub const AVAILABLE: &str = "--lang rust|python|js --kind keystore";
+
+/// A template file's text for project `name`: the placeholders filled in,
+/// and the examples' build scripts pointed at the project instead of the
+/// repository they live in.
+fn fill(text: &str, name: &str) -> String {
+    text.replace("{{name}}", name)
+        .replace("{{crate}}", &name.replace('-', "_"))
+        .replace(r#"root=$(cd "$here/../.." && pwd)"#, r#"root="$here""#)
+        .replace("out=${1:-$root/target/js-plugin}", "out=${1:-$here/out}")
+}
 
 /// Writes a new project `name` under `parent`; returns its directory.
 pub fn new(lang: &str, kind: &str, name: &str, parent: &Path) -> Result<PathBuf, PluginCmdError> {
     let template = match (lang, kind) {
         ("rust", "keystore") => RUST_KEYSTORE,
         ("python", "keystore") => PYTHON_KEYSTORE,
+        ("js", "keystore") => JS_KEYSTORE,
         _ => {
             return Err(PluginCmdError::Refused(format!(
-                "no template for --lang {lang} --kind {kind} yet (available: {AVAILABLE}; \
-                 examples/js-keystore in the repository is a JavaScript one)"
+                "no template for --lang {lang} --kind {kind} yet (available: {AVAILABLE})"
             )))
         }
     };
@@ -61,10 +83,8 @@ pub fn new(lang: &str, kind: &str, name: &str, parent: &Path) -> Result<PathBuf,
     if dir.exists() {
         return Err(PluginCmdError::Refused(format!("{} exists; pick another name or --dir", dir.display())));
     }
-    let krate = name.replace('-', "_");
-    let fill = |text: &str| text.replace("{{name}}", name).replace("{{crate}}", &krate);
     let wit = WIT.iter().map(|(file, text)| (format!("wit/keyward-plugin@0.1.0/{file}"), text.to_string()));
-    let files = template.iter().map(|(path, text)| (path.to_string(), fill(text))).chain(wit);
+    let files = template.iter().map(|(path, text)| (path.to_string(), fill(text, name))).chain(wit);
     for (path, text) in files {
         let path = dir.join(path);
         let write = || -> std::io::Result<()> {
@@ -102,5 +122,8 @@ mod tests {
         let py = new("python", "keystore", "py-store", parent.path()).unwrap();
         assert!(std::fs::read_to_string(py.join("build.sh")).unwrap().contains("out/py_store.wasm"));
         assert!(py.join("app.py").is_file() && py.join("wit/keyward-plugin@0.1.0/types.wit").is_file());
+        let js = new("js", "keystore", "js-store", parent.path()).unwrap();
+        let build = std::fs::read_to_string(js.join("build.sh")).unwrap();
+        assert!(build.contains(r#"root="$here""#) && build.contains("out=${1:-$here/out}"), "{build}");
     }
 }
