@@ -498,7 +498,7 @@ pub enum PluginCommand {
         /// The language: rust, python or js.
         #[arg(long, default_value = "rust")]
         lang: String,
-        /// The world: keystore.
+        /// The world: keystore or audit-sink (Rust).
         #[arg(long, default_value = "keystore")]
         kind: String,
         /// Where to create NAME/.

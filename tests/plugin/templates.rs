@@ -123,3 +123,46 @@ fn the_js_keystore_template_builds_into_a_plugin_that_passes_plugin_test() {
     let (ok, out) = keyward(&["plugin", "test", wasm.to_str().unwrap(), "--call-timeout", "5s"]);
     assert!(ok && out.contains("passes the keystore contract"), "{out}");
 }
+
+/// The Rust audit-sink template builds into a sink that takes a batch, and
+/// `plugin add` and `check` accept it as an audit sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_audit_sink_template_builds_into_a_sink_that_takes_batches() {
+    use keyward_core::audit_sink::{AuditBatch, AuditSink};
+    use keyward_plugin_host::PluginAuditSink;
+
+    let parent = TempDir::new("sink-template");
+    let dir = parent.path().to_str().unwrap();
+    let (ok, out) = keyward(&["plugin", "new", "--kind", "audit-sink", "my-sink", "--dir", dir]);
+    assert!(ok, "{out}");
+    guests::ensure_target();
+    let target = guests::native_target_dir().with_file_name("templates");
+    let status = guests::guest_cargo()
+        .current_dir(parent.path().join("my-sink"))
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the generated project does not build");
+    let wasm = target.join("wasm32-wasip2/release/my_sink.wasm");
+    let spec = PluginSpec {
+        name: "my-sink".into(),
+        kind: PluginKind::AuditSink,
+        source: PluginSource::File(wasm.clone()),
+        sha256: Some(sha256_hex(&std::fs::read(&wasm).unwrap())),
+        grants: Grants::default(),
+        limits: Default::default(),
+    };
+    let sink = PluginAuditSink::load(&engine(), &spec, "{}", PoolOptions { max_instances: 1 })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let lines = b"{\"time\":\"2026-12-07T00:00:00Z\"}\n{\"time\":\"2026-12-07T00:00:01Z\"}\n";
+    sink.write(AuditBatch::new(lines)).await.unwrap();
+
+    let manifest = parent.path().join("plugins.toml");
+    let m = manifest.to_str().unwrap();
+    let (ok, out) = keyward(&["plugin", "add", wasm.to_str().unwrap(), "--manifest", m]);
+    assert!(ok && out.contains("world:   keyward:plugin/audit-lines@0.1.0"), "{out}");
+    let (ok, out) = keyward(&["plugin", "check", m]);
+    assert!(ok && out.contains("ok    my_sink (audit-sink, "), "{out}");
+}

@@ -24,6 +24,13 @@ const RUST_KEYSTORE: Template = &[
     (".gitignore", include_str!("templates/rust-keystore/gitignore")),
 ];
 
+const RUST_AUDIT_SINK: Template = &[
+    ("Cargo.toml", include_str!("templates/rust-keystore/Cargo.toml.in")),
+    ("src/lib.rs", include_str!("templates/rust-audit-sink/lib.rs")),
+    ("README.md", include_str!("templates/rust-audit-sink/README.md")),
+    (".gitignore", include_str!("templates/rust-keystore/gitignore")),
+];
+
 /// The Python keystore is the repository's example (tested like the Rust
 /// plugins), with a build script that finds the WIT inside the project.
 const PYTHON_KEYSTORE: Template = &[
@@ -46,7 +53,7 @@ const JS_KEYSTORE: Template = &[
 ];
 
 /// The languages and kinds `plugin new` knows, for messages.
-pub const AVAILABLE: &str = "--lang rust|python|js --kind keystore";
+pub const AVAILABLE: &str = "--lang rust|python|js --kind keystore, --lang rust --kind audit-sink";
 
 /// A template file's text for project `name`: the placeholders filled in,
 /// and the examples' build scripts pointed at the project instead of the
@@ -62,6 +69,7 @@ fn fill(text: &str, name: &str) -> String {
 pub fn new(lang: &str, kind: &str, name: &str, parent: &Path) -> Result<PathBuf, PluginCmdError> {
     let template = match (lang, kind) {
         ("rust", "keystore") => RUST_KEYSTORE,
+        ("rust", "audit-sink") => RUST_AUDIT_SINK,
         ("python", "keystore") => PYTHON_KEYSTORE,
         ("js", "keystore") => JS_KEYSTORE,
         _ => {
