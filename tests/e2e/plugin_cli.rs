@@ -100,7 +100,10 @@ fn test_runs_the_keystore_contract_against_a_file() {
     let hostile = wasm("hostile.wasm");
     let (code, _, err) = keyward(&["plugin", "test", hostile.to_str().unwrap()], &cache);
     assert_eq!(code, 1);
-    assert!(err.contains("fails the keystore contract") && err.contains("Exists"), "{err}");
+    assert!(
+        err.contains("fails the keystore contract") && err.contains("create of a taken name must answer exists"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     let audit = wasm("audit_file.wasm");
     let (code, _, err) = keyward(&["plugin", "test", audit.to_str().unwrap()], &cache);
