@@ -322,22 +322,25 @@ async fn js_keystore_shares_keystore_fs_layout() {
     assert_eq!(dir_names(dir.path()), vec!["again", "from-js", "from-rust"]);
 }
 
-/// What one call costs through the plugin host, next to `keystore-fs` on the
-/// same kind of directory: every call enters the JavaScript engine. Printed,
-/// not asserted: on a CI machine busy with other tests any bound would be
-/// flaky.
+/// What one call costs through the plugin host for the JavaScript and Python
+/// keystores, next to `keystore-fs` on the same kind of directory: every
+/// call enters the language's interpreter. Printed, not asserted: on a CI
+/// machine busy with other tests any bound would be flaky.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn js_keystore_get_cost_per_call() {
+async fn second_language_keystores_get_cost_per_call() {
     let Some(wasm) = js_plugin() else { return };
+    let Some(py_wasm) = crate::python::python_plugin() else { return };
     const CALLS: u32 = 200;
     let value = vec![7u8; 256];
     let js_dir = TempDir::new("js-cost");
     let js = js_keystore(&wasm, js_dir.path(), PoolOptions { max_instances: 1 }).await;
+    let py_dir = TempDir::new("py-cost");
+    let py = crate::python::python_keystore(&py_wasm, py_dir.path(), PoolOptions { max_instances: 1 }).await;
     let fs_dir = TempDir::new("js-cost-fs");
     let rust = fs_keystore(fs_dir.path(), PoolOptions { max_instances: 1 }).await;
     let mut get = Vec::new();
     let mut status = Vec::new();
-    for ks in [&js, &rust] {
+    for ks in [&js, &py, &rust] {
         ks.create("cost", &value).await.unwrap();
         // Warm up: the instance exists, its first calls are behind it.
         for _ in 0..20 {
@@ -355,8 +358,9 @@ async fn js_keystore_get_cost_per_call() {
         status.push(t.elapsed() / CALLS);
     }
     eprintln!(
-        "js keystore: get {:.0?} per call (keystore-fs {:.0?}); status {:.0?} per call (keystore-fs {:.0?})",
-        get[0], get[1], status[0], status[1]
+        "keystore get per call: JavaScript {:.0?}, Python {:.0?}, Rust keystore-fs {:.0?}; \
+         status: {:.0?}, {:.0?}, {:.0?}",
+        get[0], get[1], get[2], status[0], status[1], status[2]
     );
 }
 

@@ -146,7 +146,7 @@ fn python_spec(wasm: &Path, dir: &Path) -> PluginSpec {
     }
 }
 
-async fn python_keystore(wasm: &Path, dir: &Path, options: PoolOptions) -> PluginKeystore {
+pub(crate) async fn python_keystore(wasm: &Path, dir: &Path, options: PoolOptions) -> PluginKeystore {
     PluginKeystore::load(&python_engine(), &python_spec(wasm, dir), r#"{"path": "/data"}"#, options)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
