@@ -7,7 +7,7 @@
 #   examples/js-keystore/build.sh --check   # exit 0 if the pinned tools are installed, 127 if not
 #
 # Writes OUT_DIR/keystore_js.wasm (default OUT_DIR: target/js-plugin at the
-# repository root) and prints its sha256, the pin for a plugins.toml entry.
+# repository root, or in the project `keyward plugin new` made) and prints its sha256, the pin for a plugins.toml entry.
 # Needs node and npm; the tools themselves (@bytecodealliance/componentize-js
 # and @bytecodealliance/jco, at the versions pinned in package.json and
 # package-lock.json) are installed into node_modules/ next to this file by
@@ -18,7 +18,13 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
+# Where wit/ and target/ are: the project when this script was copied into one
+# by `keyward plugin new` (wit/ beside it), else the repository of the example.
+if [ -d "$here/wit" ]; then
+    root=$here
+else
+    root=$(cd "$here/../.." && pwd)
+fi
 out=${1:-$root/target/js-plugin}
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

@@ -6,7 +6,7 @@
 #   examples/python-keystore/build.sh --check   # exit 0 if componentize-py is usable, 127 if not
 #
 # Writes OUT_DIR/keystore_py.wasm (default OUT_DIR: target/python-plugin at the
-# repository root) and prints its sha256, the pin for a plugins.toml entry.
+# repository root, or in the project `keyward plugin new` made) and prints its sha256, the pin for a plugins.toml entry.
 # Needs componentize-py (on PATH, or importable by python3):
 #
 #   python3 -m pip install componentize-py==0.25.1
@@ -19,7 +19,13 @@ set -euo pipefail
 TESTED_VERSION=0.25.1
 
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
+# Where wit/ and target/ are: the project when this script was copied into one
+# by `keyward plugin new` (wit/ beside it), else the repository of the example.
+if [ -d "$here/wit" ]; then
+    root=$here
+else
+    root=$(cd "$here/../.." && pwd)
+fi
 out=${1:-$root/target/python-plugin}
 
 # componentize-py on PATH, or the installed module when pip put its script in

@@ -16,6 +16,22 @@ fn keyward(args: &[&str]) -> (bool, String) {
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
+/// Builds a generated Rust project with its README's command (the outer
+/// build's settings scrubbed, a target directory that outlives the test so
+/// reruns are quick); the component `krate` it makes.
+fn build_rust_template(project: &Path, krate: &str) -> std::path::PathBuf {
+    guests::ensure_target();
+    let target = guests::native_target_dir().with_file_name("templates");
+    let status = guests::guest_cargo()
+        .current_dir(project)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the generated project {} does not build", project.display());
+    target.join(format!("wasm32-wasip2/release/{krate}.wasm"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_keystore_template_builds_into_a_plugin_that_passes_the_contract() {
     let parent = TempDir::new("template");
@@ -30,18 +46,7 @@ async fn the_rust_keystore_template_builds_into_a_plugin_that_passes_the_contrac
     let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
     assert!(readme.contains("cargo build --release --target wasm32-wasip2"), "{readme}");
 
-    // The README's build command, with the outer build's settings scrubbed
-    // and a target directory that outlives the test (so reruns are quick).
-    guests::ensure_target();
-    let target = guests::native_target_dir().with_file_name("templates");
-    let status = guests::guest_cargo()
-        .current_dir(&project)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
-        .arg(&target)
-        .status()
-        .unwrap();
-    assert!(status.success(), "the generated project does not build");
-    let wasm = target.join("wasm32-wasip2/release/my_store.wasm");
+    let wasm = build_rust_template(&project, "my_store");
 
     let keys = TempDir::new("template-keys");
     let spec = PluginSpec {
@@ -90,13 +95,25 @@ fn the_python_keystore_template_builds_into_a_plugin_that_plugin_check_accepts()
     let project = parent.path().join("py-store");
     let built = Command::new(project.join("build.sh")).output().unwrap();
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-    let wasm = project.join("out/py_store.wasm");
+    let wasm = project.join("target/python-plugin/keystore_py.wasm");
     let keys = TempDir::new("py-template-keys");
     let manifest = parent.path().join("plugins.toml");
     let m = manifest.to_str().unwrap();
     let grant = format!("{}:/data", keys.path().display());
-    let args =
-        ["plugin", "add", wasm.to_str().unwrap(), "--manifest", m, "--grant-dir", &grant, "--call-timeout", "5s"];
+    let wasm_path = wasm.to_str().unwrap();
+    let args = [
+        "plugin",
+        "add",
+        wasm_path,
+        "--name",
+        "py_store",
+        "--manifest",
+        m,
+        "--grant-dir",
+        &grant,
+        "--call-timeout",
+        "5s",
+    ];
     let (ok, out) = keyward(&args);
     assert!(ok && out.contains("world:   keyward:plugin/keystore@0.1.0"), "{out}");
     let (ok, out) = keyward(&["plugin", "check", m]);
@@ -119,7 +136,7 @@ fn the_js_keystore_template_builds_into_a_plugin_that_passes_plugin_test() {
     let project = parent.path().join("js-store");
     let built = Command::new(project.join("build.sh")).output().unwrap();
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-    let wasm = project.join("out/keystore_js.wasm");
+    let wasm = project.join("target/js-plugin/keystore_js.wasm");
     let (ok, out) = keyward(&["plugin", "test", wasm.to_str().unwrap(), "--call-timeout", "5s"]);
     assert!(ok && out.contains("passes the keystore contract"), "{out}");
 }
@@ -135,16 +152,7 @@ async fn the_rust_audit_sink_template_builds_into_a_sink_that_takes_batches() {
     let dir = parent.path().to_str().unwrap();
     let (ok, out) = keyward(&["plugin", "new", "--kind", "audit-sink", "my-sink", "--dir", dir]);
     assert!(ok, "{out}");
-    guests::ensure_target();
-    let target = guests::native_target_dir().with_file_name("templates");
-    let status = guests::guest_cargo()
-        .current_dir(parent.path().join("my-sink"))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
-        .arg(&target)
-        .status()
-        .unwrap();
-    assert!(status.success(), "the generated project does not build");
-    let wasm = target.join("wasm32-wasip2/release/my_sink.wasm");
+    let wasm = build_rust_template(&parent.path().join("my-sink"), "my_sink");
     let spec = PluginSpec {
         name: "my-sink".into(),
         kind: PluginKind::AuditSink,

@@ -66,7 +66,7 @@ pub struct ClientCert {
 impl Grants {
     /// Checks every grant and resolves relative host paths against `base`
     /// (the manifest's directory). Messages name the grant (`grants.…`).
-    pub(crate) fn validate(&mut self, base: &Path) -> Result<(), String> {
+    pub fn validate(&mut self, base: &Path) -> Result<(), String> {
         let mut guests = HashSet::new();
         for (i, dir) in self.dirs.iter_mut().enumerate() {
             let key = format!("grants.dirs[{i}]");

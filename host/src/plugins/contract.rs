@@ -2,11 +2,11 @@
 //! file, in a scratch directory granted as `/data` (or the grants given), as
 //! the server would run it: pooled instances, concurrent calls.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use keyward_plugin_host::{
-    sha256_hex, DirGrant, EngineOptions, Grants, Limits, PluginEngine, PluginKeystore, PluginKind, PluginSource,
-    PluginSpec, PoolOptions,
+    sha256_hex, DirGrant, Grants, Limits, PluginKeystore, PluginKind, PluginSource, PluginSpec, PoolOptions,
 };
 
 use super::PluginCmdError;
@@ -30,15 +30,15 @@ pub fn test(req: &TestRequest) -> Result<String, PluginCmdError> {
     let scratch =
         tempfile::tempdir().map_err(|source| PluginCmdError::Write { path: "a temporary directory".into(), source })?;
     let mut grants = Grants { hosts: req.grant_hosts.clone(), ..Grants::default() };
-    for grant in &req.grant_dirs {
-        let (host, guest) = grant
-            .rsplit_once(':')
-            .ok_or_else(|| PluginCmdError::Refused(format!("--grant-dir {grant:?}: expected HOST:GUEST")))?;
-        grants.dirs.push(DirGrant { host: host.into(), guest: guest.into() });
+    for (host, guest) in super::dir_grants(&req.grant_dirs)? {
+        grants.dirs.push(DirGrant { host: host.into(), guest });
     }
     if grants.dirs.is_empty() {
         grants.dirs.push(DirGrant { host: scratch.path().to_path_buf(), guest: "/data".into() });
     }
+    // The checks a manifest's grants get (guest paths, origins, relative host
+    // paths against the working directory).
+    grants.validate(Path::new(".")).map_err(PluginCmdError::Refused)?;
     let mut limits = Limits::default();
     if let Some(t) = &req.call_timeout {
         limits.call_timeout =
@@ -59,11 +59,11 @@ pub fn test(req: &TestRequest) -> Result<String, PluginCmdError> {
         .build()
         .map_err(|e| PluginCmdError::Refused(e.to_string()))?;
     // A broken rule panics inside the contract; it is reported as this
-    // command's error, not as a panic message.
+    // command's error, not as a panic message, while the contract runs.
+    let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let outcome = rt.block_on(async {
-        let engine = PluginEngine::new(EngineOptions { cache_dir: keyward_plugin_host::resolve::default_cache_dir() })
-            .map_err(|e| e.to_string())?;
+        let engine = super::engine().map_err(|e| e.to_string())?;
         let ks = PluginKeystore::load(&engine, &spec, &config, PoolOptions { max_instances: 4 })
             .await
             .map_err(|e| e.to_string())?;
@@ -77,6 +77,7 @@ pub fn test(req: &TestRequest) -> Result<String, PluginCmdError> {
             Err(e) => e.to_string(),
         })
     });
+    std::panic::set_hook(hook);
     let file = req.file.display();
     match outcome {
         Ok(()) => Ok(format!("ok: {file} passes the keystore contract\n")),

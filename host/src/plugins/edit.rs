@@ -117,8 +117,7 @@ pub fn without_entry(manifest: &Path, text: &str, name: &str) -> Result<String, 
 /// Checks `text` as the server would read it, then replaces `manifest` with
 /// it atomically.
 pub fn replace(manifest: &Path, text: &str) -> Result<(), PluginCmdError> {
-    let base = manifest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    Manifest::parse(text, manifest, base).map_err(|e| PluginCmdError::Manifest(e.to_string()))?;
+    Manifest::parse(text, manifest, &super::base_of(manifest)).map_err(|e| PluginCmdError::Manifest(e.to_string()))?;
     super::write_atomic(manifest, text.as_bytes())
 }
 

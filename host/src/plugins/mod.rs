@@ -53,12 +53,26 @@ pub struct AddRequest {
     pub call_timeout: Option<String>,
 }
 
+/// `--grant-dir HOST:GUEST` values as (host, guest) pairs.
+fn dir_grants(values: &[String]) -> Result<Vec<(String, String)>, PluginCmdError> {
+    values
+        .iter()
+        .map(|grant| {
+            let (host, guest) = grant.rsplit_once(':').ok_or_else(|| {
+                PluginCmdError::Refused(format!("--grant-dir {grant:?}: expected HOST:GUEST, e.g. /var/lib/keys:/data"))
+            })?;
+            Ok((host.to_string(), guest.to_string()))
+        })
+        .collect()
+}
+
 fn engine() -> Result<PluginEngine, PluginCmdError> {
     let options = EngineOptions { cache_dir: keyward_plugin_host::resolve::default_cache_dir() };
     PluginEngine::new(options).map_err(|e| PluginCmdError::Refused(e.to_string()))
 }
 
-/// The manifest's directory, `.` for a bare file name.
+/// The directory of a file (the manifest's: what its relative paths are
+/// against), `.` for a bare file name.
 fn base_of(manifest: &Path) -> PathBuf {
     manifest.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| ".".into())
 }
@@ -141,13 +155,7 @@ pub fn add(req: &AddRequest) -> Result<String, PluginCmdError> {
     let fetched = fetch::fetch(&req.source)?;
     let checked = check_component(&name, &fetched.bytes)?;
     let sha256 = sha256_hex(&fetched.bytes);
-    let mut dirs = Vec::new();
-    for grant in &req.grant_dirs {
-        let (host, guest) = grant.rsplit_once(':').ok_or_else(|| {
-            PluginCmdError::Refused(format!("--grant-dir {grant:?}: expected HOST:GUEST, e.g. /var/lib/keys:/data"))
-        })?;
-        dirs.push((host.to_string(), guest.to_string()));
-    }
+    let dirs = dir_grants(&req.grant_dirs)?;
     let (path, source) = match &fetched.local {
         Some(local) => (manifest_path(&base, local)?, None),
         None => {
@@ -250,16 +258,16 @@ pub fn pull(manifest: &Path) -> Result<String, PluginCmdError> {
 /// over it, then the directory synced), keeping the permissions of the
 /// file it replaces.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PluginCmdError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = base_of(path);
     let write = || -> std::io::Result<()> {
-        let mut tmp = tempfile::Builder::new().prefix(".plugin.").tempfile_in(dir)?;
+        let mut tmp = tempfile::Builder::new().prefix(".plugin.").tempfile_in(&dir)?;
         tmp.write_all(bytes)?;
         tmp.as_file().sync_all()?;
         if let Ok(meta) = std::fs::metadata(path) {
             tmp.as_file().set_permissions(meta.permissions())?;
         }
         tmp.persist(path).map_err(|e| e.error)?;
-        std::fs::File::open(dir)?.sync_all()
+        std::fs::File::open(&dir)?.sync_all()
     };
     write().map_err(|source| PluginCmdError::Write { path: path.display().to_string(), source })
 }

@@ -32,16 +32,15 @@ const RUST_AUDIT_SINK: Template = &[
 ];
 
 /// The Python keystore is the repository's example (tested like the Rust
-/// plugins), with a build script that finds the WIT inside the project.
+/// plugins); its build script finds the WIT in the project it is copied into.
 const PYTHON_KEYSTORE: Template = &[
     ("app.py", include_str!("../../../examples/python-keystore/app.py")),
-    ("build.sh", include_str!("templates/python-keystore/build.sh")),
+    ("build.sh", include_str!("../../../examples/python-keystore/build.sh")),
     ("README.md", include_str!("templates/python-keystore/README.md")),
     (".gitignore", include_str!("templates/python-keystore/gitignore")),
 ];
 
-/// The JavaScript keystore is the repository's example too; its build script
-/// is pointed at the project itself (see [`fill`]).
+/// The JavaScript keystore is the repository's example too.
 const JS_KEYSTORE: Template = &[
     ("app.js", include_str!("../../../examples/js-keystore/app.js")),
     ("build.sh", include_str!("../../../examples/js-keystore/build.sh")),
@@ -49,20 +48,15 @@ const JS_KEYSTORE: Template = &[
     ("package.json", include_str!("../../../examples/js-keystore/package.json")),
     ("package-lock.json", include_str!("../../../examples/js-keystore/package-lock.json")),
     ("README.md", include_str!("templates/js-keystore/README.md")),
-    (".gitignore", "node_modules/\n/out\n"),
+    (".gitignore", "node_modules/\n/target\n"),
 ];
 
 /// The languages and kinds `plugin new` knows, for messages.
 pub const AVAILABLE: &str = "--lang rust|python|js --kind keystore, --lang rust --kind audit-sink";
 
-/// A template file's text for project `name`: the placeholders filled in,
-/// and the examples' build scripts pointed at the project instead of the
-/// repository they live in.
+/// A template file's text for project `name`: the placeholders filled in.
 fn fill(text: &str, name: &str) -> String {
-    text.replace("{{name}}", name)
-        .replace("{{crate}}", &name.replace('-', "_"))
-        .replace(r#"root=$(cd "$here/../.." && pwd)"#, r#"root="$here""#)
-        .replace("out=${1:-$root/target/js-plugin}", "out=${1:-$here/out}")
+    text.replace("{{name}}", name).replace("{{crate}}", &name.replace('-', "_"))
 }
 
 /// Writes a new project `name` under `parent`; returns its directory.
@@ -128,10 +122,12 @@ mod tests {
         assert!(new("rust", "keystore", "../x", parent.path()).is_err());
         assert!(new("cobol", "keystore", "x", parent.path()).unwrap_err().to_string().contains("available"));
         let py = new("python", "keystore", "py-store", parent.path()).unwrap();
-        assert!(std::fs::read_to_string(py.join("build.sh")).unwrap().contains("out/py_store.wasm"));
+        let example = include_str!("../../../examples/python-keystore/build.sh");
+        assert_eq!(std::fs::read_to_string(py.join("build.sh")).unwrap(), example);
         assert!(py.join("app.py").is_file() && py.join("wit/keyward-plugin@0.1.0/types.wit").is_file());
         let js = new("js", "keystore", "js-store", parent.path()).unwrap();
-        let build = std::fs::read_to_string(js.join("build.sh")).unwrap();
-        assert!(build.contains(r#"root="$here""#) && build.contains("out=${1:-$here/out}"), "{build}");
+        let example = include_str!("../../../examples/js-keystore/build.sh");
+        assert_eq!(std::fs::read_to_string(js.join("build.sh")).unwrap(), example);
+        assert!(js.join("wit").is_dir(), "the build script looks for wit/ beside it");
     }
 }

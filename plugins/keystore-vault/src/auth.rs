@@ -187,7 +187,7 @@ impl Vault {
                 state.failed(now, &f.message, f.refused);
             }
         }
-        state.index = self.last_index();
+        state.index = self.current_index();
         if let Err(e) = self.store.save(&mut state) {
             log::warn(&format!("vault: {e}; the token is kept by this instance only"));
         }

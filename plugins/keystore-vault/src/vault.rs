@@ -108,11 +108,6 @@ impl Vault {
         }
     }
 
-    /// This instance's latest write index, saved with the token state.
-    pub fn last_index(&self) -> Option<String> {
-        self.index.borrow().clone()
-    }
-
     /// Takes the index a token state was saved with (another instance's
     /// login or renewal), so this instance's requests with that token reach
     /// a node that knows it.
@@ -122,11 +117,11 @@ impl Vault {
         }
     }
 
-    /// The index to send: that of this instance's latest write. It is kept
-    /// in memory, not shared through the state directory: reading a file
-    /// on every request cost more than the consistency it bought, since a
-    /// key missing on a standby is read again on the active node anyway.
-    fn current_index(&self) -> Option<String> {
+    /// The index to send (and to save with the token state): that of this
+    /// instance's latest write, kept in memory rather than read from the state
+    /// directory on every request; a key missing on a standby is read again
+    /// on the active node anyway.
+    pub fn current_index(&self) -> Option<String> {
         self.index.borrow().clone()
     }
 
