@@ -11,6 +11,7 @@
 
 mod baseline;
 mod compare;
+mod cores;
 mod load;
 mod procfs;
 mod soak;
