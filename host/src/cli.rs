@@ -438,16 +438,24 @@ pub enum PluginCommand {
         /// The `plugins.toml` manifest.
         manifest: PathBuf,
     },
-    /// Add a component to a manifest: fetch it (a local file or an https://
-    /// URL), check it implements a world this host runs, pin its sha256 and
-    /// write a `[[plugin]]` entry with exactly the grants given (none by
-    /// default). The manifest keeps its comments and order; on any failure it
-    /// is left as it was.
+    /// Add a component to a manifest: fetch it (a local file, an https://
+    /// URL or an oci:// artifact), check it implements a world this host
+    /// runs, pin its sha256 and write a `[[plugin]]` entry with exactly the
+    /// grants given (none by default). A tag is resolved to the digest it
+    /// names, and the entry's source records that digest. The manifest keeps
+    /// its comments and order; on any failure it is left as it was.
+    ///
+    /// Registry access comes from the environment: KEYWARD_OCI_TOKEN, or
+    /// KEYWARD_OCI_USERNAME and KEYWARD_OCI_PASSWORD, else docker's
+    /// config.json (DOCKER_CONFIG); KEYWARD_OCI_CA_FILE adds trusted CA
+    /// certificates; KEYWARD_OCI_PLAIN_HTTP lists host:port registries
+    /// reached over plain HTTP.
     ///
     /// Example: keyward plugin add ./etcd.wasm --manifest plugins.toml --grant-host https://etcd:2379
+    ///          keyward plugin add oci://registry.example/keyward/etcd:1.0 --grant-host https://etcd:2379
     #[command(verbatim_doc_comment)]
     Add {
-        /// A `.wasm` file or an `https://` URL.
+        /// A `.wasm` file, an `https://` URL, or `oci://REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST]`.
         source: String,
         /// The manifest to edit (created if missing).
         #[arg(long, default_value = "plugins.toml")]
@@ -535,6 +543,18 @@ pub enum PluginCommand {
         #[arg(long, default_value = "plugins.toml")]
         manifest: PathBuf,
     },
+    /// Publish a component to an OCI registry as a WebAssembly artifact
+    /// (the layout `wkg oci push` writes, which `wkg oci pull` and
+    /// `keyward plugin add` read). Credentials and TLS as for `plugin add`.
+    ///
+    /// Example: keyward plugin push target/wasm32-wasip2/release/my_store.wasm oci://registry.example/keyward/my-store:1.0
+    #[command(verbatim_doc_comment)]
+    Push {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// Where to: `oci://REGISTRY/REPOSITORY:TAG`.
+        target: String,
+    },
 }
 
 fn plugin_command(cmd: PluginCommand) -> ExitCode {
@@ -559,6 +579,7 @@ fn plugin_command(cmd: PluginCommand) -> ExitCode {
         PluginCommand::Rm { name, manifest } => plugins::rm(&manifest, &name).map_err(|e| e.to_string()),
         PluginCommand::Ls { manifest } => plugins::ls(&manifest).map_err(|e| e.to_string()),
         PluginCommand::Pull { manifest } => plugins::pull(&manifest).map_err(|e| e.to_string()),
+        PluginCommand::Push { file, target } => plugins::push(&file, &target).map_err(|e| e.to_string()),
         PluginCommand::Test { file, grant_dir, grant_host, config, call_timeout } => {
             plugins::test(&plugins::TestRequest {
                 file,

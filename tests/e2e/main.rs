@@ -24,8 +24,11 @@ mod openbao;
 mod openbao_cluster;
 mod plugin_add;
 mod plugin_cli;
+mod plugin_oci;
 mod plugins;
 mod policies;
+#[path = "../common/registry.rs"]
+mod registry;
 mod seal;
 mod secrets;
 mod startup;

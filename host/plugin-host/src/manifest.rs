@@ -260,8 +260,8 @@ fn validate_entry(raw: RawEntry, base: &Path) -> Result<ManifestEntry, String> {
         },
     };
     if let Some(source) = &raw.source {
-        if !source.starts_with("https://") && !source.starts_with("http://") {
-            return Err(format!("source {source:?} must be an http(s):// URL"));
+        if !["https://", "http://", "oci://"].iter().any(|scheme| source.starts_with(scheme)) {
+            return Err(format!("source {source:?} must be an http(s):// URL or an oci:// reference"));
         }
         check_no_control("source", source)?;
     }

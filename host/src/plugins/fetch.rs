@@ -1,5 +1,6 @@
 //! Getting a component's bytes for `keyward plugin add` and `pull`: a local
-//! file, or an `http(s)://` URL (TLS against the system's public roots).
+//! file, an `http(s)://` URL (TLS against the public roots), or an
+//! `oci://` artifact in a registry (see [`super::oci`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,24 +11,25 @@ use super::PluginCmdError;
 /// carry an interpreter, are 15-40 MB).
 const MAX_COMPONENT: usize = 256 << 20;
 
-/// A fetched component: its bytes, and its path when it is a local file.
+/// A fetched component: its bytes, its path when it is a local file, and
+/// the source to record: for a registry, pinned to the digest it resolved.
 pub struct Fetched {
     pub bytes: Vec<u8>,
     pub local: Option<PathBuf>,
+    pub pinned: Option<String>,
 }
 
 pub fn fetch(source: &str) -> Result<Fetched, PluginCmdError> {
     if source.starts_with("https://") || source.starts_with("http://") {
-        return Ok(Fetched { bytes: download(source)?, local: None });
+        return Ok(Fetched { bytes: download(source)?, local: None, pinned: None });
     }
     if source.starts_with("oci://") {
-        return Err(PluginCmdError::Fetch(format!(
-            "{source}: OCI registries are not supported yet; pull the artifact's layer (e.g. `wkg oci pull`) and add the file"
-        )));
+        let pulled = super::oci::pull(source, MAX_COMPONENT)?;
+        return Ok(Fetched { bytes: pulled.bytes, local: None, pinned: Some(pulled.pinned) });
     }
     let path = PathBuf::from(source);
     let bytes = std::fs::read(&path).map_err(|e| PluginCmdError::Read { path: source.to_string(), source: e })?;
-    Ok(Fetched { bytes, local: Some(path) })
+    Ok(Fetched { bytes, local: Some(path), pinned: None })
 }
 
 fn download(url: &str) -> Result<Vec<u8>, PluginCmdError> {

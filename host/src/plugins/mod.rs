@@ -9,6 +9,7 @@ mod contract;
 mod edit;
 mod fetch;
 mod new;
+mod oci;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -83,6 +84,7 @@ struct Checked {
     kind: PluginKind,
     world: String,
     imports: Vec<String>,
+    exports: Vec<String>,
 }
 
 fn check_component(name: &str, bytes: &[u8]) -> Result<Checked, PluginCmdError> {
@@ -98,7 +100,12 @@ fn check_component(name: &str, bytes: &[u8]) -> Result<Checked, PluginCmdError> 
         )));
     }
     let world = inspection.info.world_name().unwrap_or(kind.world()).to_string();
-    Ok(Checked { kind: *kind, world: format!("{WIT_PACKAGE}/{world}@{version}"), imports: inspection.info.imports })
+    Ok(Checked {
+        kind: *kind,
+        world: format!("{WIT_PACKAGE}/{world}@{version}"),
+        imports: inspection.info.imports,
+        exports: inspection.info.exports,
+    })
 }
 
 /// The grants a component's imports call for (what `add` suggests).
@@ -120,6 +127,11 @@ fn grants_needed(imports: &[String]) -> Vec<&'static str> {
 /// manifest's name alphabet replaced.
 fn name_from(source: &str) -> String {
     let last = source.rsplit('/').next().unwrap_or(source);
+    // An OCI reference's repository, without its tag or digest.
+    let last = match source.starts_with("oci://") {
+        true => last.split('@').next().unwrap_or(last).split(':').next().unwrap_or(last),
+        false => last,
+    };
     let stem = last.strip_suffix(".wasm").unwrap_or(last);
     let name: String =
         stem.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' }).collect();
@@ -167,7 +179,7 @@ pub fn add(req: &AddRequest) -> Result<String, PluginCmdError> {
                 return Err(PluginCmdError::Refused(format!("{} exists; pick --name or --dir", file.display())));
             }
             write_atomic(&file, &fetched.bytes)?;
-            (manifest_path(&base, &file)?, Some(req.source.clone()))
+            (manifest_path(&base, &file)?, Some(fetched.pinned.clone().unwrap_or_else(|| req.source.clone())))
         }
     };
     let entry = NewEntry {
@@ -254,6 +266,30 @@ pub fn pull(manifest: &Path) -> Result<String, PluginCmdError> {
     Ok(out)
 }
 
+/// `keyward plugin push FILE oci://…`: publish a component as a
+/// WebAssembly OCI artifact (the layout `wkg oci push` writes), after the
+/// same checks `plugin add` makes; the pushed reference, digest included.
+pub fn push(file: &Path, target: &str) -> Result<String, PluginCmdError> {
+    if !target.starts_with("oci://") {
+        return Err(PluginCmdError::Refused(format!("{target}: push to an oci:// reference")));
+    }
+    let bytes =
+        std::fs::read(file).map_err(|source| PluginCmdError::Read { path: file.display().to_string(), source })?;
+    let name = name_from(&file.display().to_string());
+    let checked = check_component(&name, &bytes)?;
+    let sha256 = sha256_hex(&bytes);
+    let file_name =
+        file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| format!("{name}.wasm"));
+    let description = oci::ComponentDescription { exports: checked.exports, imports: checked.imports };
+    let pushed = oci::push(bytes, &file_name, &description, target)?;
+    let mut out = String::new();
+    let _ = writeln!(out, "pushed {pushed}");
+    let _ = writeln!(out, "  world:   {}", checked.world);
+    let _ = writeln!(out, "  sha256:  {sha256} (the component)");
+    let _ = writeln!(out, "add it with: keyward plugin add {pushed}");
+    Ok(out)
+}
+
 /// Writes `bytes` to `path` atomically (a synced temporary file renamed
 /// over it, then the directory synced), keeping the permissions of the
 /// file it replaces.
@@ -281,6 +317,8 @@ mod tests {
         assert_eq!(name_from("/x/keystore_fs.wasm"), "keystore_fs");
         assert_eq!(name_from("https://h/p/my plugin.wasm"), "my-plugin");
         assert_eq!(name_from(".wasm"), "plugin");
+        assert_eq!(name_from("oci://127.0.0.1:5000/plugins/store:1.0"), "store");
+        assert_eq!(name_from("oci://r.example/p/store@sha256:ab"), "store");
     }
 
     #[test]
