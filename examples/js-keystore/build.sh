@@ -57,16 +57,26 @@ if ! installed; then
     fi
 fi
 
-# The WIT to build against: keystore-js.wit, with keyward:plugin from the
-# repository and the WASI packages it uses from the WIT jco ships.
+# The WIT to build against: the one world file beside this script
+# (keystore-js.wit here; audit-lines-js.wit in a `plugin new --kind
+# audit-sink` project), with keyward:plugin from the repository and the WASI
+# packages it uses from the WIT jco ships. The world is named as its file,
+# the component after the world.
+worlds=("$here"/*-js.wit)
+if [ "${#worlds[@]}" -ne 1 ] || [ ! -f "${worlds[0]}" ]; then
+    echo "build.sh: expected exactly one *-js.wit world file in $here" >&2
+    exit 1
+fi
+world=$(basename "${worlds[0]}" .wit)
+file="${world//-/_}.wasm"
 wasi_wit="$here/node_modules/@bytecodealliance/jco/lib/wit/builtin/0.2.12"
 mkdir -p "$out"
 work=$(mktemp -d)
 # Build into a temporary name and rename, so a reader never sees half a file.
-tmp="$out/keystore_js.wasm.tmp.$$"
+tmp="$out/$file.tmp.$$"
 trap 'rm -rf "$work" "$tmp"' EXIT
 mkdir -p "$work/wit/deps/keyward-plugin"
-cp "$here/keystore-js.wit" "$work/wit/"
+cp "${worlds[0]}" "$work/wit/"
 cp "$root/wit/keyward-plugin@0.1.0/"*.wit "$work/wit/deps/keyward-plugin/"
 for package in io clocks filesystem; do
     mkdir "$work/wit/deps/wasi-$package"
@@ -79,7 +89,7 @@ done
 # random (crypto.getRandomValues) and clocks (Date.now) stay.
 # Run from the scratch directory: ComponentizeJS may leave files in its cwd.
 (cd "$work" && "$here/node_modules/.bin/componentize-js" "$here/app.js" \
-    --wit wit --world-name keystore-js --disable http fetch-event -o "$tmp" >&2)
-mv "$tmp" "$out/keystore_js.wasm"
+    --wit wit --world-name "$world" --disable http fetch-event -o "$tmp" >&2)
+mv "$tmp" "$out/$file"
 trap 'rm -rf "$work"' EXIT
-sha256sum "$out/keystore_js.wasm"
+sha256sum "$out/$file"

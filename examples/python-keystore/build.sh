@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Builds the Python keystore example (app.py) into a WebAssembly component
-# implementing the `keystore` world of wit/ (keyward:plugin@0.1.0).
+# implementing the `keystore` world of wit/ (keyward:plugin@0.1.0); in a
+# project of `keyward plugin new --kind audit-sink`, whose app.py implements
+# `AuditLinesApi`, the `audit-lines` world.
 #
 #   examples/python-keystore/build.sh [OUT_DIR]
 #   examples/python-keystore/build.sh --check   # exit 0 if componentize-py is usable, 127 if not
 #
-# Writes OUT_DIR/keystore_py.wasm (default OUT_DIR: target/python-plugin at the
+# Writes OUT_DIR/keystore_py.wasm, or audit_lines_py.wasm (default OUT_DIR: target/python-plugin at the
 # repository root, or in the project `keyward plugin new` made) and prints its sha256, the pin for a plugins.toml entry.
 # Needs componentize-py (on PATH, or importable by python3):
 #
@@ -46,13 +48,20 @@ if [ "$version" != "$TESTED_VERSION" ]; then
     echo "build.sh: warning: componentize-py $version, this example is tested with $TESTED_VERSION" >&2
 fi
 
+# The world app.py implements, and the file it becomes.
+world=keystore
+if grep -q '^class AuditLinesApi' "$here/app.py"; then
+    world=audit-lines
+fi
+file="${world//-/_}_py.wasm"
+
 mkdir -p "$out"
 # Build into a temporary name and rename, so a reader never sees half a file.
-tmp="$out/keystore_py.wasm.tmp.$$"
+tmp="$out/$file.tmp.$$"
 trap 'rm -f "$tmp"' EXIT
 # -d: our WIT package; -w: the world to implement; -p: where `app` lives.
-cpy -q -d "$root/wit/keyward-plugin@0.1.0" -w keystore \
+cpy -q -d "$root/wit/keyward-plugin@0.1.0" -w "$world" \
     componentize -p "$here" app -o "$tmp"
-mv "$tmp" "$out/keystore_py.wasm"
+mv "$tmp" "$out/$file"
 trap - EXIT
-sha256sum "$out/keystore_py.wasm"
+sha256sum "$out/$file"

@@ -506,7 +506,7 @@ pub enum PluginCommand {
         /// The language: rust, python or js.
         #[arg(long, default_value = "rust")]
         lang: String,
-        /// The world: keystore or audit-sink (Rust).
+        /// The world: keystore or audit-sink (a sink writing each batch to its standard error).
         #[arg(long, default_value = "keystore")]
         kind: String,
         /// Where to create NAME/.

@@ -80,6 +80,12 @@ impl Registry {
     /// Starts a registry, with basic authentication when `auth`; `None`
     /// (the test skipped, a failure under CI) when none can be had.
     pub fn start(test: &str, auth: bool) -> Option<Registry> {
+        Self::start_with(test, auth, None)
+    }
+
+    /// Like [`Registry::start`], serving HTTPS with `tls` (certificate and
+    /// key PEM) when given.
+    pub fn start_with(test: &str, auth: bool, tls: Option<(&str, &str)>) -> Option<Registry> {
         let Some(binary) = registry_binary() else {
             crate::skip::skip(test, "no docker-registry, and `apt-get download docker-registry` failed");
             return None;
@@ -92,6 +98,16 @@ impl Registry {
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: keyward-tests\n",
             storage.display()
         );
+        if let Some((cert, key)) = tls {
+            let (cert_path, key_path) = (dir.path().join("registry.crt"), dir.path().join("registry.key"));
+            std::fs::write(&cert_path, cert).unwrap();
+            std::fs::write(&key_path, key).unwrap();
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert_path.display(),
+                key_path.display()
+            ));
+        }
         if auth {
             let htpasswd = dir.path().join("htpasswd");
             std::fs::write(&htpasswd, HTPASSWD).unwrap();

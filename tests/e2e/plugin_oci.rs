@@ -266,3 +266,34 @@ fn base64_of(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+#[test]
+fn a_registry_with_a_private_ca_is_trusted_through_keyward_oci_ca_file() {
+    let test = "a_registry_with_a_private_ca_is_trusted_through_keyward_oci_ca_file";
+    let (cert, key) =
+        keyward::dev::self_signed("localhost", vec!["localhost".into(), "127.0.0.1".into()], false).unwrap();
+    let Some(registry) = Registry::start_with(test, false, Some((&cert, &key))) else { return };
+    let cache = TempDir::new("oci-tls-cache");
+    let dir = TempDir::new("oci-tls");
+    let ca = dir.0.join("registry-ca.pem");
+    std::fs::write(&ca, &cert).unwrap();
+    let fs = wasm("keystore_fs.wasm");
+    let target = format!("oci://{}/keyward/fs:tls", registry.host);
+    let push = ["plugin", "push", fs.to_str().unwrap(), &target];
+
+    // Not trusted without the CA: refused, naming the reference.
+    let (code, _, err) = keyward(&push, &cache, &[]);
+    assert_eq!(code, 1, "pushed over TLS to an untrusted registry");
+    assert!(err.contains(&target), "{err}");
+
+    let trusted = [("KEYWARD_OCI_CA_FILE", ca.to_str().unwrap())];
+    let (code, out, err) = keyward(&push, &cache, &trusted);
+    assert_eq!(code, 0, "{err}");
+    pushed(&out);
+    let manifest = dir.0.join("plugins.toml");
+    let add = ["plugin", "add", &target, "--manifest", manifest.to_str().unwrap()];
+    let (code, out, err) = keyward(&add, &cache, &trusted);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("world:   keyward:plugin/keystore@0.1.0"), "{out}");
+    assert_eq!(std::fs::read(dir.0.join("fs.wasm")).unwrap(), std::fs::read(&fs).unwrap());
+}

@@ -40,6 +40,15 @@ const PYTHON_KEYSTORE: Template = &[
     (".gitignore", include_str!("templates/python-keystore/gitignore")),
 ];
 
+/// A Python audit sink: the example's build script builds the world its
+/// `app.py` implements.
+const PYTHON_AUDIT_SINK: Template = &[
+    ("app.py", include_str!("templates/python-audit-sink/app.py")),
+    ("build.sh", include_str!("../../../examples/python-keystore/build.sh")),
+    ("README.md", include_str!("templates/python-audit-sink/README.md")),
+    (".gitignore", include_str!("templates/python-keystore/gitignore")),
+];
+
 /// The JavaScript keystore is the repository's example too.
 const JS_KEYSTORE: Template = &[
     ("app.js", include_str!("../../../examples/js-keystore/app.js")),
@@ -51,8 +60,20 @@ const JS_KEYSTORE: Template = &[
     (".gitignore", "node_modules/\n/target\n"),
 ];
 
+/// A JavaScript audit sink: the example's build script builds the one world
+/// file beside it.
+const JS_AUDIT_SINK: Template = &[
+    ("app.js", include_str!("templates/js-audit-sink/app.js")),
+    ("build.sh", include_str!("../../../examples/js-keystore/build.sh")),
+    ("audit-lines-js.wit", include_str!("templates/js-audit-sink/audit-lines-js.wit")),
+    ("package.json", include_str!("../../../examples/js-keystore/package.json")),
+    ("package-lock.json", include_str!("../../../examples/js-keystore/package-lock.json")),
+    ("README.md", include_str!("templates/js-audit-sink/README.md")),
+    (".gitignore", "node_modules/\n/target\n"),
+];
+
 /// The languages and kinds `plugin new` knows, for messages.
-pub const AVAILABLE: &str = "--lang rust|python|js --kind keystore, --lang rust --kind audit-sink";
+pub const AVAILABLE: &str = "--lang rust|python|js --kind keystore|audit-sink";
 
 /// A template file's text for project `name`: the placeholders filled in.
 fn fill(text: &str, name: &str) -> String {
@@ -65,10 +86,12 @@ pub fn new(lang: &str, kind: &str, name: &str, parent: &Path) -> Result<PathBuf,
         ("rust", "keystore") => RUST_KEYSTORE,
         ("rust", "audit-sink") => RUST_AUDIT_SINK,
         ("python", "keystore") => PYTHON_KEYSTORE,
+        ("python", "audit-sink") => PYTHON_AUDIT_SINK,
         ("js", "keystore") => JS_KEYSTORE,
+        ("js", "audit-sink") => JS_AUDIT_SINK,
         _ => {
             return Err(PluginCmdError::Refused(format!(
-                "no template for --lang {lang} --kind {kind} yet (available: {AVAILABLE})"
+                "no template for --lang {lang} --kind {kind} (available: {AVAILABLE})"
             )))
         }
     };
