@@ -26,6 +26,17 @@ fn keyward(args: &[&str], cache: &TempDir, env: &[(&str, &str)]) -> (i32, String
     )
 }
 
+/// A registry (with basic authentication when `auth`) and a `PYTHONPATH`
+/// with `oras`; `None`: the test is skipped (a failure under CI).
+fn registry_and_oras(test: &str, auth: bool) -> Option<(Registry, std::path::PathBuf)> {
+    let registry = Registry::start(test, auth)?;
+    let Some(oras_dir) = oras_path() else {
+        crate::skip::skip(test, "`pip install oras==0.2.43` failed");
+        return None;
+    };
+    Some((registry, oras_dir))
+}
+
 /// The digest-pinned reference `plugin push` printed.
 fn pushed(out: &str) -> String {
     let line = out.lines().find_map(|l| l.strip_prefix("pushed ")).unwrap_or_else(|| panic!("{out}"));
@@ -45,11 +56,7 @@ fn manifest_of(oras_dir: &Path, cwd: &Path, registry: &Registry, reference: &str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pushed_component_is_added_by_digest_served_and_not_moved_by_its_tag() {
     let test = "a_pushed_component_is_added_by_digest_served_and_not_moved_by_its_tag";
-    let Some(registry) = Registry::start(test, false) else { return };
-    let Some(oras_dir) = oras_path() else {
-        crate::skip::skip(test, "`pip install oras==0.2.43` failed");
-        return;
-    };
+    let Some((registry, oras_dir)) = registry_and_oras(test, false) else { return };
     let cache = TempDir::new("oci-cache");
     let dir = TempDir::new("oci");
     let env = [("KEYWARD_OCI_PLAIN_HTTP", registry.host.as_str())];
@@ -136,11 +143,7 @@ async fn a_pushed_component_is_added_by_digest_served_and_not_moved_by_its_tag()
 #[test]
 fn what_is_not_a_component_artifact_is_refused_and_the_manifest_kept() {
     let test = "what_is_not_a_component_artifact_is_refused_and_the_manifest_kept";
-    let Some(registry) = Registry::start(test, false) else { return };
-    let Some(oras_dir) = oras_path() else {
-        crate::skip::skip(test, "`pip install oras==0.2.43` failed");
-        return;
-    };
+    let Some((registry, oras_dir)) = registry_and_oras(test, false) else { return };
     let cache = TempDir::new("oci-refuse-cache");
     let dir = TempDir::new("oci-refuse");
     let env = [("KEYWARD_OCI_PLAIN_HTTP", registry.host.as_str())];
@@ -198,11 +201,7 @@ fn what_is_not_a_component_artifact_is_refused_and_the_manifest_kept() {
 #[test]
 fn oras_and_keyward_exchange_components_through_an_authenticating_registry() {
     let test = "oras_and_keyward_exchange_components_through_an_authenticating_registry";
-    let Some(registry) = Registry::start(test, true) else { return };
-    let Some(oras_dir) = oras_path() else {
-        crate::skip::skip(test, "`pip install oras==0.2.43` failed");
-        return;
-    };
+    let Some((registry, oras_dir)) = registry_and_oras(test, true) else { return };
     let cache = TempDir::new("oci-auth-cache");
     let dir = TempDir::new("oci-auth");
     let host = registry.host.as_str();
