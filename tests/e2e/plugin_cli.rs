@@ -9,8 +9,20 @@ pub(crate) fn wasm(name: &str) -> std::path::PathBuf {
 }
 
 pub(crate) fn keyward(args: &[&str], cache: &TempDir) -> (i32, String, String) {
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_keyward")).args(args).env("KEYWARD_CACHE_DIR", &cache.0).output().unwrap();
+    keyward_with_env(args, cache, &[])
+}
+
+/// Runs `keyward` with its compile cache in `cache` and `env` added;
+/// (exit code, stdout, stderr). Registry credentials never come from the
+/// machine running the tests (its docker config is out of reach).
+pub(crate) fn keyward_with_env(args: &[&str], cache: &TempDir, env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(args)
+        .env("KEYWARD_CACHE_DIR", &cache.0)
+        .env("DOCKER_CONFIG", cache.0.join("no-docker-config"))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -3,28 +3,10 @@
 //! with an independent OCI client (`oras`, the ORAS Python client).
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::harness::{toml_str, Setup, TempDir, TestServer};
-use crate::plugin_cli::{sha256_of, wasm};
+use crate::plugin_cli::{keyward_with_env as keyward, sha256_of, wasm};
 use crate::registry::{oras, oras_path, Registry, PASSWORD, USER};
-
-/// Runs `keyward` with `env` (registry access); (exit code, stdout, stderr).
-fn keyward(args: &[&str], cache: &TempDir, env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(args)
-        .env("KEYWARD_CACHE_DIR", &cache.0)
-        // No credentials from the machine running the tests.
-        .env("DOCKER_CONFIG", cache.0.join("no-docker-config"))
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// A registry (with basic authentication when `auth`) and a `PYTHONPATH`
 /// with `oras`; `None`: the test is skipped (a failure under CI).

@@ -79,6 +79,19 @@ async fn the_rust_keystore_template_builds_into_a_plugin_that_passes_the_contrac
     assert!(Path::new(&manifest).is_file());
 }
 
+/// Writes project `name` with `plugin new --lang LANG --kind KIND` under
+/// `parent` and builds it with its own `build.sh` (Python and JavaScript);
+/// the project's directory.
+fn new_project_built_by_its_script(lang: &str, kind: &str, name: &str, parent: &Path) -> std::path::PathBuf {
+    let dir = parent.to_str().unwrap();
+    let (ok, out) = keyward(&["plugin", "new", "--lang", lang, "--kind", kind, name, "--dir", dir]);
+    assert!(ok, "{out}");
+    let project = parent.join(name);
+    let built = Command::new(project.join("build.sh")).output().unwrap();
+    assert!(built.status.success(), "{lang} {kind}: {}", String::from_utf8_lossy(&built.stderr));
+    project
+}
+
 /// The Python template builds with its own `build.sh` (componentize-py, as
 /// the Python example tests install it) into a component `plugin add` and
 /// `check` accept.
@@ -89,12 +102,7 @@ fn the_python_keystore_template_builds_into_a_plugin_that_plugin_check_accepts()
         return;
     }
     let parent = TempDir::new("py-template");
-    let dir = parent.path().to_str().unwrap();
-    let (ok, out) = keyward(&["plugin", "new", "--lang", "python", "py-store", "--dir", dir]);
-    assert!(ok, "{out}");
-    let project = parent.path().join("py-store");
-    let built = Command::new(project.join("build.sh")).output().unwrap();
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let project = new_project_built_by_its_script("python", "keystore", "py-store", parent.path());
     let wasm = project.join("target/python-plugin/keystore_py.wasm");
     let keys = TempDir::new("py-template-keys");
     let manifest = parent.path().join("plugins.toml");
@@ -130,12 +138,7 @@ fn the_js_keystore_template_builds_into_a_plugin_that_passes_plugin_test() {
         return;
     }
     let parent = TempDir::new("js-template");
-    let dir = parent.path().to_str().unwrap();
-    let (ok, out) = keyward(&["plugin", "new", "--lang", "js", "js-store", "--dir", dir]);
-    assert!(ok, "{out}");
-    let project = parent.path().join("js-store");
-    let built = Command::new(project.join("build.sh")).output().unwrap();
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let project = new_project_built_by_its_script("js", "keystore", "js-store", parent.path());
     let wasm = project.join("target/js-plugin/keystore_js.wasm");
     let (ok, out) = keyward(&["plugin", "test", wasm.to_str().unwrap(), "--call-timeout", "5s"]);
     assert!(ok && out.contains("passes the keystore contract"), "{out}");
@@ -190,16 +193,11 @@ async fn the_python_and_js_audit_sink_templates_build_into_sinks_that_take_batch
         return;
     }
     let parent = TempDir::new("sink-templates");
-    let dir = parent.path().to_str().unwrap();
     for (lang, built) in
         [("python", "target/python-plugin/audit_lines_py.wasm"), ("js", "target/js-plugin/audit_lines_js.wasm")]
     {
         let name = format!("{lang}-sink");
-        let (ok, out) = keyward(&["plugin", "new", "--lang", lang, "--kind", "audit-sink", &name, "--dir", dir]);
-        assert!(ok, "{out}");
-        let project = parent.path().join(&name);
-        let build = Command::new(project.join("build.sh")).output().unwrap();
-        assert!(build.status.success(), "{lang}: {}", String::from_utf8_lossy(&build.stderr));
+        let project = new_project_built_by_its_script(lang, "audit-sink", &name, parent.path());
         let wasm = project.join(built);
         takes_batches_and_is_accepted(&wasm, &name.replace('-', "_"), &project).await;
     }

@@ -32,10 +32,17 @@ pub fn fetch(source: &str) -> Result<Fetched, PluginCmdError> {
     Ok(Fetched { bytes, local: Some(path), pinned: None })
 }
 
+/// The runtime a command's network calls run on.
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, PluginCmdError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| PluginCmdError::Fetch(format!("cannot start the async runtime: {e}")))
+}
+
 fn download(url: &str) -> Result<Vec<u8>, PluginCmdError> {
     let failed = |e: &dyn std::fmt::Display| PluginCmdError::Fetch(format!("{url}: {e}"));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| failed(&e))?;
-    rt.block_on(async {
+    runtime()?.block_on(async {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(300))

@@ -280,7 +280,8 @@ pub fn push(file: &Path, target: &str) -> Result<String, PluginCmdError> {
     let sha256 = sha256_hex(&bytes);
     let file_name =
         file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| format!("{name}.wasm"));
-    let description = oci::ComponentDescription { exports: checked.exports, imports: checked.imports };
+    let description =
+        oci::ComponentDescription { sha256: sha256.clone(), exports: checked.exports, imports: checked.imports };
     let pushed = oci::push(bytes, &file_name, &description, target)?;
     let mut out = String::new();
     let _ = writeln!(out, "pushed {pushed}");

@@ -27,9 +27,9 @@ use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientP
 use oci_client::manifest::{OciImageManifest, OCI_IMAGE_MEDIA_TYPE};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncWrite;
 
+use super::fetch::runtime;
 use super::PluginCmdError;
 
 /// The config media type of a WebAssembly OCI artifact.
@@ -176,13 +176,6 @@ fn docker_auth(text: &str, registry: &str) -> Result<RegistryAuth, String> {
     Ok(RegistryAuth::Basic(user.to_string(), password.to_string()))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, PluginCmdError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| PluginCmdError::Fetch(format!("cannot start the async runtime: {e}")))
-}
-
 /// Pulls the component `source` names, checking that the artifact is a
 /// WebAssembly component artifact and the bytes match their digests.
 pub fn pull(source: &str, max: usize) -> Result<Pulled, PluginCmdError> {
@@ -266,6 +259,8 @@ impl AsyncWrite for Limited {
 
 /// What the artifact's config says of the component (as `wkg` writes it).
 pub struct ComponentDescription {
+    /// The component's SHA-256, lowercase hex (its layer's digest).
+    pub sha256: String,
     pub exports: Vec<String>,
     pub imports: Vec<String>,
 }
@@ -280,7 +275,6 @@ pub fn push(
 ) -> Result<String, PluginCmdError> {
     let reference = reference(target)?;
     let (client, auth) = client(&reference)?;
-    let layer_digest = format!("sha256:{}", hex::encode(Sha256::digest(&component)));
     let config = serde_json::json!({
         "created": time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
@@ -288,7 +282,7 @@ pub fn push(
         "author": null,
         "architecture": "wasm",
         "os": "wasip2",
-        "layerDigests": [layer_digest],
+        "layerDigests": [format!("sha256:{}", description.sha256)],
         "component": {"exports": description.exports, "imports": description.imports, "target": null},
     });
     let config = Config::new(config.to_string().into_bytes(), CONFIG_MEDIA_TYPE.to_string(), None);
